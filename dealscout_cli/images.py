@@ -1,0 +1,293 @@
+"""Pillow work on one photo: open it safely, turn it upright, shrink it, strip it, check it.
+
+`prepare_photo` is what the pipeline sends to the model: a JPEG no larger than
+`max_side` a side, with every byte of metadata (EXIF, GPS, ICC, XMP, comments)
+gone, because a seller's location must never leave the machine. It runs in
+worker threads, so it touches no global Pillow or `warnings` state.
+
+`quality_warnings` are cheap local checks (blur, exposure, resolution) that
+tell a seller to reshoot before paying for a model call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import (
+    GifImagePlugin,  # noqa: F401  (registers the format with Image.OPEN)
+    Image,
+    ImageFilter,
+    ImageStat,
+    JpegImagePlugin,  # noqa: F401
+    PngImagePlugin,  # noqa: F401
+    WebPImagePlugin,  # noqa: F401
+)
+
+from .errors import BadPhoto
+
+DEFAULT_MAX_SIDE = 768
+DEFAULT_MAX_PIXELS = (
+    50_000_000  # well under Pillow's own bomb limit (~89 MP), above any phone camera
+)
+DEFAULT_QUALITY = 85
+MIN_SIDE = 32
+LOW_RESOLUTION_SIDE = 500
+
+# Formats we decode; anything else is "not an image" to us. HEIF comes from pillow-heif.
+_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "HEIF")
+_NOT_AN_IMAGE = "not an image (content is not JPEG/PNG/WebP/GIF/HEIC)"
+_CORRUPT = "truncated or corrupt image data"
+
+# EXIF orientation tag (0x0112) → the transpose that makes the photo upright.
+_ORIENTATION = 0x0112
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+# Calibrated on tests/photo_factory.py products: sharp ones score 80-330 (the 12 MP
+# one lowest), the same products Gaussian-blurred (radius 4 at 1024 px) 14-30.
+BLUR_THRESHOLD = 40.0
+DARK_MEAN = 45.0
+BRIGHT_MEAN = 235.0
+
+BLURRY = "blurry: reshoot with steady focus"
+TOO_DARK = "too dark: reshoot in more light"
+TOO_BRIGHT = "too bright: overexposed, reshoot with less direct light"
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """A photo ready for the model: stripped JPEG bytes and where they came from."""
+
+    data: bytes
+    mime_type: str
+    width: int
+    height: int
+    source_path: str
+    source_sha256: str
+
+
+def register_heif() -> None:
+    """Teach Pillow to open HEIC/HEIF (iPhone photos). Safe to call many times."""
+    if "HEIF" in Image.OPEN:
+        return
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+
+
+def prepare_photo(
+    path: Path,
+    *,
+    max_side: int = DEFAULT_MAX_SIDE,
+    expected_sha256: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    quality: int = DEFAULT_QUALITY,
+) -> PreparedImage:
+    """Read, check, orient, downscale and re-encode one photo; BadPhoto if it cannot be used."""
+    name = display_path(path)
+    data = read_photo_bytes(path)
+    sha256 = hashlib.sha256(data).hexdigest()
+    if expected_sha256 is not None and sha256 != expected_sha256:
+        raise BadPhoto(name, "changed on disk since it was scanned; run snap again to rescan")
+    image = open_image(data, name, max_pixels=max_pixels)
+    orientation = _orientation(image)
+    try:
+        if image.format == "JPEG":
+            # Let libjpeg decode at 1/2, 1/4 or 1/8 scale: most of the speed on big photos.
+            image.draft("RGB", (max_side, max_side))
+        image.load()
+        image = _to_rgb_or_rgba(image)
+        image.thumbnail((max_side, max_side))
+    except BadPhoto:
+        raise
+    except Exception as exc:  # Pillow's decoders raise many types on hostile input
+        raise BadPhoto(name, _CORRUPT) from exc
+    clean = _fresh_rgb(image)
+    if orientation in _TRANSPOSE:
+        clean = clean.transpose(_TRANSPOSE[orientation])
+    out = io.BytesIO()
+    clean.save(out, "JPEG", quality=quality, optimize=False)
+    return PreparedImage(
+        data=out.getvalue(),
+        mime_type="image/jpeg",
+        width=clean.width,
+        height=clean.height,
+        source_path=name,
+        source_sha256=sha256,
+    )
+
+
+def quality_warnings(
+    path_or_image: Path | str | Image.Image,
+    *,
+    original_size: tuple[int, int] | None = None,
+) -> list[str]:
+    """Local checks a seller can act on: blur, exposure, low resolution.
+
+    Give a path (opened cheaply at reduced size) or an already-decoded image; pass
+    `original_size` when the image is a downscaled copy of the real photo.
+    """
+    if isinstance(path_or_image, Image.Image):
+        image = path_or_image
+        size = original_size or image.size
+    else:
+        name = display_path(path_or_image)
+        image = open_image(read_photo_bytes(Path(path_or_image)), name)
+        size = original_size or image.size
+        if _orientation(image) in (5, 6, 7, 8):
+            size = (size[1], size[0])
+        try:
+            if image.format == "JPEG":
+                image.draft("L", (256, 256))
+            image.load()
+        except Exception as exc:  # Pillow's decoders raise many types on hostile input
+            raise BadPhoto(name, _CORRUPT) from exc
+    gray = _to_rgb_or_rgba(image)
+    if gray.mode == "RGBA":
+        gray = _fresh_rgb(gray)
+    gray = gray.convert("L")
+    gray.thumbnail((256, 256))
+
+    warnings: list[str] = []
+    if sharpness(gray) < BLUR_THRESHOLD:
+        warnings.append(BLURRY)
+    mean = ImageStat.Stat(gray).mean[0]
+    if mean < DARK_MEAN:
+        warnings.append(TOO_DARK)
+    elif mean > BRIGHT_MEAN:
+        warnings.append(TOO_BRIGHT)
+    if max(size) < LOW_RESOLUTION_SIDE:
+        warnings.append(f"low resolution ({size[0]}×{size[1]}): reshoot closer or at full size")
+    return warnings
+
+
+def sharpness(gray: Image.Image) -> float:
+    """Variance of a Laplacian edge filter on a grayscale image: low means blurry."""
+    # offset=128 keeps negative responses inside the 0..255 range of an "L" image.
+    laplacian = ImageFilter.Kernel((3, 3), (0, 1, 0, 1, -4, 1, 0, 1, 0), scale=1, offset=128)
+    edges = gray.filter(laplacian)
+    # The filter's border pixels are garbage; measure the inside only.
+    inside = edges.crop((1, 1, max(2, edges.width - 1), max(2, edges.height - 1)))
+    return ImageStat.Stat(inside).var[0]
+
+
+def display_path(path: Path | str) -> str:
+    """A printable form of a path, even when its file name is not valid UTF-8."""
+    text = os.fspath(path)
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def read_photo_bytes(path: Path) -> bytes:
+    """All of a photo file's bytes, or BadPhoto saying why they cannot be read."""
+    name = display_path(path)
+    try:
+        # O_NONBLOCK: a FIFO named like a photo must fail, not hang the worker.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise BadPhoto(name, "file no longer exists (moved or deleted after scanning)") from None
+    except PermissionError:
+        raise BadPhoto(name, "permission denied (cannot read the file)") from None
+    except OSError as exc:
+        raise BadPhoto(name, f"cannot open the file ({exc.strerror})") from None
+    with open(fd, "rb") as file:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a folder" if stat.S_ISDIR(mode) else "a device or pipe"
+            raise BadPhoto(name, f"not a regular file ({kind} named like a photo)")
+        try:
+            data = file.read()
+        except OSError as exc:
+            raise BadPhoto(name, f"cannot read the file ({exc.strerror})") from None
+    if not data:
+        raise BadPhoto(name, "empty file (0 bytes)")
+    return data
+
+
+def open_image(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open (not decode) image bytes, refusing unknown formats, tiny images and decompression bombs.
+
+    Pillow's own `Image.open` runs its bomb check itself and warns, which our
+    tests treat as an error and which would need thread-unsafe `warnings`
+    filters to silence; so we call the registered format openers directly and
+    check width × height ourselves before anything is decoded.
+    """
+    register_heif()
+    prefix = data[:16]
+    for fmt in _FORMATS:
+        factory, accept = Image.OPEN[fmt]
+        accepted = accept(prefix) if accept else True
+        if not accepted or isinstance(accepted, str):
+            continue
+        try:
+            image = factory(io.BytesIO(data), name)
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+            raise BadPhoto(name, f"image too large to decode safely ({exc})") from None
+        except Exception as exc:  # Pillow's decoders raise many types on hostile input
+            raise BadPhoto(name, _CORRUPT) from exc
+        width, height = image.size
+        if width * height > max_pixels:
+            raise BadPhoto(
+                name,
+                f"image too large ({width}×{height} px = {width * height / 1e6:.0f} megapixels; "
+                f"the limit is {max_pixels / 1e6:.0f} megapixels)",
+            )
+        if min(width, height) < MIN_SIDE:
+            raise BadPhoto(
+                name,
+                f"too small ({width}×{height} px); the model needs at least {MIN_SIDE} px a side",
+            )
+        return image
+    raise BadPhoto(name, _NOT_AN_IMAGE)
+
+
+def _orientation(image: Image.Image) -> int:
+    """EXIF orientation 1..8; anything missing, broken or out of range counts as upright."""
+    try:
+        value = image.getexif().get(_ORIENTATION, 1)
+    except Exception:  # a broken EXIF block must not cost the photo
+        return 1
+    return value if isinstance(value, int) and value in _TRANSPOSE else 1
+
+
+def _to_rgb_or_rgba(image: Image.Image) -> Image.Image:
+    """Bring any decoded mode to 8-bit RGB, or RGBA when it has transparency."""
+    mode = image.mode
+    if mode in ("RGB", "RGBA"):
+        return image
+    if mode in ("LA", "La", "PA", "RGBa") or (
+        mode in ("P", "L", "RGB") and "transparency" in image.info
+    ):
+        return image.convert("RGBA")
+    if mode.startswith("I") or mode == "F":
+        # 16-bit and float greys: scale to 0..255 instead of letting convert() clip them.
+        wide = image.convert("F")
+        top = wide.getextrema()[1]
+        if top > 255:
+            wide = wide.point(lambda value: value * (255.0 / top))
+        return wide.convert("L").convert("RGB")
+    return image.convert("RGB")
+
+
+def _fresh_rgb(image: Image.Image) -> Image.Image:
+    """A new RGB image holding only the pixels: no info dict, EXIF, ICC, XMP or comments.
+
+    Transparent areas are composited on white, as a seller's photo would be shown.
+    """
+    clean = Image.new("RGB", image.size, "white")
+    if image.mode == "RGBA":
+        clean.paste(image, mask=image.getchannel("A"))
+    else:
+        clean.paste(image)
+    return clean
