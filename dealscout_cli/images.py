@@ -201,11 +201,12 @@ def read_photo_bytes(path: Path) -> bytes:
         raise BadPhoto(name, "permission denied (cannot read the file)") from None
     except OSError as exc:
         raise BadPhoto(name, f"cannot open the file ({exc.strerror})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a folder" if stat.S_ISDIR(mode) else "a device or pipe"
+        raise BadPhoto(name, f"not a regular file ({kind} named like a photo)")
     with open(fd, "rb") as file:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = "a folder" if stat.S_ISDIR(mode) else "a device or pipe"
-            raise BadPhoto(name, f"not a regular file ({kind} named like a photo)")
         try:
             data = file.read()
         except OSError as exc:

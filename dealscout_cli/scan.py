@@ -324,12 +324,13 @@ def _fingerprint(path: Path, buffer: bytearray) -> FoundPhoto | str:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
         return _os_reason(exc, link=os.path.islink(path))
-    with open(fd, "rb", buffering=0) as file:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            return "not a regular file (a pipe or device named like a photo)"
-        if info.st_size == 0:
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
+        os.close(fd)
+        if info.st_size == 0 and stat.S_ISREG(info.st_mode):
             return "empty file (0 bytes)"
+        return "not a regular file (a pipe or device named like a photo)"
+    with open(fd, "rb", buffering=0) as file:
         digest = hashlib.sha256()
         view = memoryview(buffer)
         try:

@@ -7,6 +7,7 @@ sys.path), and from scripts after adding tests/ to sys.path.
 from __future__ import annotations
 
 import random
+import struct
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter
@@ -144,6 +145,13 @@ def exif_with(orientation: int | None = None, gps: bool = False) -> Image.Exif:
     if gps:
         exif[GPS_IFD] = {1: "N", 2: (48.0, 51.0, 29.0), 3: "E", 4: (2.0, 17.0, 40.0)}
     return exif
+
+
+def exif_with_text_orientation() -> bytes:
+    """Raw EXIF whose orientation tag is ASCII text instead of a number (seen from broken apps)."""
+    entry = struct.pack("<HHI4s", ORIENTATION, 2, 4, b"top\x00")  # tag, type ASCII, count, value
+    tiff = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1) + entry + struct.pack("<I", 0)
+    return b"Exif\x00\x00" + tiff
 
 
 def save_jpeg(
