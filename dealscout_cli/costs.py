@@ -1,0 +1,118 @@
+"""The model price table and the cost of one call from its token usage.
+
+Prices are USD per 1M tokens. Costs are kept as integer micro-dollars
+(millionths of a USD) so sums in SQL are exact: at $p per 1M tokens, one token
+costs exactly p micro-dollars.
+
+Override or extend the table with a JSON file (`--prices` or DEALSCOUT_PRICES):
+    {"gemini-3.6-flash": {"input": 1.5, "output": 7.5}}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+from dealscout_cli.errors import UsageError
+
+PRICES_CHECKED = "2026-11-29"  # list prices (standard tier, prompts <= 200k tokens), from public price listings
+
+
+@dataclass(frozen=True)
+class ModelPrice:
+    input_per_million: Decimal
+    output_per_million: Decimal
+
+
+PRICE_TABLE: dict[str, ModelPrice] = {
+    "gemini-3.6-flash": ModelPrice(Decimal("1.50"), Decimal("7.50")),
+    "gemini-3.5-flash-lite": ModelPrice(Decimal("0.30"), Decimal("2.50")),
+    "gemini-3.1-flash-lite": ModelPrice(Decimal("0.25"), Decimal("1.50")),
+    "gemini-3-flash-preview": ModelPrice(Decimal("0.50"), Decimal("3.00")),
+    "gemini-2.5-flash": ModelPrice(Decimal("0.30"), Decimal("2.50")),
+    "gemini-2.5-flash-lite": ModelPrice(Decimal("0.10"), Decimal("0.40")),
+}
+
+BATCH_DISCOUNT = Decimal("0.5")  # Gemini Batch Mode bills half the standard price
+
+
+def load_prices(override_file: Path | None = None) -> dict[str, ModelPrice]:
+    """The built-in table, with a user's JSON file laid over it."""
+    table = dict(PRICE_TABLE)
+    if override_file is None:
+        return table
+    try:
+        raw = json.loads(Path(override_file).read_text(encoding="utf-8"))
+        for model, price in raw.items():
+            table[model] = ModelPrice(Decimal(str(price["input"])), Decimal(str(price["output"])))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UsageError(
+            f"price file {override_file}: {exc}; expected "
+            '{"model-name": {"input": USD_per_1M, "output": USD_per_1M}}'
+        ) from None
+    return table
+
+
+def _base_model(model: str) -> str:
+    # The API reports versions like "gemini-3.6-flash-001"; price them as their family.
+    return model.removeprefix("models/")
+
+
+def call_cost_micros(
+    prices: dict[str, ModelPrice],
+    model: str,
+    input_tokens: int | None,
+    output_tokens: int | None,
+    *,
+    batch: bool = False,
+) -> int | None:
+    """Cost of one call in micro-USD, or None when the model is not in the table."""
+    price = prices.get(_base_model(model))
+    if price is None:
+        return None
+    cost = Decimal(input_tokens or 0) * price.input_per_million + Decimal(
+        output_tokens or 0
+    ) * price.output_per_million
+    if batch:
+        cost *= BATCH_DISCOUNT
+    return int(cost.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def format_usd(micros: int | None) -> str:
+    """Human money: $0.0123 for small sums, $12.35 for large ones."""
+    if micros is None:
+        return "unknown"
+    usd = Decimal(micros) / Decimal(1_000_000)
+    if usd < 1:
+        return f"${usd:.4f}"
+    return f"${usd:,.2f}"
+
+
+# ---------------------------------------------------------------- token estimates
+# Google's documented rule for Gemini image input: an image with both sides
+# <= 384 px costs 258 tokens; a larger one is cut into 768x768 tiles of 258 each.
+# Text is about 4 characters a token.
+
+IMAGE_TOKENS_SMALL = 258
+TILE_SIDE = 768
+SMALL_IMAGE_SIDE = 384
+
+
+def image_tokens(width: int, height: int) -> int:
+    if width <= SMALL_IMAGE_SIDE and height <= SMALL_IMAGE_SIDE:
+        return IMAGE_TOKENS_SMALL
+    tiles = -(-width // TILE_SIDE) * -(-height // TILE_SIDE)
+    return IMAGE_TOKENS_SMALL * tiles
+
+
+def text_tokens(text: str) -> int:
+    return max(1, -(-len(text) // 4)) if text else 0
+
+
+def estimate_request_tokens(request: object) -> int:
+    """Input tokens a ModelRequest will cost, before sending it (corrected later from usage)."""
+    images = getattr(request, "images", ())
+    total = sum(image_tokens(i.width or TILE_SIDE, i.height or TILE_SIDE) for i in images)
+    return total + text_tokens(getattr(request, "system", "")) + text_tokens(getattr(request, "prompt", ""))
