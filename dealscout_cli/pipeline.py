@@ -1,0 +1,237 @@
+"""One item from photos to listing: prepare images, identify, price.
+
+The stages are checkpoints: a finished identification is saved before pricing
+starts, so a pricing failure never pays for identification again. Every model
+call attempt is handed to `record_call` (tokens, latency, status, cost), the
+failed ones included. Retries of one call happen here (tenacity: exponential
+backoff with jitter, the server's RetryInfo delay when it is longer); what to do
+with an item whose calls all failed is the runner's decision.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import tenacity
+from pydantic import BaseModel, ValidationError
+
+from dealscout_cli import prompts
+from dealscout_cli.costs import ModelPrice, call_cost_micros, estimate_request_tokens
+from dealscout_cli.errors import BadModelOutput, BadPhoto, ProviderError, RateLimited
+from dealscout_cli.images import PreparedImage, prepare_photo, quality_warnings
+from dealscout_cli.models import Identification, PriceEstimate
+from dealscout_cli.providers.base import ImagePart, ModelReply, ModelRequest, Provider
+from dealscout_cli.store import CallRecord, ItemRecord, Stage
+
+RecordCall = Callable[[CallRecord], Awaitable[None]]
+BAD_OUTPUT_RETRIES = 1  # a schema-invalid answer is asked again once; twice is a permanent failure
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    vision_model: str
+    pricing_model: str
+    max_side: int
+    max_retries: int
+    offline: bool = False
+    backoff_base: float = 1.0
+    backoff_cap: float = 30.0
+
+
+class Pipeline:
+    """Runs the stages of one item against a provider; stateless between items."""
+
+    def __init__(
+        self,
+        provider: Provider,
+        config: PipelineConfig,
+        prices: dict[str, ModelPrice],
+        record_call: RecordCall,
+        *,
+        limits: object | None = None,
+        image_limiter: anyio.CapacityLimiter | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.provider = provider
+        self.config = config
+        self.prices = prices
+        self.record_call = record_call
+        self.limits = limits
+        self.image_limiter = image_limiter
+        self.clock = clock
+        self.rng = rng or random.Random()
+
+    # ------------------------------------------------------------ stages
+
+    async def prepare(self, item: ItemRecord) -> tuple[list[PreparedImage], list[str]]:
+        """Prepared images (deduplicated by content) and the photo-quality warnings."""
+        images: list[PreparedImage] = []
+        warnings: list[str] = []
+        seen: set[str] = set()
+        for photo in item.photos:
+            if photo.sha256 in seen:
+                continue
+            seen.add(photo.sha256)
+            image = await anyio.to_thread.run_sync(
+                _prepare_with_warnings, Path(photo.path), self.config.max_side, photo.sha256,
+                abandon_on_cancel=True, limiter=self.image_limiter,
+            )
+            images.append(image[0])
+            warnings.extend(f"{Path(photo.path).name}: {w}" for w in image[1])
+        if not images:
+            raise BadPhoto(item.label, "item has no photos")
+        return images, warnings
+
+    async def identify(
+        self, item: ItemRecord, images: list[PreparedImage], *, attempt: int
+    ) -> tuple[Identification, str]:
+        request = ModelRequest(
+            model=self.config.vision_model,
+            system=prompts.IDENTIFY_SYSTEM,
+            prompt=prompts.identify_prompt(item.notes),
+            schema=Identification,
+            images=tuple(ImagePart(i.data, i.mime_type, i.width, i.height) for i in images),
+        )
+        parsed, text = await self._call(request, Stage.IDENTIFY, item.id, attempt)
+        return parsed, text  # type: ignore[return-value]
+
+    async def price(
+        self, item: ItemRecord, identification: Identification, *, attempt: int
+    ) -> tuple[PriceEstimate, str]:
+        request = ModelRequest(
+            model=self.config.pricing_model,
+            system=prompts.price_system(),
+            prompt=prompts.price_prompt(identification),
+            schema=PriceEstimate,
+            max_output_tokens=1024,
+        )
+        parsed, text = await self._call(request, Stage.PRICE, item.id, attempt)
+        return parsed, text  # type: ignore[return-value]
+
+    # ------------------------------------------------------------ one call, with retries
+
+    async def _call(
+        self, request: ModelRequest, stage: Stage, item_id: int, item_attempt: int
+    ) -> tuple[BaseModel, str]:
+        bad_outputs = 0
+
+        def should_retry(state: tenacity.RetryCallState) -> bool:
+            nonlocal bad_outputs
+            exc = state.outcome.exception() if state.outcome else None
+            if not isinstance(exc, ProviderError) or not exc.retryable:
+                return False
+            if isinstance(exc, BadModelOutput):
+                bad_outputs += 1
+                return bad_outputs <= BAD_OUTPUT_RETRIES
+            return True
+
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(self.config.max_retries + 1),
+            retry=should_retry,
+            wait=self._wait,
+            sleep=anyio.sleep,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._attempt(request, stage, item_id, attempt.retry_state.attempt_number)
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        """Full-jitter exponential backoff; the server's RetryInfo delay wins when longer."""
+        exc = state.outcome.exception() if state.outcome else None
+        ceiling = min(self.config.backoff_cap, self.config.backoff_base * 2 ** (state.attempt_number - 1))
+        wait = self.rng.uniform(0, ceiling)
+        if isinstance(exc, RateLimited) and exc.retry_after:
+            wait = max(wait, exc.retry_after + self.rng.uniform(0, 0.25 * exc.retry_after))
+        return wait
+
+    async def _attempt(
+        self, request: ModelRequest, stage: Stage, item_id: int, call_attempt: int
+    ) -> tuple[BaseModel, str]:
+        started = self.clock()
+        mono = time.monotonic()
+        permit = None
+        limiter = self.limits.for_model(request.model) if self.limits is not None else None
+        estimate = estimate_request_tokens(request)
+        if limiter is not None:
+            permit = await limiter.acquire(estimate)
+        reply: ModelReply | None = None
+        error: ProviderError | None = None
+        try:
+            reply = await self.provider.generate(request)
+            parsed = _validate(request.schema, reply.text, request.model)
+            return parsed, reply.text
+        except ProviderError as exc:
+            error = exc
+            raise
+        finally:
+            latency = time.monotonic() - mono
+            if limiter is not None and permit is not None:
+                limiter.record(
+                    permit,
+                    actual_tokens=reply.input_tokens if reply else None,
+                    outcome="rate_limited" if isinstance(error, RateLimited) else ("error" if error else "ok"),
+                    latency=latency,
+                    retry_after=getattr(error, "retry_after", None),
+                )
+            await self._record(request, stage, item_id, call_attempt, started, latency, reply, error)
+
+    async def _record(
+        self, request: ModelRequest, stage: Stage, item_id: int, attempt: int, started: float,
+        latency: float, reply: ModelReply | None, error: ProviderError | None,
+    ) -> None:
+        input_tokens = reply.input_tokens if reply else None
+        output_tokens = reply.output_tokens if reply else None
+        outcome = "ok" if error is None else error.kind
+        if error is not None and error.kind == "provider_error":
+            outcome = "server_error" if (error.status or 0) >= 500 else (
+                "connection_error" if error.status is None else "client_error"
+            )
+        await self.record_call(
+            CallRecord(
+                item_id=item_id,
+                stage=stage.value,
+                model=request.model,
+                attempt=attempt,
+                started_epoch=started,
+                latency_ms=round(latency * 1000),
+                outcome=outcome,
+                http_status=(reply.http_status if reply else None) if error is None else error.status,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cost_micro_usd=call_cost_micros(self.prices, request.model, input_tokens, output_tokens)
+                if reply is not None
+                else None,
+                error=str(error)[:500] if error else None,
+                offline=self.config.offline,
+            )
+        )
+
+
+def _prepare_with_warnings(path: Path, max_side: int, sha256: str) -> tuple[PreparedImage, list[str]]:
+    image = prepare_photo(path, max_side=max_side, expected_sha256=sha256)
+    try:
+        warnings = quality_warnings(image)
+    except Exception:  # a warning that cannot be computed is not worth failing the item for
+        warnings = []
+    return image, warnings
+
+
+def _validate(schema: type[BaseModel], text: str, model: str) -> BaseModel:
+    """Check the model's JSON ourselves: the SDK's `response.parsed` is silently None when it is bad."""
+    try:
+        return schema.model_validate_json(text)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "answer"
+        kind = "not JSON" if first.get("type") == "json_invalid" else f"{where}: {first.get('msg')}"
+        raise BadModelOutput(
+            f"{model} answered with output that does not fit {schema.__name__} ({kind})", raw_text=text[:2000]
+        ) from None

@@ -1,0 +1,1 @@
+"""Model providers: where dealscout's calls meet a model API (see base.Provider)."""

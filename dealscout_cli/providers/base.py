@@ -1,0 +1,55 @@
+"""The Protocol every model provider meets, and the values that cross it.
+
+A provider sends one request (a system text, a prompt, some images, a response
+schema) and returns the model's JSON text with its token usage, or raises one
+of the `ProviderError` classes in `dealscout_cli.errors`. It does no retries
+and no rate limiting: those belong to `limits` and `pipeline`, so every attempt
+is seen and recorded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pydantic import BaseModel
+
+
+@dataclass(frozen=True)
+class ImagePart:
+    data: bytes
+    mime_type: str = "image/jpeg"
+    width: int = 0  # known sizes let the limiter estimate tokens before sending
+    height: int = 0
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    model: str
+    system: str
+    prompt: str
+    schema: type[BaseModel]
+    images: tuple[ImagePart, ...] = ()
+    temperature: float = 0.2
+    max_output_tokens: int = 2048
+
+
+@dataclass(frozen=True)
+class ModelReply:
+    text: str
+    input_tokens: int | None
+    output_tokens: int | None
+    http_status: int = 200
+    model_version: str | None = None
+    finish_reason: str | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class Provider(Protocol):
+    """What a model backend must do. Errors are `ProviderError` subclasses."""
+
+    async def generate(self, request: ModelRequest) -> ModelReply: ...
+
+    async def count_tokens(self, request: ModelRequest) -> int: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,197 @@
+"""Gemini through google-genai's async client.
+
+SDK traps handled here (google-genai 3.x):
+- it imports slowly (~1 s), so it is imported when a provider is built, never
+  for `--help` or `status`;
+- its default timeout is none: we always pass one (HttpOptions.timeout is in ms);
+- it switches to aiohttp when that is importable: we hand it our own httpx client;
+- it does no retries unless told, and ignores RetryInfo on 429: we retry in
+  `pipeline`, reading `retryDelay` from the error details here;
+- `response.parsed` is silently None on bad JSON: we validate `response.text`
+  ourselves in `pipeline`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+
+from dealscout_cli.errors import (
+    Blocked,
+    ProviderError,
+    ProviderTimeout,
+    QuotaExhausted,
+    RateLimited,
+    UsageError,
+)
+from dealscout_cli.providers.base import ModelReply, ModelRequest
+
+_DELAY = re.compile(r"^\s*([0-9.]+)s\s*$")
+
+
+class GeminiProvider:
+    """The real client. `base_url` points it at the emulator or a proxy."""
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        base_url: str | None = None,
+        timeout: float = 60.0,
+        max_connections: int = 64,
+    ) -> None:
+        if not api_key:
+            raise UsageError(
+                "no Gemini API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), "
+                "or pass --offline to run against the built-in emulator"
+            )
+        from google import genai
+        from google.genai import types
+
+        self._types = types
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
+        options = types.HttpOptions(
+            base_url=base_url, timeout=int(timeout * 1000), httpx_async_client=self._http
+        )
+        self._client = genai.Client(api_key=api_key, http_options=options)
+        self._key = api_key
+
+    async def generate(self, request: ModelRequest) -> ModelReply:
+        from google.genai import errors as genai_errors
+
+        types = self._types
+        parts: list[Any] = [
+            types.Part.from_bytes(data=image.data, mime_type=image.mime_type) for image in request.images
+        ]
+        parts.append(types.Part.from_text(text=request.prompt))
+        config = types.GenerateContentConfig(
+            system_instruction=request.system,
+            response_mime_type="application/json",
+            response_schema=request.schema,
+            temperature=request.temperature,
+            max_output_tokens=request.max_output_tokens,
+        )
+        try:
+            response = await self._client.aio.models.generate_content(
+                model=request.model, contents=[types.Content(role="user", parts=parts)], config=config
+            )
+        except genai_errors.APIError as exc:
+            raise self._translate(exc, request.model) from None
+        except httpx.TimeoutException as exc:
+            raise ProviderTimeout(f"{request.model}: no answer in time ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise ProviderError(
+                f"{request.model}: connection failed ({type(exc).__name__}: {self._scrub(str(exc))})",
+                retryable=True,
+            ) from None
+        return self._reply(response, request.model)
+
+    async def count_tokens(self, request: ModelRequest) -> int:
+        types = self._types
+        parts: list[Any] = [
+            types.Part.from_bytes(data=image.data, mime_type=image.mime_type) for image in request.images
+        ]
+        parts.append(types.Part.from_text(text=request.prompt))
+        result = await self._client.aio.models.count_tokens(
+            model=request.model, contents=[types.Content(role="user", parts=parts)]
+        )
+        return int(result.total_tokens or 0)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+        self._client.close()
+
+    # ------------------------------------------------------------------
+
+    def _reply(self, response: Any, model: str) -> ModelReply:
+        usage = response.usage_metadata
+        input_tokens = usage.prompt_token_count if usage else None
+        output_tokens = usage.candidates_token_count if usage else None
+        if not response.candidates:
+            feedback = response.prompt_feedback
+            reason = getattr(feedback, "block_reason", None) if feedback else None
+            raise Blocked(f"{model}: the model returned no answer (blocked: {reason or 'no reason given'})")
+        candidate = response.candidates[0]
+        finish = str(candidate.finish_reason.value) if candidate.finish_reason else None
+        if finish in ("SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "RECITATION"):
+            raise Blocked(f"{model}: answer withheld by the model (finish reason {finish})")
+        text = response.text or ""
+        return ModelReply(
+            text=text,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            model_version=response.model_version,
+            finish_reason=finish,
+        )
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._key, "[api key]") if self._key else text
+
+    def _translate(self, exc: Any, model: str) -> ProviderError:
+        code = int(getattr(exc, "code", 0) or 0)
+        status = getattr(exc, "status", None) or ""
+        message = self._scrub(str(getattr(exc, "message", "") or ""))[:300]
+        details = _details(exc)
+        if code == 429:
+            retry_after = _retry_delay(details)
+            if _is_daily_quota(details):
+                return QuotaExhausted(
+                    f"{model}: daily quota exhausted ({message}); resume after the quota resets",
+                    retry_after=retry_after,
+                )
+            return RateLimited(f"{model}: rate limited (429 {status})", retry_after=retry_after)
+        if code in (400, 403) and _reason(details) == "API_KEY_INVALID":
+            return ProviderError(
+                f"{model}: the API key was rejected ({code} {status}); check GEMINI_API_KEY",
+                status=code,
+                retryable=False,
+            )
+        if code == 404:
+            return ProviderError(
+                f"{model}: model not found (404); choose another with --vision-model/--pricing-model",
+                status=code,
+                retryable=False,
+            )
+        retryable = code in (408, 500, 502, 503, 504)
+        return ProviderError(f"{model}: {code} {status} {message}".strip(), status=code, retryable=retryable)
+
+
+def _details(exc: Any) -> list[dict[str, Any]]:
+    body = getattr(exc, "details", None)
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        found = error.get("details") if isinstance(error, dict) else None
+        if isinstance(found, list):
+            return [d for d in found if isinstance(d, dict)]
+    return []
+
+
+def _retry_delay(details: list[dict[str, Any]]) -> float | None:
+    for detail in details:
+        if detail.get("@type", "").endswith("google.rpc.RetryInfo"):
+            match = _DELAY.match(str(detail.get("retryDelay", "")))
+            if match:
+                return float(match.group(1))
+    return None
+
+
+def _is_daily_quota(details: list[dict[str, Any]]) -> bool:
+    for detail in details:
+        if detail.get("@type", "").endswith("google.rpc.QuotaFailure"):
+            for violation in detail.get("violations", []):
+                quota_id = str(violation.get("quotaId", "")) + str(violation.get("quotaMetric", ""))
+                if "PerDay" in quota_id or "per_day" in quota_id.lower():
+                    return True
+    return False
+
+
+def _reason(details: list[dict[str, Any]]) -> str | None:
+    for detail in details:
+        if detail.get("@type", "").endswith("google.rpc.ErrorInfo"):
+            return detail.get("reason")
+    return None

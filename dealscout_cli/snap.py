@@ -1,0 +1,185 @@
+"""The `snap` job as a Python function: scan, queue, run, summarise.
+
+`snap()` is what `dealscout snap` calls and what tests and scripts can call
+directly. It owns the wiring (store, provider, offline emulator, limits,
+pipeline, runner) and nothing else: each decision lives in its own module.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from dealscout_cli.config import OFFLINE_API_KEY, Settings
+from dealscout_cli.costs import load_prices
+from dealscout_cli.errors import UsageError
+from dealscout_cli.pipeline import Pipeline, PipelineConfig
+from dealscout_cli.runner import Event, RunOptions, Runner, RunSummary, exit_code, new_owner
+from dealscout_cli.scan import ScanResult, scan
+from dealscout_cli.store import EnqueueReport, Store
+
+
+@dataclass
+class SnapResult:
+    scan: ScanResult
+    queued: EnqueueReport
+    skipped_new: int
+    summary: RunSummary | None
+    failed_in_batch: list[dict[str, Any]] = field(default_factory=list)
+    offline: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        if self.summary is not None and (self.summary.signal_number or self.summary.stop_reason):
+            return exit_code(self.summary)
+        if self.failed_in_batch or (self.summary is not None and self.summary.failed):
+            return 1
+        return 0
+
+
+def snap(
+    paths: Sequence[Path],
+    settings: Settings,
+    *,
+    group: str = "photo",
+    force: bool = False,
+    on_event: Callable[[Event], None] = lambda event: None,
+    on_scanned: Callable[[ScanResult, EnqueueReport], None] = lambda scan, report: None,
+    provider_factory: Callable[[Settings], Any] | None = None,
+    handle_signals: bool = True,
+) -> SnapResult:
+    """Scan `paths`, queue what is new, process the queue. Never prints."""
+    for path in paths:
+        if not Path(path).exists():
+            raise UsageError(f"{path} does not exist; pass a folder of photos or a manifest (.csv/.jsonl)")
+    found = scan([Path(p) for p in paths], group=group)
+    now = time.time()
+    with Store.open(settings.db_path) as store:
+        report = store.enqueue(found.items, now=now, force=force)
+        skipped_new = sum(
+            store.record_skipped(p.path, p.reason, source=_where(p), now=now) for p in found.problems
+        )
+        on_scanned(found, report)
+        batch_keys = {item.key for item in found.items}
+        summary = None
+        if store.counts()["queued"] or store.counts()["running"]:
+            summary = _run(store, settings, on_event, provider_factory, handle_signals)
+        failed = [f for f in store.failures() if f["state"] == "failed" and _in_batch(store, f, batch_keys)]
+        skipped = [f for f in store.failures() if f["state"] == "skipped" and _is_problem_of(f, found)]
+    return SnapResult(found, report, skipped_new, summary, failed + skipped, settings.offline)
+
+
+def _where(problem: Any) -> str:
+    return f"{problem.path}:{problem.line}" if getattr(problem, "line", None) else str(problem.path)
+
+
+def _in_batch(store: Store, failure: dict[str, Any], keys: set[str]) -> bool:
+    return store.item(failure["item_id"]).key in keys
+
+
+def _is_problem_of(failure: dict[str, Any], found: ScanResult) -> bool:
+    return any(failure["source"] == _where(p) for p in found.problems)
+
+
+def _run(
+    store: Store,
+    settings: Settings,
+    on_event: Callable[[Event], None],
+    provider_factory: Callable[[Settings], Any] | None,
+    handle_signals: bool,
+) -> RunSummary:
+    emulator = None
+    if settings.offline:
+        from dealscout_cli.emulator import Emulator, EmulatorConfig
+
+        emulator = Emulator(EmulatorConfig(seed=1))
+        emulator.start()
+        settings = settings.with_(base_url=emulator.url, api_key=OFFLINE_API_KEY)
+    elif not settings.api_key:
+        raise UsageError(
+            "no Gemini API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), "
+            "or pass --offline to run against the built-in emulator"
+        )
+    try:
+        return anyio.run(_run_async, store, settings, on_event, provider_factory, handle_signals)
+    finally:
+        if emulator is not None:
+            emulator.stop()
+
+
+async def _run_async(
+    store: Store,
+    settings: Settings,
+    on_event: Callable[[Event], None],
+    provider_factory: Callable[[Settings], Any] | None,
+    handle_signals: bool,
+) -> RunSummary:
+    if provider_factory is not None:
+        provider = provider_factory(settings)
+    else:
+        from dealscout_cli.providers.gemini import GeminiProvider
+
+        provider = GeminiProvider(
+            settings.api_key or "", base_url=settings.base_url, timeout=settings.call_timeout,
+            max_connections=max(8, settings.concurrency * 2),
+        )
+    owner = new_owner()
+    run_id = store.start_run(owner, _command(settings), offline=settings.offline, now=time.time())
+    status = "crashed"
+    try:
+        pipeline = Pipeline(
+            provider,
+            PipelineConfig(
+                vision_model=settings.vision_model, pricing_model=settings.pricing_model,
+                max_side=settings.max_side, max_retries=settings.max_retries, offline=settings.offline,
+            ),
+            load_prices(settings.prices_file),
+            record_call=_unset_recorder,
+            limits=_limits(settings),
+            image_limiter=anyio.CapacityLimiter(2),
+        )
+        runner = Runner(
+            store, pipeline,
+            RunOptions(
+                concurrency=settings.concurrency, lease_seconds=settings.lease_seconds,
+                soft_time_limit=settings.soft_time_limit, max_attempts=settings.max_attempts,
+                grace=settings.grace, offline=settings.offline, vision_model=settings.vision_model,
+                pricing_model=settings.pricing_model, handle_signals=handle_signals,
+            ),
+            run_id=run_id, on_event=on_event, owner=owner,
+        )
+        summary = await runner.run()
+        status = "interrupted" if summary.signal_number else ("stopped" if summary.stop_reason else "finished")
+        return summary
+    finally:
+        await provider.aclose()
+        counts = store.counts()
+        store.finish_run(run_id, status, counts, now=time.time())
+
+
+async def _unset_recorder(call: Any) -> None:  # replaced by the Runner
+    raise RuntimeError("Pipeline.record_call used before the Runner set it")
+
+
+def _limits(settings: Settings) -> Any:
+    try:
+        from dealscout_cli.limits import Limits, ModelLimit
+    except ImportError:  # limits arrive with the rate-limit work
+        return None
+    default = ModelLimit(rpm=settings.rpm, tpm=settings.tpm, max_concurrency=settings.concurrency)
+    return Limits({}, default)
+
+
+def _command(settings: Settings) -> dict[str, Any]:
+    """The run's options as stored in `runs.command` (the API key is left out on purpose)."""
+    return {
+        "vision_model": settings.vision_model, "pricing_model": settings.pricing_model,
+        "concurrency": settings.concurrency, "max_side": settings.max_side,
+        "base_url": settings.base_url if not settings.offline else "offline",
+        "rpm": settings.rpm, "tpm": settings.tpm,
+    }
