@@ -1,0 +1,477 @@
+"""The `dealscout` command: parse, call the core, render. No SQL, no retry policy, no prompts.
+
+Results go to stdout (tables, or JSON with --json); progress and errors go to
+stderr. Known errors become one red line and an exit code; anything else is a
+bug and keeps its traceback (always under pytest or with DEALSCOUT_DEBUG=1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dealscout_cli import config
+from dealscout_cli.costs import format_usd
+from dealscout_cli.errors import DealscoutError, UsageError
+
+app = typer.Typer(
+    help="Turn folders of product photos into draft marketplace listings with Gemini.\n\n"
+    "Start with: dealscout snap ./photos --offline   (no API key needed: runs against the built-in emulator)",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # a traceback must never show the API key
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode="rich",
+)
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+DbOption = Annotated[
+    Path,
+    typer.Option("--db", envvar=config.ENV_DB, help="The SQLite file that keeps jobs, calls and listings."),
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table (for scripts).")]
+
+
+def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    err.print(f"[red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _guarded(fn: Callable[[], Any]) -> Any:
+    """Run a command body: known errors become one line; unknown ones stay loud."""
+    try:
+        return fn()
+    except UsageError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except DealscoutError as exc:
+        if os.environ.get(config.ENV_DEBUG):
+            raise
+        _fail(str(exc))
+
+
+def _open_store(db: Path, *, create: bool = False) -> Any:
+    from dealscout_cli.store import Store
+
+    return Store.open(db, create=create)
+
+
+# ---------------------------------------------------------------- snap
+
+
+@app.command()
+def snap(
+    paths: Annotated[list[Path], typer.Argument(help="Folders of photos (searched recursively) or manifests (.csv/.jsonl).", show_default=False)],
+    db: DbOption = Path(config.DEFAULT_DB),
+    group: Annotated[str, typer.Option(help="'photo': each photo is an item. 'folder': each leaf folder is one item.")] = "photo",
+    offline: Annotated[bool, typer.Option("--offline", help="Run against the built-in Gemini emulator: no key, no cost, placeholder listings marked offline.")] = False,
+    base_url: Annotated[str | None, typer.Option(envvar=config.ENV_BASE_URL, help="Gemini API base URL (a proxy, or `dealscout emulator`).")] = None,
+    vision_model: Annotated[str, typer.Option(envvar=config.ENV_VISION_MODEL, help="Model that identifies items from photos.")] = config.DEFAULT_VISION_MODEL,
+    pricing_model: Annotated[str, typer.Option(envvar=config.ENV_PRICING_MODEL, help="Model that estimates prices.")] = config.DEFAULT_PRICING_MODEL,
+    concurrency: Annotated[int, typer.Option(min=1, max=256, envvar=config.ENV_CONCURRENCY, help="Items processed at once.")] = config.DEFAULT_CONCURRENCY,
+    rpm: Annotated[float | None, typer.Option(min=0.1, help="Requests per minute allowed per model (your quota).")] = None,
+    tpm: Annotated[float | None, typer.Option(min=1, help="Input tokens per minute allowed per model.")] = None,
+    max_side: Annotated[int, typer.Option(min=64, max=4096, help="Long side in px photos are shrunk to before sending.")] = config.DEFAULT_MAX_SIDE,
+    max_retries: Annotated[int, typer.Option(min=0, max=10, help="Retries of one call on 429/5xx/timeouts.")] = config.DEFAULT_MAX_RETRIES,
+    max_attempts: Annotated[int, typer.Option(min=1, max=20, help="Attempts per item before it is marked failed.")] = config.DEFAULT_MAX_ATTEMPTS,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds one model call may take.")] = config.DEFAULT_CALL_TIMEOUT,
+    lease: Annotated[float, typer.Option(min=1, help="Seconds after which a killed run's items can be claimed again.")] = config.DEFAULT_LEASE_SECONDS,
+    soft_time_limit: Annotated[float, typer.Option(min=1, help="Seconds one item may take before it is stopped and retried later.")] = config.DEFAULT_SOFT_TIME_LIMIT,
+    grace: Annotated[float, typer.Option(min=0, help="Seconds in-flight items get to finish after Ctrl-C/SIGTERM.")] = config.DEFAULT_GRACE,
+    force: Annotated[bool, typer.Option("--force", help="Process items again even if they are done.")] = False,
+    prices: Annotated[Path | None, typer.Option(envvar=config.ENV_PRICES, help="JSON file overriding the model price table.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only failures and the exit code tells the rest (for cron).")] = False,
+    log_json: Annotated[bool, typer.Option("--log-json", help="One JSON object per event instead of progress output.")] = False,
+    log_file: Annotated[Path | None, typer.Option(help="Write progress/log records to this file instead of stderr.")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Scan photos, queue what is new, and turn each item into a draft listing.
+
+    Items are keyed by their photos' content, so a rerun (or a rename) never pays
+    twice; a killed run resumes where it stopped. Exit codes: 0 all done,
+    1 some items failed, 2 usage error, 3 stopped early (daily quota),
+    130/143 interrupted.
+
+    Example: dealscout snap ./photos --group folder --offline
+    """
+    if group not in ("photo", "folder"):
+        _fail(f"--group must be 'photo' or 'folder', not {group!r}", EXIT_USAGE)
+    settings = config.resolve(
+        db_path=db, offline=offline or None, base_url=base_url, vision_model=vision_model,
+        pricing_model=pricing_model, concurrency=concurrency, rpm=rpm, tpm=tpm, max_side=max_side,
+        max_retries=max_retries, max_attempts=max_attempts, call_timeout=timeout, lease_seconds=lease,
+        soft_time_limit=soft_time_limit, grace=grace, prices_file=prices,
+    )
+    if not settings.offline and not settings.api_key:
+        _fail(
+            "no Gemini API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), "
+            "or pass --offline to run against the built-in emulator",
+            EXIT_USAGE,
+        )
+    from dealscout_cli.progress import make_reporter
+    from dealscout_cli.snap import snap as run_snap
+
+    log_handle = log_file.open("a", encoding="utf-8") if log_file else None
+    reporter = make_reporter(quiet=quiet, log_json=log_json, log_file=log_handle, console=err)
+
+    def scanned(found: Any, report: Any) -> None:
+        for problem in found.problems:
+            where = f"{problem.path}:{problem.line}" if problem.line else problem.path
+            if not log_json:
+                err.print(f"[yellow]skipped[/] {where}: {problem.reason}", markup=True, highlight=False)
+        if quiet or log_json:
+            return
+        err.print(
+            f"found {len(found.items)} items: {report.new} new, {report.already_done} already done, "
+            f"{report.already_queued} queued, {report.failed_before} failed earlier"
+            + (f", {report.requeued} re-queued (--force)" if report.requeued else ""),
+            highlight=False,
+        )
+
+    try:
+        result = _guarded(lambda: run_snap(paths, settings, group=group, force=force, on_event=reporter,
+                                           on_scanned=scanned))
+    finally:
+        reporter.close()
+        if log_handle:
+            log_handle.close()
+    _render_snap(result, settings, quiet=quiet, json_out=json_out)
+    raise typer.Exit(result.exit_code)
+
+
+def _render_snap(result: Any, settings: Any, *, quiet: bool, json_out: bool) -> None:
+    summary = result.summary
+    if json_out:
+        payload = {
+            "items_found": len(result.scan.items),
+            "new": result.queued.new,
+            "already_done": result.queued.already_done,
+            "problems": [{"path": p.path, "line": p.line, "reason": p.reason} for p in result.scan.problems],
+            "run": None if summary is None else {
+                "run_id": summary.run_id, "done": summary.done, "failed": summary.failed,
+                "retried": summary.retried, "released": summary.released, "calls": summary.calls,
+                "cost_usd": summary.cost_micro_usd / 1_000_000, "elapsed_s": round(summary.elapsed, 3),
+                "stop_reason": summary.stop_reason,
+            },
+            "failed": result.failed_in_batch,
+            "offline": result.offline,
+            "exit_code": result.exit_code,
+        }
+        out.print_json(json.dumps(payload, default=str))
+        return
+    if summary is None:
+        if not quiet:
+            err.print("nothing to do: every item is already done or failed; no calls made "
+                      "(`dealscout retry` re-queues failed items, `--force` redoes done ones)")
+    elif not quiet:
+        table = Table(title="snap" + (" (offline: emulator, not a real model)" if result.offline else ""))
+        for column in ("done", "failed", "retry later", "released", "calls", "cost", "time", "items/s"):
+            table.add_column(column, justify="right")
+        rate = summary.done / summary.elapsed if summary.elapsed else 0.0
+        table.add_row(
+            str(summary.done), str(summary.failed), str(summary.retried), str(summary.released),
+            str(summary.calls), format_usd(summary.cost_micro_usd), f"{summary.elapsed:.1f} s", f"{rate:.2f}",
+        )
+        out.print(table)
+        if summary.stop_reason:
+            err.print(f"[yellow]stopped early:[/] {summary.stop_reason}; run `dealscout snap` again to resume")
+    if result.failed_in_batch and not quiet:
+        err.print(f"[red]{len(result.failed_in_batch)} items failed or were skipped:[/]")
+        for failure in result.failed_in_batch[:20]:
+            where = failure.get("first_photo") or failure.get("source")
+            err.print(f"  item {failure['item_id']} {where}: {failure['error']}", markup=False)
+        if len(result.failed_in_batch) > 20:
+            err.print(f"  ... and {len(result.failed_in_batch) - 20} more (`dealscout status --json`)")
+        err.print("  `dealscout retry` re-queues failed items whose cause can pass (rate limits, timeouts)")
+
+
+# ---------------------------------------------------------------- status
+
+
+@app.command()
+def status(
+    db: DbOption = Path(config.DEFAULT_DB),
+    json_out: JsonFlag = False,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh every few seconds until Ctrl-C.")] = False,
+    interval: Annotated[float, typer.Option(min=0.2, help="Seconds between refreshes with --watch.")] = 2.0,
+) -> None:
+    """Where the work stands: items by state, throughput, cost so far, last errors.
+
+    Reads the database only; safe to run while `snap` is working.
+
+    Example: dealscout status --watch
+    """
+    from dealscout_cli.status import status_report
+
+    def once() -> dict[str, Any]:
+        with _open_store(db) as store:
+            return status_report(store, now=time.time())
+
+    if not watch:
+        report = _guarded(once)
+        if json_out:
+            out.print_json(json.dumps(report, default=str))
+        else:
+            _render_status(report)
+        return
+    from rich.live import Live
+
+    try:
+        with Live(console=out, auto_refresh=False) as live:
+            while True:
+                live.update(_status_table(_guarded(once)), refresh=True)
+                time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+
+
+def _status_table(report: dict[str, Any]) -> Table:
+    counts = report["counts"]
+    table = Table(title=f"dealscout status: {report['database']}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("items", str(report["items"]))
+    for state in ("done", "queued", "running", "failed", "skipped"):
+        table.add_row(f"  {state}", str(counts[state]))
+    table.add_row("throughput", f"{report['throughput_items_per_minute']:.1f} items/min (last 5 min)")
+    if report["eta"]:
+        table.add_row("eta", report["eta"])
+    table.add_row("calls", f"{report['calls']} ({report['input_tokens']:,} in / {report['output_tokens']:,} out tokens)")
+    cost = format_usd(report["cost_micro_usd"])
+    if report["unpriced_calls"]:
+        cost += f" (+{report['unpriced_calls']} calls to models without a price; see --prices)"
+    table.add_row("cost", cost)
+    for model in report["models_last_minute"]:
+        table.add_row(
+            f"  {model['model']}",
+            f"{model['requests']} req last min, {model['rate_limited'] or 0} × 429, "
+            f"{model['mean_latency_ms']} ms mean",
+        )
+    table.add_row("active runs", str(report["active_runs"]))
+    for error in report["last_errors"]:
+        table.add_row(f"  item {error['item_id']}", f"{error['state']}: {error['error']}")
+    return table
+
+
+def _render_status(report: dict[str, Any]) -> None:
+    out.print(_status_table(report))
+
+
+# ---------------------------------------------------------------- listings
+
+
+@app.command()
+def listings(
+    db: DbOption = Path(config.DEFAULT_DB),
+    item: Annotated[int | None, typer.Option("--item", help="Show one item in full: photos, calls, cost.")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """The draft listings made so far.
+
+    Example: dealscout listings --item 3
+    """
+    def load() -> tuple[list[Any], list[dict[str, Any]]]:
+        with _open_store(db) as store:
+            found = store.listings(item_id=item)
+            if item is not None and not found:
+                store.item(item)  # raises "no item with id" when it does not exist
+                raise UsageError(f"item {item} has no listing yet; `dealscout status` shows why")
+            calls = store.calls_for_item(item) if item is not None else []
+            return found, calls
+
+    found, calls = _guarded(load)
+    if json_out:
+        payload: Any = [listing.model_dump(mode="json") for listing in found]
+        if item is not None:
+            payload = {**payload[0], "calls": calls}
+        out.print_json(json.dumps(payload, default=str))
+        return
+    if item is not None:
+        _render_one_listing(found[0], calls)
+        return
+    if not found:
+        err.print("no listings yet: run `dealscout snap PHOTOS` first")
+        return
+    table = Table(title=f"{len(found)} listings")
+    for column in ("id", "sku", "title", "condition", "price", "photos", "warnings"):
+        table.add_column(column)
+    for listing in found:
+        price = f"{listing.price.suggested:.2f} {listing.price.currency}" if listing.price else "-"
+        title = listing.identification.title + (" [offline]" if listing.offline else "")
+        table.add_row(
+            str(listing.item_id), listing.sku, title, listing.identification.condition.value, price,
+            str(len(listing.photos)), str(len(listing.quality_warnings)) if listing.quality_warnings else "",
+        )
+    out.print(table)
+
+
+def _render_one_listing(listing: Any, calls: list[dict[str, Any]]) -> None:
+    ident = listing.identification
+    table = Table(title=f"item {listing.item_id} · {listing.sku}" + (" · offline" if listing.offline else ""),
+                  show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("title", ident.title)
+    table.add_row("condition", f"{ident.condition.value} (eBay {ident.ebay_condition_id})")
+    table.add_row("brand / model", f"{ident.brand or '-'} / {ident.model or '-'}")
+    table.add_row("category", ident.category)
+    if listing.price:
+        p = listing.price
+        table.add_row("price", f"{p.low:.2f} – {p.suggested:.2f} – {p.high:.2f} {p.currency}: {p.rationale}")
+    table.add_row("description", ident.description)
+    if ident.defects:
+        table.add_row("defects", "; ".join(ident.defects))
+    for photo in listing.photos:
+        table.add_row("photo", photo.path)
+    for warning in listing.quality_warnings:
+        table.add_row("warning", warning)
+    table.add_row("prompt", f"{listing.prompt_version} ({listing.vision_model}, {listing.pricing_model})")
+    total = 0
+    for call in calls:
+        total += call["cost_micro_usd"] or 0
+        table.add_row(
+            f"call {call['stage']}",
+            f"{call['model']} #{call['attempt']} {call['outcome']} {call['latency_ms']} ms "
+            f"{call['input_tokens'] or 0}+{call['output_tokens'] or 0} tok {format_usd(call['cost_micro_usd'])}",
+        )
+    table.add_row("cost", format_usd(total))
+    out.print(table)
+
+
+# ---------------------------------------------------------------- export
+
+
+@app.command()
+def export(
+    db: DbOption = Path(config.DEFAULT_DB),
+    format: Annotated[str, typer.Option("--format", "-f", help="csv, jsonl, ebay (Seller Hub drafts), shopify, meta.")] = "csv",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write; standard output when omitted.")] = None,
+    photo_base_url: Annotated[str | None, typer.Option(help="URL prefix where your photos are hosted; file names are appended.")] = None,
+    include_offline: Annotated[bool, typer.Option("--include-offline", help="Also export listings made by the emulator (marketplace formats skip them).")] = False,
+) -> None:
+    """Write the listings in a format a marketplace or a script can take.
+
+    Example: dealscout export --format ebay --photo-base-url https://example.com/photos/ -o ebay.csv
+    """
+    from dealscout_cli.export import ExportFormat, ExportOptions, export_listings
+
+    try:
+        fmt = ExportFormat(format)
+    except ValueError:
+        _fail(f"unknown --format {format!r}; choose one of {', '.join(f.value for f in ExportFormat)}", EXIT_USAGE)
+
+    def run() -> Any:
+        with _open_store(db) as store:
+            found = store.listings()
+        options = ExportOptions(photo_base_url=photo_base_url, include_offline=include_offline)
+        if output is None:
+            return export_listings(found, fmt, sys.stdout, options)
+        with output.open("w", encoding="utf-8", newline="") as handle:
+            return export_listings(found, fmt, handle, options)
+
+    report = _guarded(run)
+    for sku, reason in report.skipped:
+        err.print(f"skipped {sku}: {reason}", markup=False)
+    for note in getattr(report, "notes", []) or []:
+        err.print(f"note: {note}", markup=False)
+    if output is not None:
+        err.print(f"wrote {report.written} listings to {output}")
+
+
+# ---------------------------------------------------------------- retry
+
+
+@app.command()
+def retry(
+    db: DbOption = Path(config.DEFAULT_DB),
+    all_items: Annotated[bool, typer.Option("--all", help="Every failed item, whatever the cause.")] = False,
+    item: Annotated[list[int] | None, typer.Option("--item", help="This item id (repeatable).")] = None,
+    error_kind: Annotated[str | None, typer.Option(help="Only failures of this kind (rate_limited, timeout, bad_output, ...).")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Put failed items back in the queue; the next `snap` processes them.
+
+    Without options, re-queues the failures whose cause can pass (rate limits,
+    timeouts, server errors). Finished stages are kept: an item whose
+    identification succeeded is only priced again.
+
+    Example: dealscout retry --error-kind rate_limited && dealscout snap ./photos
+    """
+    def run() -> int:
+        from dealscout_cli.store import Store
+
+        with Store.open(db, create=False) as store:
+            now = time.time()
+            if item or error_kind or all_items:
+                return store.requeue_failed(now=now, item_ids=item or None, error_kind=error_kind)
+            return store.requeue_retryable(now=now)
+
+    count = _guarded(run)
+    if json_out:
+        out.print_json(json.dumps({"requeued": count}))
+    else:
+        out.print(f"{count} items back in the queue" + ("; run `dealscout snap PHOTOS` to process them" if count else ""))
+
+
+# ---------------------------------------------------------------- emulator
+
+
+@app.command()
+def emulator(
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8089,
+    host: Annotated[str, typer.Option(help="Address to bind (keep it on loopback).")] = "127.0.0.1",
+    rpm: Annotated[float | None, typer.Option(help="Requests per minute per model before 429s.")] = None,
+    tpm: Annotated[float | None, typer.Option(help="Input tokens per minute per model before 429s.")] = None,
+    rpd: Annotated[int | None, typer.Option(help="Requests per day per model before daily-quota 429s.")] = None,
+    latency: Annotated[float, typer.Option(help="Seconds each answer takes (mean).")] = 0.0,
+    latency_dist: Annotated[str, typer.Option(help="fixed, uniform or lognormal.")] = "fixed",
+    error_rate: Annotated[str | None, typer.Option(help="Injected errors, e.g. 429=0.1,503=0.02.")] = None,
+    drop_rate: Annotated[float, typer.Option(help="Share of requests whose connection is dropped.")] = 0.0,
+    malformed_rate: Annotated[float, typer.Option(help="Share of 200s with malformed JSON text.")] = 0.0,
+    max_tokens_rate: Annotated[float, typer.Option(help="Share of 200s cut off with finishReason MAX_TOKENS.")] = 0.0,
+    safety_rate: Annotated[float, typer.Option(help="Share of requests blocked for SAFETY.")] = 0.0,
+    trickle_rate: Annotated[float, typer.Option(help="Share of responses sent slowly, byte by byte.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed for every random choice (same seed, same answers).")] = 1,
+    api_key: Annotated[str | None, typer.Option(help="Accept only this key (default: any non-empty key).")] = None,
+) -> None:
+    """Run a local stand-in for the Gemini API, with rate limits and fault injection.
+
+    Point dealscout (or any google-genai client) at it with
+    --base-url http://127.0.0.1:PORT. Stats: GET /_emulator/stats.
+
+    Example: dealscout emulator --port 8089 --rpm 60 --latency 0.8 --error-rate 429=0.1,503=0.02
+    """
+    from dealscout_cli.emulator import EmulatorConfig, parse_error_rates, serve
+
+    try:
+        rates = parse_error_rates(error_rate) if error_rate else {}
+        cfg = EmulatorConfig(
+            seed=seed, rpm=rpm, tpm=tpm, rpd=rpd, latency=latency, latency_dist=latency_dist,
+            error_rates=rates, drop_rate=drop_rate, trickle_rate=trickle_rate,
+            malformed_rate=malformed_rate, max_tokens_rate=max_tokens_rate, safety_rate=safety_rate,
+            api_key=api_key,
+        )
+    except ValueError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    err.print(f"Gemini API emulator on http://{host}:{port}  (Ctrl-C stops; stats at /_emulator/stats)")
+    serve(cfg, host=host, port=port)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

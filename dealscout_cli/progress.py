@@ -1,0 +1,173 @@
+"""How a run shows itself: a Rich progress bar on a terminal, one plain line per
+event for cron, or one JSON object per event for log collectors.
+
+CLI layer only: the runner emits `Event`s and knows nothing of this module.
+Everything here writes to stderr (or a log file); results go to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, is_dataclass
+from typing import IO, Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from dealscout_cli.costs import format_usd
+from dealscout_cli.runner import Event, EventKind
+
+
+class QuietReporter:
+    """--quiet: nothing but errors."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def __call__(self, event: Event) -> None:
+        if event.kind == EventKind.ITEM_FAILED:
+            self.console.print(f"failed: item {event.item_id} ({event.label}): {event.message}", markup=False)
+
+    def close(self) -> None:
+        pass
+
+
+class LineReporter:
+    """Not a terminal (cron, pipes): one timestamped line per item event."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+        self.done = 0
+        self.failed = 0
+        self.total = 0
+
+    def _line(self, text: str) -> None:
+        self.out.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {text}\n")
+        self.out.flush()
+
+    def __call__(self, event: Event) -> None:
+        f = event.fields
+        if event.kind == EventKind.RUN_STARTED:
+            self.total = f["queued"]
+            self._line(f"run started: {self.total} items queued")
+        elif event.kind == EventKind.ITEM_DONE:
+            self.done += 1
+            self._line(
+                f"done {self.done}/{self.total}: item {event.item_id} {event.label!r} -> "
+                f"{f['title']!r} {f['price']:.2f} {f['currency']}"
+            )
+        elif event.kind == EventKind.ITEM_FAILED:
+            self.failed += 1
+            self._line(f"FAILED item {event.item_id} {event.label!r}: {event.message}")
+        elif event.kind == EventKind.ITEM_RETRY:
+            self._line(f"retry later ({f['delay']:g} s): item {event.item_id} {event.label!r}: {event.message}")
+        elif event.kind == EventKind.ITEM_RELEASED:
+            self._line(f"released item {event.item_id} {event.label!r}: {event.message}")
+        elif event.kind == EventKind.STOPPING:
+            self._line(f"stopping: {event.message}")
+
+    def close(self) -> None:
+        pass
+
+
+class JsonReporter:
+    """--log-json: one JSON object per event (calls included)."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+
+    def __call__(self, event: Event) -> None:
+        record: dict[str, Any] = {"ts": round(time.time(), 3), "event": event.kind.value}
+        if event.item_id is not None:
+            record["item_id"] = event.item_id
+        if event.label is not None:
+            record["label"] = event.label
+        if event.message is not None:
+            record["message"] = event.message
+        for key, value in event.fields.items():
+            record[key] = asdict(value) if is_dataclass(value) else value
+        self.out.write(json.dumps(record, default=str) + "\n")
+        self.out.flush()
+
+    def close(self) -> None:
+        pass
+
+
+class BarReporter:
+    """A terminal: a live bar with done/failed/rate/ETA and the running cost."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]snap"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TextColumn("failed {task.fields[failed]}"),
+            TextColumn("{task.fields[cost]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.task = None
+        self.started = time.monotonic()
+        self.done = 0
+        self.failed = 0
+        self.cost = 0
+
+    def __call__(self, event: Event) -> None:
+        if event.kind == EventKind.RUN_STARTED:
+            self.progress.start()
+            self.task = self.progress.add_task(
+                "snap", total=event.fields["queued"], rate="", failed=0, cost=format_usd(0)
+            )
+            return
+        if self.task is None:
+            return
+        if event.kind == EventKind.CALL:
+            self.cost += event.fields.get("cost_micro_usd") or 0
+        elif event.kind == EventKind.ITEM_DONE:
+            self.done += 1
+        elif event.kind == EventKind.ITEM_FAILED:
+            self.failed += 1
+            self.progress.console.print(
+                f"[red]failed[/] item {event.item_id} ({event.label}): {event.message}", highlight=False
+            )
+        elif event.kind == EventKind.STOPPING:
+            self.progress.console.print(f"[yellow]stopping:[/] {event.message}")
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        self.progress.update(
+            self.task,
+            completed=self.done + self.failed,
+            rate=f"{self.done / elapsed:.2f} items/s",
+            failed=self.failed,
+            cost=format_usd(self.cost),
+        )
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.progress.stop()
+
+
+def make_reporter(*, quiet: bool, log_json: bool, log_file: IO[str] | None, console: Console) -> Any:
+    if log_json:
+        return JsonReporter(log_file or sys.stderr)
+    if quiet:
+        return QuietReporter(console)
+    if log_file is not None:
+        return LineReporter(log_file)
+    if console.is_terminal:
+        return BarReporter(console)
+    return LineReporter(sys.stderr)
