@@ -159,6 +159,7 @@ class _Scanner:
     # -- folders
 
     def _walk(self, root: Path) -> None:
+        first_draft = len(self.drafts)
         top = os.stat(root)
         visited = {(top.st_dev, top.st_ino): root}
         stack = [root]
@@ -174,6 +175,15 @@ class _Scanner:
                     for photo in photos:
                         self._add_photo(photo, _Draft(_stem(photo), display_path(folder)))
             stack.extend(reversed(subfolders))
+        # Items in path order (a.jpg, m/b.jpg, z.jpg), however the walk reached them.
+        self.drafts[first_draft:] = sorted(
+            self.drafts[first_draft:],
+            key=lambda draft: (
+                str(draft.photos[0].path.parent)
+                if self.group == "folder"
+                else str(draft.photos[0].path)
+            ),
+        )
 
     def _list_folder(
         self, folder: Path, visited: dict[tuple[int, int], Path]
