@@ -132,10 +132,22 @@ def export_listings(
     options: ExportOptions = ExportOptions(),  # noqa: B008 - frozen, so one shared default is safe
 ) -> ExportReport:
     """Write `listings` to `out` in `fmt`. `out` should be opened with newline="" and UTF-8."""
-    writer = _WRITERS[ExportFormat(fmt)]
+    fmt = ExportFormat(fmt)
+    check_options(fmt, options)
+    writer = _WRITERS[fmt]
     report = ExportReport()
     writer(listings, out, options, report)
     return report
+
+
+def check_options(fmt: ExportFormat, options: ExportOptions) -> None:
+    """Raise `UsageError` if `fmt` cannot be written with `options`; call it before opening
+    the output file, so a refused export leaves no empty file behind."""
+    if fmt is ExportFormat.META and not options.photo_base_url:
+        raise UsageError(
+            "Meta's catalog needs a link and an image URL for every item: "
+            "pass --photo-base-url with the address where the photos are hosted"
+        )
 
 
 # --- csv and jsonl: everything, as is ---------------------------------------------------------
@@ -319,11 +331,7 @@ META_COLUMNS = [
 def _write_meta(
     listings: Iterable[Listing], out: TextIO, options: ExportOptions, report: ExportReport
 ) -> None:
-    if not options.photo_base_url:
-        raise UsageError(
-            "Meta's catalog needs a link and an image URL for every item: "
-            "pass --photo-base-url with the address where the photos are hosted"
-        )
+    assert options.photo_base_url  # check_options refuses Meta without one
     writer = csv.DictWriter(out, fieldnames=META_COLUMNS)
     writer.writeheader()
     links = _PhotoLinks(options.photo_base_url)

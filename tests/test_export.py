@@ -17,6 +17,7 @@ from dealscout_cli.export import (
     ExportFormat,
     ExportOptions,
     ExportReport,
+    check_options,
     export_listings,
     shorten,
 )
@@ -386,6 +387,11 @@ def test_shopify_puts_the_category_text_in_type_not_product_category():
 def test_meta_needs_a_photo_base_url():
     with pytest.raises(UsageError, match="--photo-base-url"):
         export(ExportFormat.META, [make_listing()])
+
+
+def test_meta_without_a_base_url_is_refused_before_anything_is_written():
+    with pytest.raises(UsageError):
+        check_options(ExportFormat.META, ExportOptions())
 
 
 def test_meta_conditions_are_new_refurbished_or_used():
