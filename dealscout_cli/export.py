@@ -106,7 +106,7 @@ class ExportOptions:
                 f"photo base URL {self.photo_base_url!r} must start with http:// or https://"
             )
         if self.default_price is not None:
-            price = Decimal(str(self.default_price))
+            price = Decimal(str(self.default_price)).quantize(CENTS, rounding=ROUND_HALF_UP)
             if not price > 0:
                 raise UsageError(f"default price must be above zero, not {price}")
             object.__setattr__(self, "default_price", price)
