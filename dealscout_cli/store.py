@@ -94,7 +94,8 @@ MIGRATIONS: list[tuple[str, str]] = [
             id INTEGER PRIMARY KEY,
             item_id INTEGER NOT NULL REFERENCES items(id),
             position INTEGER NOT NULL,
-            path TEXT NOT NULL,             -- where it was last seen
+            path TEXT NOT NULL,             -- where it was last seen (printable form)
+            path_bytes BLOB,                -- the exact file name when it is not valid UTF-8
             sha256 TEXT NOT NULL,
             size_bytes INTEGER NOT NULL,
             mtime_ns INTEGER NOT NULL,
@@ -301,6 +302,8 @@ class Store:
         path = Path(path)
         if not path.exists() and not create:
             raise StoreError(f"no database at {path}; run `dealscout snap PHOTOS` first or pass --db")
+        if path.exists() and not os.access(path, os.W_OK):
+            raise StoreError(f"{path} is read-only; fix its permissions or pass --db with a writable path")
         if path.exists() and path.is_dir():
             raise StoreError(f"{path} is a directory; --db wants a file path such as {path}/dealscout.db")
         try:
@@ -337,6 +340,11 @@ class Store:
             raise StoreError(_explain_write_error(self.path, exc)) from None
         try:
             yield self.conn
+        except sqlite3.OperationalError as exc:
+            self.conn.execute("ROLLBACK")
+            if any(word in str(exc) for word in ("readonly", "locked", "disk", "full")):
+                raise StoreError(_explain_write_error(self.path, exc)) from None
+            raise
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
@@ -405,11 +413,13 @@ class Store:
                         counts["already_queued"] += 1
                 for position, photo in enumerate(item.photos):
                     conn.execute(
-                        """INSERT INTO photos (item_id, position, path, sha256, size_bytes, mtime_ns)
-                           VALUES (?,?,?,?,?,?)
+                        """INSERT INTO photos (item_id, position, path, path_bytes, sha256, size_bytes,
+                               mtime_ns) VALUES (?,?,?,?,?,?,?)
                            ON CONFLICT (item_id, sha256) DO UPDATE SET path = excluded.path,
-                               mtime_ns = excluded.mtime_ns, position = excluded.position""",
-                        [item_id, position, str(photo.path), photo.sha256, photo.size_bytes, photo.mtime_ns],
+                               path_bytes = excluded.path_bytes, mtime_ns = excluded.mtime_ns,
+                               position = excluded.position""",
+                        [item_id, position, *_path_columns(photo.path), photo.sha256,
+                         photo.size_bytes, photo.mtime_ns],
                     )
         return EnqueueReport(**counts)
 
@@ -662,9 +672,10 @@ class Store:
         if row is None:
             raise StoreError(f"no item with id {item_id}; `dealscout listings` shows the ids")
         photos = tuple(
-            PhotoRecord(p["path"], p["sha256"], p["size_bytes"])
+            PhotoRecord(_real_path(p["path"], p["path_bytes"]), p["sha256"], p["size_bytes"])
             for p in self.conn.execute(
-                "SELECT path, sha256, size_bytes FROM photos WHERE item_id = ? ORDER BY position, id",
+                """SELECT path, path_bytes, sha256, size_bytes FROM photos WHERE item_id = ?
+                   ORDER BY position, id""",
                 [item_id],
             )
         )
@@ -791,6 +802,19 @@ class Store:
 
     def integrity_check(self) -> str:
         return self.conn.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def _path_columns(path: Path | str) -> tuple[str, bytes | None]:
+    """SQLite text must be UTF-8; a file name that is not keeps its exact bytes beside a printable form."""
+    raw = os.fsencode(path)
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "backslashreplace"), raw
+
+
+def _real_path(path: str, path_bytes: bytes | None) -> str:
+    return os.fsdecode(path_bytes) if path_bytes is not None else path
 
 
 def _explain_open_error(path: Path, exc: sqlite3.DatabaseError) -> str:
