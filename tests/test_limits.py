@@ -130,6 +130,33 @@ def test_sustained_rate_matches_limit() -> None:
     assert len(in_run) >= 0.97 * rpm * 5
 
 
+def test_late_wakeups_do_not_slow_the_rate() -> None:
+    fake = FakeTime()
+
+    async def oversleep(seconds: float) -> None:
+        await fake.sleep(seconds + 0.05)
+
+    limiter = ModelLimiter("vision", ModelLimit(rpm=60), clock=fake, sleep=oversleep)
+
+    async def main() -> None:
+        starts = await start_all(limiter, 60)
+        # Each start is charged from when it was due, so lateness does not add up.
+        assert starts[-1] - T0 == pytest.approx(59.05)
+
+    run(main)
+
+
+def test_real_clock_spaces_requests() -> None:
+    limiter = ModelLimiter("vision", ModelLimit(rpm=60_000))  # 1 ms apart
+
+    async def main() -> None:
+        with anyio.fail_after(2):
+            starts = await start_all(limiter, 5)
+        assert starts[-1] - starts[0] >= 0.004 - 1e-6
+
+    run(main)
+
+
 def test_no_rate_limit_means_no_spacing() -> None:
     fake = FakeTime()
     limiter = limiter_for(ModelLimit(max_concurrency=8), fake)
