@@ -365,7 +365,7 @@ def export(
 
     Example: dealscout export --format ebay --photo-base-url https://example.com/photos/ -o ebay.csv
     """
-    from dealscout_cli.export import ExportFormat, ExportOptions, export_listings
+    from dealscout_cli.export import ExportFormat, ExportOptions, check_options, export_listings
 
     try:
         fmt = ExportFormat(format)
@@ -376,6 +376,7 @@ def export(
         with _open_store(db) as store:
             found = store.listings()
         options = ExportOptions(photo_base_url=photo_base_url, include_offline=include_offline)
+        check_options(fmt, options)  # before -o is opened, so a refused export leaves no empty file
         if output is None:
             return export_listings(found, fmt, sys.stdout, options)
         with output.open("w", encoding="utf-8", newline="") as handle:

@@ -1,0 +1,193 @@
+"""End to end through the CLI: real SQLite, the real google-genai client, the emulator over HTTP."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from conftest import FAKE_KEY
+from photo_factory import make_jpeg
+from typer.testing import CliRunner
+
+from dealscout_cli.cli import app
+
+runner = CliRunner()
+
+
+def run(*args: str, env: dict[str, str] | None = None):
+    return runner.invoke(app, list(args), env=env, catch_exceptions=False)
+
+
+def calls_in(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+
+
+def test_no_key_is_a_clear_error_naming_both_ways_out(photos: Path) -> None:
+    result = run("snap", str(photos))
+    assert result.exit_code == 2
+    assert "GEMINI_API_KEY" in result.output and "--offline" in result.output
+
+
+def test_missing_folder_is_a_usage_error(tmp_path: Path, env_with_key) -> None:
+    result = run("snap", str(tmp_path / "nope"))
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_bad_group_flag_is_a_usage_error(photos: Path, env_with_key) -> None:
+    result = run("snap", str(photos), "--group", "shelf")
+    assert result.exit_code == 2 and "--group" in result.output
+
+
+def test_snap_offline_makes_one_listing_per_item(photos: Path, db: Path) -> None:
+    result = run("snap", str(photos), "--group", "folder", "--offline", "--quiet")
+    assert result.exit_code == 0, result.output
+    listings = json.loads(run("listings", "--json").stdout)
+    assert len(listings) == 2  # the loose photos folder and the sneaker folder
+    assert all(listing["offline"] for listing in listings)
+    sneaker = next(x for x in listings if len(x["photos"]) == 3)
+    assert len(sneaker["identification"]["title"]) <= 80
+
+
+def test_snap_with_key_through_emulator_prices_every_item(photos: Path, db: Path, env_with_key) -> None:
+    result = run("snap", str(photos), "--quiet")
+    assert result.exit_code == 0, result.output
+    listings = json.loads(run("listings", "--json").stdout)
+    assert len(listings) == 6
+    assert all(x["price"]["low"] <= x["price"]["suggested"] <= x["price"]["high"] for x in listings)
+    assert not any(x["offline"] for x in listings)
+
+
+def test_rerun_makes_no_new_calls_and_says_so(photos: Path, db: Path, env_with_key) -> None:
+    run("snap", str(photos), "--quiet")
+    before = calls_in(db)
+    result = run("snap", str(photos))
+    assert result.exit_code == 0
+    assert calls_in(db) == before
+    assert "6 already done" in result.output and "no calls made" in result.output
+
+
+def test_renamed_photo_makes_no_new_work(photos: Path, db: Path, env_with_key) -> None:
+    run("snap", str(photos), "--quiet")
+    before = calls_in(db)
+    (photos / "mug.jpg").rename(photos / "kitchen-mug-renamed.jpg")
+    assert run("snap", str(photos), "--quiet").exit_code == 0
+    assert calls_in(db) == before
+
+
+def test_every_call_is_recorded_with_tokens_and_cost(photos: Path, db: Path, env_with_key) -> None:
+    run("snap", str(photos), "--quiet")
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT stage, model, outcome, input_tokens, output_tokens, cost_micro_usd, latency_ms FROM calls"
+        ).fetchall()
+    assert {r[0] for r in rows} == {"identify", "price"}
+    assert all(r[2] == "ok" and r[3] > 0 and r[4] > 0 and r[5] > 0 and r[6] >= 0 for r in rows)
+    identify_tokens = [r[3] for r in rows if r[0] == "identify"]
+    assert min(identify_tokens) >= 258  # at least one image tile
+
+
+def test_failed_item_gives_exit_1_and_the_rest_go_on(photos: Path, db: Path, env_with_key) -> None:
+    (photos / "empty.jpg").write_bytes(b"")
+    result = run("snap", str(photos))
+    assert result.exit_code == 1
+    assert "empty.jpg" in result.output and "empty file" in result.output
+    assert len(json.loads(run("listings", "--json").stdout)) == 6
+
+
+def test_status_json_shows_every_item_done(photos: Path, db: Path, env_with_key) -> None:
+    run("snap", str(photos), "--quiet")
+    report = json.loads(run("status", "--json").stdout)
+    assert report["counts"]["done"] == 6 and report["counts"]["queued"] == 0
+    assert report["calls"] == 12 and report["cost_micro_usd"] > 0
+
+
+def test_status_without_database_says_how_to_start(tmp_path: Path) -> None:
+    result = run("status", "--db", str(tmp_path / "none.db"))
+    assert result.exit_code == 1 and "dealscout snap" in result.output
+
+
+def test_listings_item_shows_photos_and_calls(photos: Path, db: Path, env_with_key) -> None:
+    run("snap", str(photos), "--group", "folder", "--quiet")
+    listings = json.loads(run("listings", "--json").stdout)
+    sneaker = next(x for x in listings if len(x["photos"]) == 3)
+    result = run("listings", "--item", str(sneaker["item_id"]))
+    assert result.exit_code == 0
+    assert "front.jpg" in result.output and "call identify" in result.output and "cost" in result.output
+
+
+def test_export_csv_and_jsonl_round_trip(photos: Path, db: Path, env_with_key, tmp_path: Path) -> None:
+    run("snap", str(photos), "--quiet")
+    rows = list(csv.DictReader(io.StringIO(run("export").stdout)))
+    assert len(rows) == 6 and all(len(r["title"]) <= 80 for r in rows)
+    out = tmp_path / "listings.jsonl"
+    assert run("export", "--format", "jsonl", "-o", str(out)).exit_code == 0
+    assert len(out.read_text().splitlines()) == 6
+
+
+def test_unknown_export_format_is_a_usage_error(db: Path) -> None:
+    result = run("export", "--format", "xml")
+    assert result.exit_code == 2 and "csv" in result.output
+
+
+def test_bad_model_output_becomes_a_clear_item_error(tmp_path: Path, db: Path, monkeypatch) -> None:
+    from dealscout_cli.emulator import Emulator, EmulatorConfig
+
+    make_jpeg(tmp_path / "p" / "mug.jpg")
+    with Emulator(EmulatorConfig(seed=3, malformed_rate=1.0)) as emu:
+        monkeypatch.setenv("GEMINI_API_KEY", FAKE_KEY)
+        result = run("snap", str(tmp_path / "p"), "--base-url", emu.url, "--json")
+    assert result.exit_code == 1
+    failed = json.loads(result.stdout)["failed"]
+    assert failed[0]["error_kind"] == "bad_output"
+    assert "does not fit Identification" in failed[0]["error"]
+
+
+def test_429_is_retried_then_succeeds(tmp_path: Path, db: Path, monkeypatch) -> None:
+    from dealscout_cli.emulator import Emulator, EmulatorConfig
+
+    for n in range(3):
+        make_jpeg(tmp_path / "p" / f"{n}.jpg", seed=n)
+    with Emulator(EmulatorConfig(seed=5, error_rates={429: 0.3})) as emu:
+        monkeypatch.setenv("GEMINI_API_KEY", FAKE_KEY)
+        result = run("snap", str(tmp_path / "p"), "--base-url", emu.url, "--quiet", "--max-retries", "6")
+        stats = emu.stats()
+    assert result.exit_code == 0, result.output
+    with sqlite3.connect(db) as conn:
+        outcomes = dict(conn.execute("SELECT outcome, COUNT(*) FROM calls GROUP BY outcome").fetchall())
+    assert outcomes.get("rate_limited", 0) >= 1 and outcomes["ok"] == 6
+    assert sum(stats_requests(stats)) == sum(outcomes.values())
+
+
+def stats_requests(stats) -> list[int]:
+    per_model = stats["requests_per_model"] if isinstance(stats, dict) else stats.requests_per_model
+    return list(per_model.values())
+
+
+def test_api_key_never_reaches_db_or_output(photos: Path, db: Path, env_with_key) -> None:
+    (photos / "broken.jpg").write_text("not an image")
+    result = run("snap", str(photos), "--log-json")
+    status = run("status", "--json")
+    assert FAKE_KEY not in result.output + status.output
+    for path in db.parent.glob("dealscout.db*"):
+        assert FAKE_KEY.encode() not in path.read_bytes()
+
+
+def test_log_json_writes_one_object_per_line(photos: Path, db: Path, env_with_key, tmp_path: Path) -> None:
+    log = tmp_path / "run.log"
+    run("snap", str(photos), "--log-json", "--log-file", str(log))
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    assert events[0]["event"] == "run_started" and events[-1]["event"] == "run_finished"
+    assert sum(e["event"] == "item_done" for e in events) == 6
+
+
+@pytest.mark.parametrize("command", ["snap", "status", "listings", "export", "retry", "emulator"])
+def test_every_command_has_help_with_an_example_and_is_in_the_readme(command: str) -> None:
+    result = run(command, "--help")
+    assert result.exit_code == 0 and "Example:" in result.output
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert f"dealscout {command}" in readme
