@@ -1,0 +1,31 @@
+"""A Gemini API emulator that the real google-genai client accepts unchanged.
+
+    from dealscout_cli.emulator import Emulator, EmulatorConfig
+
+    with Emulator(EmulatorConfig(seed=1, rpm=60, error_rates={503: 0.05})) as emu:
+        client = genai.Client(api_key="any", http_options=HttpOptions(base_url=emu.url))
+        ...
+        emu.stats().images_seen
+
+It answers generateContent and countTokens on /v1 and /v1beta with seeded,
+schema-valid content derived from the photos, enforces per-model RPM / TPM / RPD
+quotas with Google's 429 bodies, and injects faults (errors, latency, drops, slow
+bodies, malformed JSON, MAX_TOKENS, safety blocks). See docs/emulator.md.
+Importing this package does not import google-genai or uvicorn.
+"""
+
+from .config import EmulatorConfig, parse_error_rates
+from .server import Emulator, EmulatorApp, serve
+from .stats import StatsSnapshot
+from .tokens import image_tokens, text_tokens
+
+__all__ = [
+    "Emulator",
+    "EmulatorApp",
+    "EmulatorConfig",
+    "StatsSnapshot",
+    "image_tokens",
+    "parse_error_rates",
+    "serve",
+    "text_tokens",
+]

@@ -1,0 +1,86 @@
+"""What the emulated model says: a seeded answer derived from the request's images and text.
+
+The catalogue entry is picked by the hash of the images (or of the text, for a
+text-only request that names no catalogue item), so the same request always gets
+the same answer under the same seed, and different photos get different items.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from .catalogue import CATALOGUE, ImageFacts, find_named_item
+from .schema import Subject, generate, normalize_schema, plain_text_answer
+from .tokens import CHARS_PER_TOKEN, text_tokens
+from .wire import ModelRequest
+
+# Used when JSON is asked for without a schema: the shape of a listing identification.
+DEFAULT_JSON_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "title": {"type": "string", "maxLength": 80},
+        "brand": {"type": "string"},
+        "model": {"type": "string"},
+        "category": {"type": "string"},
+        "description": {"type": "string"},
+        "price": {"type": "object", "properties": {
+            "low": {"type": "number"}, "suggested": {"type": "number"},
+            "high": {"type": "number"}, "currency": {"type": "string"}}},
+    },
+}
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    finish_reason: str
+    output_tokens: int
+
+
+def subject_for(request: ModelRequest, facts: list[ImageFacts], seed: int) -> Subject:
+    """The item this request is about, and the RNG every other choice is drawn from."""
+    text = "\n".join(request.texts)
+    digest = hashlib.sha256(f"{seed}\0".encode())
+    for sha in request.image_hashes:
+        digest.update(sha.encode())
+    item_digest = digest.copy()
+    digest.update(text.encode("utf-8", "replace"))
+    rng = random.Random(digest.digest())
+    named = None if request.images else find_named_item(text)
+    if named is not None:
+        item = named
+    else:
+        pick = item_digest if request.images else digest
+        item = CATALOGUE[int.from_bytes(pick.digest()[:8], "big") % len(CATALOGUE)]
+    return Subject(item=item, images=facts, rng=rng)
+
+
+def answer(request: ModelRequest, subject: Subject) -> Answer:
+    """The model's full text, then truncated to maxOutputTokens like the real model."""
+    if request.response_schema is not None:
+        text = json.dumps(generate(normalize_schema(request.response_schema), subject))
+    elif request.response_mime_type == "application/json":
+        text = json.dumps(generate(DEFAULT_JSON_SCHEMA, subject))
+    else:
+        text = plain_text_answer(subject)
+    limit = request.max_output_tokens
+    if limit is not None and text_tokens(text) > limit:
+        text = text[: limit * CHARS_PER_TOKEN]
+        return Answer(text, "MAX_TOKENS", text_tokens(text))
+    return Answer(text, "STOP", text_tokens(text))
+
+
+def truncated(full: Answer) -> Answer:
+    """The MAX_TOKENS fault: the answer cut off part-way, JSON left open."""
+    cut = full.text[: max(1, len(full.text) * 3 // 5)]
+    return Answer(cut, "MAX_TOKENS", text_tokens(cut))
+
+
+def malformed(full: Answer) -> Answer:
+    """The malformed fault: chatty preamble and single quotes, which no JSON parser accepts."""
+    text = "Sure! Here is the listing:\n" + full.text.replace('"', "'")
+    return Answer(text, "STOP", text_tokens(text))
