@@ -273,6 +273,7 @@ class ModelLimiter:
             return
         granted = anyio.Event()
         self._slot_waiters.append(granted)
+        self._grant_slots()  # in case the cap has grown since the last release
         try:
             await granted.wait()
         except BaseException:

@@ -509,14 +509,16 @@ batches = st.lists(
 
 @settings(max_examples=60, deadline=None)
 @given(batches=batches, rpm=st.sampled_from([1, 7, 60, 150]))
-def test_no_minute_holds_more_than_rpm_whatever_the_arrivals(batches, rpm) -> None:
+def test_no_minute_holds_more_than_the_quota_whatever_the_arrivals(batches, rpm) -> None:
     fake = FakeTime()
     limiter = limiter_for(ModelLimit(rpm=rpm, tpm=20_000, max_concurrency=5), fake)
     starts: list[float] = []
+    sent: list[tuple[float, int]] = []
 
     async def one(tokens: int, ratio: float) -> None:
         permit = await limiter.acquire(tokens)
         starts.append(permit.started_at)
+        sent.append((permit.started_at, int(tokens * ratio)))
         limiter.record(permit, actual_tokens=int(tokens * ratio), outcome="ok", latency=1.5)
 
     async def main() -> None:
@@ -529,6 +531,11 @@ def test_no_minute_holds_more_than_rpm_whatever_the_arrivals(batches, rpm) -> No
     run(main)
     assert len(starts) == sum(count for count, *_ in batches)
     assert most_in_any_window(starts) <= rpm
+    # Tokens go "pay after": a minute holds at most tpm plus the request that opened it.
+    largest = max(tokens for _, tokens in sent)
+    for first, _ in sent:
+        in_window = sum(tokens for start, tokens in sent if first <= start < first + 60 - 1e-6)
+        assert in_window <= 20_000 + largest
 
 
 # -- retries --------------------------------------------------------------------------
