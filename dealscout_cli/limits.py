@@ -12,7 +12,9 @@ How a request gets to go (`ModelLimiter.acquire`):
 2. **The gate**, one acquirer at a time in arrival order. The one at the gate works out
    the earliest start the quota allows, sleeps until then, re-checks (a pause or a token
    correction may have arrived meanwhile), and commits its start. Nothing is reserved
-   before the commit, so a cancelled acquire gives back its slot and leaves no hole.
+   before the commit, so a cancelled acquire gives back its slot and leaves no hole;
+   and a pause that arrives while others wait re-spaces them after it, where starts
+   reserved ahead of time would all fall due at once when the pause ends.
    - Requests: GCRA (a leaky bucket in "theoretical arrival time" form). Each start
      pushes ``tat`` by ``60/rpm``; the next may start at ``tat - tolerance``. With the
      default ``burst=1`` the tolerance is 0: starts are exactly ``60/rpm`` apart, no
