@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import struct
+import zlib
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter
@@ -206,8 +207,9 @@ def make_fixture_set(folder: Path) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     photo = product_image("mug", (800, 600), seed=1)
     made: dict[str, Path] = {}
+    sideways = photo.transpose(Image.Transpose.ROTATE_90)  # as a phone stores it
     made["oriented_gps.jpg"] = save_jpeg(
-        photo, folder / "oriented_gps.jpg", orientation=6, gps=True
+        sideways, folder / "oriented_gps.jpg", orientation=6, gps=True
     )
     made["plain.png"] = _saved(photo, folder / "plain.png")
     rgba = photo.convert("RGBA")
@@ -244,4 +246,24 @@ def make_16bit_png(path: Path, size: tuple[int, int] = (400, 300)) -> Path:
 
 def _saved(image: Image.Image, path: Path, **params: object) -> Path:
     image.save(path, **params)
+    return path
+
+
+def make_png_bomb(path: Path, width: int = 100_000, height: int = 100_000) -> Path:
+    """A PNG of a few dozen bytes whose header claims width × height pixels."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body + chunk(b"IEND", b""))
+    return path
+
+
+def make_truncated_jpeg(path: Path, keep: int = 4000) -> Path:
+    """A product JPEG cut off after `keep` bytes, as an interrupted copy leaves it."""
+    make_jpeg(path)
+    path.write_bytes(path.read_bytes()[:keep])
     return path

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import struct
-import zlib
 from pathlib import Path
 
 import pytest
@@ -14,8 +12,11 @@ from photo_factory import (
     exif_with_text_orientation,
     make_16bit_png,
     make_animated_gif,
+    make_fixture_set,
     make_jpeg,
     make_large_jpeg,
+    make_png_bomb,
+    make_truncated_jpeg,
     product_image,
     save_jpeg,
 )
@@ -33,6 +34,11 @@ from dealscout_cli.images import (
 )
 
 
+@pytest.fixture(scope="module")
+def fixture_set(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return make_fixture_set(tmp_path_factory.mktemp("fixtures"))
+
+
 def decoded(prepared: PreparedImage) -> Image.Image:
     image = Image.open(io.BytesIO(prepared.data))
     image.load()
@@ -44,21 +50,6 @@ def bad_reason(path: Path, **options: object) -> str:
         prepare_photo(path, **options)  # type: ignore[arg-type]
     assert caught.value.path == str(path)
     return caught.value.reason
-
-
-def png_header_only(path: Path, width: int, height: int) -> Path:
-    """A tiny PNG whose header claims width × height pixels (a decompression bomb)."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * 64)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-    )
-    return path
 
 
 # -- good photos
@@ -192,6 +183,26 @@ def test_large_jpeg_downscaled(tmp_path: Path) -> None:
     assert len(prepared.data) < 200_000
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "oriented_gps.jpg",
+        "plain.png",
+        "alpha.png",
+        "photo.webp",
+        "animated.gif",
+        "photo.heic",
+        "cmyk.jpg",
+        "gray16.png",
+        "small.jpg",
+    ],
+)
+def test_fixture_set_prepares(fixture_set: dict[str, Path], name: str) -> None:
+    prepared = prepare_photo(fixture_set[name])
+    assert prepared.width >= prepared.height  # every fixture is landscape once upright
+    assert b"Exif" not in prepared.data
+
+
 # -- bad photos
 
 
@@ -224,13 +235,12 @@ def test_bmp_content_is_not_an_image(tmp_path: Path) -> None:
 
 
 def test_truncated_jpeg_is_bad_photo(tmp_path: Path) -> None:
-    path = make_jpeg(tmp_path / "cut.jpg")
-    path.write_bytes(path.read_bytes()[:4000])
+    path = make_truncated_jpeg(tmp_path / "cut.jpg")
     assert bad_reason(path) == "truncated or corrupt image data"
 
 
 def test_decompression_bomb_rejected_before_decode(tmp_path: Path) -> None:
-    path = png_header_only(tmp_path / "bomb.png", 100_000, 100_000)
+    path = make_png_bomb(tmp_path / "bomb.png", 100_000, 100_000)
     assert path.stat().st_size < 200
     reason = bad_reason(path)
     assert "100000×100000" in reason

@@ -395,4 +395,4 @@ def test_ten_thousand_small_files_scan_fast(tmp_path: Path) -> None:
     result = scan([tmp_path])
     elapsed = time.perf_counter() - started
     assert len(result.items) == 10_000
-    assert elapsed < 5, f"{elapsed:.1f}s"
+    assert elapsed < 10, f"{elapsed:.1f}s"  # about 0.4 s on an idle 2-core machine
