@@ -5,13 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 from photo_factory import make_jpeg
 
-from dealscout_cli.errors import ScanError
+from dealscout_cli.errors import BadPhoto, ScanError
+from dealscout_cli.images import prepare_photo
 from dealscout_cli.scan import FoundItem, ScanResult, item_key, scan
 
 
@@ -396,3 +399,44 @@ def test_ten_thousand_small_files_scan_fast(tmp_path: Path) -> None:
     elapsed = time.perf_counter() - started
     assert len(result.items) == 10_000
     assert elapsed < 10, f"{elapsed:.1f}s"  # about 0.4 s on an idle 2-core machine
+
+
+# -- the bad-input corpus (test_images/make_bad_inputs.py)
+
+
+def corpus_outcomes(folder: Path) -> dict[str, str]:
+    """What scan + prepare_photo say about each input: "ok" or the reason."""
+    outcomes: dict[str, str] = {}
+
+    def relative(path: str) -> str:
+        return os.path.relpath(path, folder)
+
+    result = scan([folder])
+    for problem in result.problems:
+        outcomes[relative(problem.path)] = problem.reason
+    for item in result.items:
+        for found in item.photos:
+            try:
+                prepare_photo(found.path, expected_sha256=found.sha256)
+                outcomes[relative(found.display)] = "ok"
+            except BadPhoto as error:
+                outcomes[relative(found.display)] = error.reason
+    for manifest in sorted((folder / "manifests").glob("*.*sv")) + sorted(
+        (folder / "manifests").glob("*.jsonl")
+    ):
+        try:
+            reasons_found = [problem.reason for problem in scan([manifest]).problems]
+            outcomes[relative(str(manifest))] = " | ".join(reasons_found) or "ok"
+        except ScanError as error:
+            outcomes[relative(str(manifest))] = str(error)
+    return outcomes
+
+
+def test_bad_input_corpus_every_file_has_its_reason(tmp_path: Path) -> None:
+    script = Path(__file__).parent.parent / "test_images" / "make_bad_inputs.py"
+    subprocess.run([sys.executable, str(script), str(tmp_path)], check=True, capture_output=True)
+    expected = json.loads((tmp_path / "expected.json").read_text())
+    outcomes = corpus_outcomes(tmp_path)
+    for name, outcome in expected.items():
+        assert name in outcomes, f"{name} vanished"
+        assert outcome in outcomes[name], f"{name}: {outcomes[name]!r} lacks {outcome!r}"
