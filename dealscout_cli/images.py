@@ -104,7 +104,7 @@ def prepare_photo(
     image = open_image(data, name, max_pixels=max_pixels)
     orientation = _orientation(image)
     try:
-        if image.format == "JPEG":
+        if image.format in ("JPEG", "MPO"):  # MPO: camera JPEGs with a preview
             # Let libjpeg decode at 1/2, 1/4 or 1/8 scale: most of the speed on big photos.
             image.draft("RGB", (max_side, max_side))
         image.load()
@@ -149,7 +149,7 @@ def quality_warnings(
         if _orientation(image) in (5, 6, 7, 8):
             size = (size[1], size[0])
         try:
-            if image.format == "JPEG":
+            if image.format in ("JPEG", "MPO"):  # MPO: camera JPEGs with a preview
                 image.draft("L", (256, 256))
             image.load()
         except Exception as exc:  # Pillow's decoders raise many types on hostile input
