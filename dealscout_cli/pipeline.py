@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 from dealscout_cli import prompts
 from dealscout_cli.costs import ModelPrice, call_cost_micros, estimate_request_tokens
 from dealscout_cli.errors import BadModelOutput, BadPhoto, ProviderError, RateLimited
+from dealscout_cli.limits import RetryPolicy
 from dealscout_cli.images import PreparedImage, prepare_photo, quality_warnings
 from dealscout_cli.models import Identification, PriceEstimate
 from dealscout_cli.providers.base import ImagePart, ModelReply, ModelRequest, Provider
@@ -43,6 +44,7 @@ class PipelineConfig:
     offline: bool = False
     backoff_base: float = 1.0
     backoff_cap: float = 30.0
+    retry_budget: float = 120.0  # seconds of retrying one call before giving the item back
 
 
 class Pipeline:
@@ -121,57 +123,59 @@ class Pipeline:
     async def _call(
         self, request: ModelRequest, stage: Stage, item_id: int, item_attempt: int
     ) -> tuple[BaseModel, str]:
+        """One call with retries: tenacity drives the loop, `limits.RetryPolicy` decides each wait."""
+        policy = RetryPolicy(
+            max_retries=self.config.max_retries, base=self.config.backoff_base,
+            cap=self.config.backoff_cap, budget=self.config.retry_budget,
+        )
+        first_try = time.monotonic()
         bad_outputs = 0
+        next_wait = 0.0
 
         def should_retry(state: tenacity.RetryCallState) -> bool:
-            nonlocal bad_outputs
+            nonlocal bad_outputs, next_wait
             exc = state.outcome.exception() if state.outcome else None
             if not isinstance(exc, ProviderError) or not exc.retryable:
                 return False
             if isinstance(exc, BadModelOutput):
                 bad_outputs += 1
-                return bad_outputs <= BAD_OUTPUT_RETRIES
+                if bad_outputs > BAD_OUTPUT_RETRIES:
+                    return False
+            server_delay = exc.retry_after if isinstance(exc, RateLimited) else None
+            wait = policy.next_wait(
+                state.attempt_number, time.monotonic() - first_try, server_delay, self.rng
+            )
+            if wait is None:
+                return False
+            next_wait = wait
             return True
 
         retrying = tenacity.AsyncRetrying(
-            stop=tenacity.stop_after_attempt(self.config.max_retries + 1),
-            retry=should_retry,
-            wait=self._wait,
-            sleep=anyio.sleep,
-            reraise=True,
+            retry=should_retry, wait=lambda state: next_wait, sleep=anyio.sleep, reraise=True
         )
         async for attempt in retrying:
             with attempt:
                 return await self._attempt(request, stage, item_id, attempt.retry_state.attempt_number)
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
-    def _wait(self, state: tenacity.RetryCallState) -> float:
-        """Full-jitter exponential backoff; the server's RetryInfo delay wins when longer."""
-        exc = state.outcome.exception() if state.outcome else None
-        ceiling = min(self.config.backoff_cap, self.config.backoff_base * 2 ** (state.attempt_number - 1))
-        wait = self.rng.uniform(0, ceiling)
-        if isinstance(exc, RateLimited) and exc.retry_after:
-            wait = max(wait, exc.retry_after + self.rng.uniform(0, 0.25 * exc.retry_after))
-        return wait
-
     async def _attempt(
         self, request: ModelRequest, stage: Stage, item_id: int, call_attempt: int
     ) -> tuple[BaseModel, str]:
+        limiter = self.limits.for_model(request.model) if self.limits is not None else None
+        permit = await limiter.acquire(estimate_request_tokens(request)) if limiter else None
         started = self.clock()
         mono = time.monotonic()
-        permit = None
-        limiter = self.limits.for_model(request.model) if self.limits is not None else None
-        estimate = estimate_request_tokens(request)
-        if limiter is not None:
-            permit = await limiter.acquire(estimate)
         reply: ModelReply | None = None
         error: ProviderError | None = None
+        outcome = "error"  # cancelled or crashed unless proven otherwise
         try:
             reply = await self.provider.generate(request)
             parsed = _validate(request.schema, reply.text, request.model)
+            outcome = "ok"
             return parsed, reply.text
         except ProviderError as exc:
             error = exc
+            outcome = "rate_limited" if isinstance(exc, RateLimited) else "error"
             raise
         finally:
             latency = time.monotonic() - mono
@@ -179,11 +183,12 @@ class Pipeline:
                 limiter.record(
                     permit,
                     actual_tokens=reply.input_tokens if reply else None,
-                    outcome="rate_limited" if isinstance(error, RateLimited) else ("error" if error else "ok"),
+                    outcome=outcome,
                     latency=latency,
                     retry_after=getattr(error, "retry_after", None),
                 )
-            await self._record(request, stage, item_id, call_attempt, started, latency, reply, error)
+            with anyio.CancelScope(shield=True):  # cancelled calls may still be billed: record them too
+                await self._record(request, stage, item_id, call_attempt, started, latency, reply, error)
 
     async def _record(
         self, request: ModelRequest, stage: Stage, item_id: int, attempt: int, started: float,
@@ -192,6 +197,8 @@ class Pipeline:
         input_tokens = reply.input_tokens if reply else None
         output_tokens = reply.output_tokens if reply else None
         outcome = "ok" if error is None else error.kind
+        if error is None and reply is None:
+            outcome = "cancelled"
         if error is not None and error.kind == "provider_error":
             outcome = "server_error" if (error.status or 0) >= 500 else (
                 "connection_error" if error.status is None else "client_error"
