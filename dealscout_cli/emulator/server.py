@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -120,7 +121,7 @@ class EmulatorApp:
         if action == "countTokens":
             await self.count_tokens(request, facts, send)
         else:
-            await self.generate(model, request, facts, send)
+            await self.generate(model, request, facts, send, receive)
 
     async def admin(self, method: str, path: str, send: Send) -> None:
         if path == "/_emulator/stats" and method == "GET":
@@ -170,7 +171,7 @@ class EmulatorApp:
                                   "promptTokensDetails": modality_list(details)})
 
     async def generate(self, model: str, request: ModelRequest,
-                       facts: list[ImageFacts | None], send: Send) -> None:
+                       facts: list[ImageFacts | None], send: Send, receive: Receive) -> None:
         config = self.config_for(model)
         now = self.clock()
         self.stats.arrival(model, now, request.image_hashes)
@@ -197,7 +198,7 @@ class EmulatorApp:
             await respond(send, injected, injected_error(injected, model, config))
             return
         payload = self.answer_payload(model, request, facts, details, config, draws)
-        await self.deliver(model, payload, config, draws, send)
+        await self.deliver(model, payload, config, draws, send, receive)
 
     def draw_faults(self, config: EmulatorConfig) -> dict[str, float]:
         """The same number of draws per request, so a seed replays the same fault sequence."""
@@ -254,7 +255,7 @@ class EmulatorApp:
         }
 
     async def deliver(self, model: str, payload: dict[str, Any], config: EmulatorConfig,
-                      draws: dict[str, float], send: Send) -> None:
+                      draws: dict[str, float], send: Send, receive: Receive) -> None:
         body = json.dumps(payload).encode()
         transport = draws["transport"]
         self.stats.status(model, 200)
@@ -267,13 +268,7 @@ class EmulatorApp:
         if transport < config.drop_rate + config.trickle_rate:
             self.stats.fault("trickle")
             await send_head(send, 200, len(body))
-            pieces = 20
-            step = max(1, math.ceil(len(body) / pieces))
-            for start in range(0, len(body), step):
-                await asyncio.sleep(config.trickle_seconds / pieces)
-                await send({"type": "http.response.body", "body": body[start:start + step],
-                            "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await trickle(send, receive, body, config.trickle_seconds)
             return
         await respond_bytes(send, 200, body)
 
@@ -315,7 +310,7 @@ def quota_error(denial: Denial, model: str) -> dict[str, Any]:
         {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
          "violations": [{"quotaMetric": denial.quota_metric, "quotaId": denial.quota_id,
                          "quotaDimensions": {"location": "global", "model": model},
-                         "quotaValue": str(denial.limit)}]},
+                         "quotaValue": f"{denial.limit:g}"}]},
         {"@type": "type.googleapis.com/google.rpc.Help",
          "links": [{"description": "Learn more about Gemini API quotas",
                     "url": "https://ai.google.dev/gemini-api/docs/rate-limits"}]},
@@ -328,6 +323,23 @@ def injected_error(status: int, model: str, config: EmulatorConfig) -> dict[str,
     if status == 429:
         return quota_error(Denial("rpm", config.rpm or 0, config.injected_retry_delay), model)
     return error_body(status, INJECTABLE_STATUSES[status], INJECTED_MESSAGES[status], [])
+
+
+async def trickle(send: Send, receive: Receive, body: bytes, seconds: float,
+                  pieces: int = 20) -> None:
+    """Send `body` in `pieces` parts spread over `seconds`; stop if the client hangs up."""
+    gone = asyncio.ensure_future(receive())  # completes with http.disconnect
+    try:
+        step = max(1, math.ceil(len(body) / pieces))
+        for start in range(0, len(body), step):
+            await asyncio.sleep(seconds / pieces)
+            if gone.done():
+                return
+            await send({"type": "http.response.body", "body": body[start:start + step],
+                        "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        gone.cancel()
 
 
 async def read_body(receive: Receive) -> bytes | None:
@@ -368,12 +380,47 @@ _QUIET = _QuietDrops()
 def _uvicorn_server(app: EmulatorApp, log_level: str = "warning") -> Any:
     import uvicorn
 
+    class QuickServer(uvicorn.Server):
+        """uvicorn polls for exit every 0.1 s and naps 0.1 s on shutdown; tests start
+        dozens of emulators, so wake on request and poll connections finely instead."""
+
+        _loop: asyncio.AbstractEventLoop | None = None
+        _wake: asyncio.Event | None = None
+
+        async def main_loop(self) -> None:
+            self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
+            counter = 0
+            while not await self.on_tick(counter):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 1.0)
+                counter += 10  # on_tick refreshes the Date header when counter % 10 == 0
+
+        def request_exit(self) -> None:
+            self.should_exit = True
+            if self._loop is not None and self._wake is not None:
+                with contextlib.suppress(RuntimeError):  # loop already closed
+                    self._loop.call_soon_threadsafe(self._wake.set)
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            for server in self.servers:
+                server.close()
+            for connection in list(self.server_state.connections):
+                connection.shutdown()
+            deadline = time.monotonic() + self.config.timeout_graceful_shutdown
+            while ((self.server_state.connections or self.server_state.tasks)
+                   and time.monotonic() < deadline):
+                await asyncio.sleep(0.005)
+            for task in self.server_state.tasks:
+                task.cancel()
+            for server in self.servers:
+                await server.wait_closed()
+
     logging.getLogger("uvicorn.error").addFilter(_QUIET)  # idempotent for the same filter
     config = uvicorn.Config(app, http="httptools", loop="uvloop", lifespan="off",
                             log_config=None, log_level=log_level, access_log=False,
                             server_header=False, timeout_graceful_shutdown=1,
                             timeout_keep_alive=30, backlog=4096)
-    return uvicorn.Server(config)
+    return QuickServer(config)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -430,7 +477,7 @@ class Emulator:
     def stop(self) -> None:
         """Stop serving, close the socket and join the thread (safe to call twice)."""
         if self._server is not None:
-            self._server.should_exit = True
+            self._server.request_exit()
         if self._thread is not None:
             self._thread.join(timeout=10)
         if self._socket is not None:
