@@ -80,7 +80,7 @@ def snap(
     base_url: Annotated[str | None, typer.Option(envvar=config.ENV_BASE_URL, help="Gemini API base URL (a proxy, or `dealscout emulator`).")] = None,
     vision_model: Annotated[str, typer.Option(envvar=config.ENV_VISION_MODEL, help="Model that identifies items from photos.")] = config.DEFAULT_VISION_MODEL,
     pricing_model: Annotated[str, typer.Option(envvar=config.ENV_PRICING_MODEL, help="Model that estimates prices.")] = config.DEFAULT_PRICING_MODEL,
-    concurrency: Annotated[int, typer.Option(min=1, max=256, envvar=config.ENV_CONCURRENCY, help="Items processed at once.")] = config.DEFAULT_CONCURRENCY,
+    concurrency: Annotated[int, typer.Option(min=1, max=256, envvar=config.ENV_CONCURRENCY, help="Most items in flight at once; each model's limiter uses fewer when rate × latency needs fewer.")] = config.DEFAULT_CONCURRENCY,
     rpm: Annotated[float | None, typer.Option(min=0.1, help="Requests per minute allowed per model (your quota).")] = None,
     tpm: Annotated[float | None, typer.Option(min=1, help="Input tokens per minute allowed per model.")] = None,
     max_side: Annotated[int, typer.Option(min=64, max=4096, help="Long side in px photos are shrunk to before sending.")] = config.DEFAULT_MAX_SIDE,

@@ -18,6 +18,7 @@ import anyio
 from dealscout_cli.config import OFFLINE_API_KEY, Settings
 from dealscout_cli.costs import load_prices
 from dealscout_cli.errors import UsageError
+from dealscout_cli.limits import Limits, ModelLimit
 from dealscout_cli.pipeline import Pipeline, PipelineConfig
 from dealscout_cli.runner import Event, RunOptions, Runner, RunSummary, exit_code, new_owner
 from dealscout_cli.scan import ScanResult, scan
@@ -166,11 +167,7 @@ async def _unset_recorder(call: Any) -> None:  # replaced by the Runner
     raise RuntimeError("Pipeline.record_call used before the Runner set it")
 
 
-def _limits(settings: Settings) -> Any:
-    try:
-        from dealscout_cli.limits import Limits, ModelLimit
-    except ImportError:  # limits arrive with the rate-limit work
-        return None
+def _limits(settings: Settings) -> Limits:
     default = ModelLimit(rpm=settings.rpm, tpm=settings.tpm, max_concurrency=settings.concurrency)
     return Limits({}, default)
 
