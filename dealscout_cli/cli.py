@@ -33,7 +33,7 @@ app = typer.Typer(
 )
 
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # no mid-message wraps in cron logs
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -190,8 +190,11 @@ def _render_snap(result: Any, settings: Any, *, quiet: bool, json_out: bool) -> 
     if result.failed_in_batch and not quiet:
         err.print(f"[red]{len(result.failed_in_batch)} items failed or were skipped:[/]")
         for failure in result.failed_in_batch[:20]:
-            where = failure.get("first_photo") or failure.get("source")
-            err.print(f"  item {failure['item_id']} {where}: {failure['error']}", markup=False)
+            where = failure.get("first_photo") or failure.get("source") or ""
+            error = failure["error"] or ""
+            if where and where in error:
+                where = ""  # BadPhoto messages already start with the file
+            err.print(f"  item {failure['item_id']}: {where + ': ' if where else ''}{error}", markup=False)
         if len(result.failed_in_batch) > 20:
             err.print(f"  ... and {len(result.failed_in_batch) - 20} more (`dealscout status --json`)")
         err.print("  `dealscout retry` re-queues failed items whose cause can pass (rate limits, timeouts)")

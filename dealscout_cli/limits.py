@@ -75,6 +75,11 @@ TOKEN_SAMPLES = 50
 DECREASE_FACTOR = 0.5
 ADDITIVE_INCREASE = 0.1  # of the pre-cut rate, per minute of clean answers
 MIN_ADAPTIVE_RPM = 1.0
+# A 429 only cuts the rate when 429s are a real share of recent answers. Servers also
+# send the odd 429 that says nothing about our rate (shared capacity, injected faults);
+# halving on each of those walked a chaos run down to 1 RPM.
+RECENT_OUTCOMES = 20
+CUT_SHARE = 0.1
 
 
 # -- pure arithmetic (shared with the Redis limiter) -------------------------------------
@@ -238,6 +243,7 @@ class ModelLimiter:
         self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self._token_sizes: deque[int] = deque(maxlen=TOKEN_SAMPLES)
         self._rate_limited_total = 0
+        self._recent_429s: deque[bool] = deque(maxlen=RECENT_OUTCOMES)
 
     @property
     def adaptive(self) -> bool:
@@ -350,13 +356,15 @@ class ModelLimiter:
         permit.actual_tokens = actual_tokens
         if actual_tokens is not None:
             self._correct_tokens(permit.estimated_tokens, actual_tokens)
+        if outcome in ("ok", "rate_limited"):
+            self._recent_429s.append(outcome == "rate_limited")
         if outcome == "ok":
             self._latencies.append(latency)
             if self._allowed_rpm is not None and self._after_last_cut(permit):
                 self._allowed_rpm = aimd_increase(self._allowed_rpm, self._ceiling_rpm)
         elif outcome == "rate_limited":
             self._rate_limited_total += 1
-            if self._after_last_cut(permit):
+            if self._after_last_cut(permit) and self._429s_are_a_pattern():
                 self._cut_rate()
         if retry_after is not None and retry_after > 0:
             self.pause(retry_after)
@@ -365,6 +373,10 @@ class ModelLimiter:
     def _after_last_cut(self, permit: Permit) -> bool:
         """Adaptive mode only learns from requests sent at the rate now in force."""
         return self.adaptive and permit.started_at >= self._last_cut_at
+
+    def _429s_are_a_pattern(self) -> bool:
+        recent = self._recent_429s
+        return sum(recent) >= max(2, CUT_SHARE * len(recent))
 
     def _correct_tokens(self, estimated: int, actual: int) -> None:
         self._token_sizes.append(actual)
@@ -379,6 +391,7 @@ class ModelLimiter:
         self._ceiling_rpm = current
         self._allowed_rpm = aimd_decrease(current)
         self._last_cut_at = now
+        self._recent_429s.clear()  # the next cut needs fresh evidence at the new rate
 
     def pause(self, seconds: float) -> None:
         """Hold every acquirer of this model until ``now + seconds`` (never shortens one)."""

@@ -145,7 +145,10 @@ class _Scanner:
         if stat.S_ISDIR(info.st_mode):
             self._walk(path)
         elif suffix in MANIFEST_SUFFIXES:
-            self._read_manifest(path, MANIFEST_SUFFIXES[suffix])
+            try:
+                self._read_manifest(path, MANIFEST_SUFFIXES[suffix])
+            except ScanError as exc:  # one unreadable manifest must not stop the other inputs
+                self._problem(path, str(exc).removeprefix(f"{name}: "))
         elif photo_kind(path.name) == "unsupported":
             self._problem(path, unsupported_reason(path.name))
         elif photo_kind(path.name) == "photo":

@@ -289,11 +289,27 @@ def test_429_halves_allowed_rate_when_adaptive() -> None:
     async def main() -> None:
         assert limiter.allowed_rpm is None
         permits = await hold_one_a_second(limiter, fake, 30)  # 60 rpm observed
+        limiter.record(permits[-2], actual_tokens=None, outcome="rate_limited", latency=0.1)
+        assert limiter.allowed_rpm is None  # one 429 is not yet a pattern
         limiter.record(permits[-1], actual_tokens=None, outcome="rate_limited", latency=0.1)
         assert limiter.allowed_rpm == pytest.approx(30)
-        later = await limiter.acquire(0)
-        limiter.record(later, actual_tokens=None, outcome="rate_limited", latency=0.1)
+        later = [await limiter.acquire(0), await limiter.acquire(0)]
+        for permit in later:
+            limiter.record(permit, actual_tokens=None, outcome="rate_limited", latency=0.1)
         assert limiter.allowed_rpm == pytest.approx(15)
+
+
+def test_lone_429s_among_clean_answers_do_not_cut() -> None:
+    fake = FakeTime()
+    limiter = limiter_for(ModelLimit(), fake)
+
+    async def main() -> None:
+        for n in range(60):
+            permit = await limiter.acquire(0)
+            fake.now += 0.5
+            outcome = "rate_limited" if n % 20 == 10 else "ok"  # 5% random 429s
+            limiter.record(permit, actual_tokens=None, outcome=outcome, latency=0.1)
+        assert limiter.allowed_rpm is None
 
     run(main)
 
@@ -318,8 +334,9 @@ def test_clean_run_creeps_back_up() -> None:
 
     async def main() -> None:
         permits = await hold_one_a_second(limiter, fake, 30)
-        limiter.record(permits[0], actual_tokens=None, outcome="rate_limited", latency=0.1)
-        for permit in permits[1:]:  # started before the cut: no credit
+        for permit in permits[:2]:
+            limiter.record(permit, actual_tokens=None, outcome="rate_limited", latency=0.1)
+        for permit in permits[2:]:  # started before the cut: no credit
             limiter.record(permit, actual_tokens=None, outcome="ok", latency=0.1)
         assert limiter.allowed_rpm == pytest.approx(30)
         end = fake.now + 60
