@@ -641,3 +641,13 @@ def test_import_does_not_load_the_sdk_or_uvicorn() -> None:
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True).stdout
     assert output.split() == ["False", "False"]
+
+
+def test_command_line_flags_build_the_same_config() -> None:
+    from dealscout_cli.emulator.__main__ import build_parser, main
+
+    args = build_parser().parse_args(["--rpm", "60", "--latency-dist", "lognormal",
+                                      "--error-rate", "429=0.1", "--safety-rate", "0.5"])
+    assert (args.rpm, args.latency_dist, args.safety_rate) == (60, "lognormal", 0.5)
+    with pytest.raises(SystemExit):
+        main(["--error-rate", "418=1"])
