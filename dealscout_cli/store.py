@@ -31,10 +31,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dealscout_cli.errors import StoreError
-from dealscout_cli.models import Identification, Listing, ListingPhoto, PriceEstimate
+
+if TYPE_CHECKING:  # pydantic costs ~60 ms to import; `status` never needs it
+    from dealscout_cli.models import Identification, Listing, PriceEstimate
 
 BUSY_TIMEOUT_MS = 15_000
 
@@ -690,6 +692,8 @@ class Store:
         return counts
 
     def listings(self, *, item_id: int | None = None, include_offline: bool = True) -> list[Listing]:
+        from dealscout_cli.models import Identification, Listing, ListingPhoto, PriceEstimate
+
         sql = """SELECT listings.*, items.key, items.notes, items.quality_warnings, items.barcodes
                  FROM listings JOIN items ON items.id = listings.item_id"""
         params: list[Any] = []
