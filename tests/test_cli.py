@@ -186,3 +186,17 @@ def test_every_command_has_help_with_an_example_and_is_in_the_readme(command: st
     assert result.exit_code == 0 and "Example:" in result.output
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     assert f"dealscout {command}" in readme
+
+
+def test_slow_trickled_answer_times_out_and_is_recorded(tmp_path: Path, db: Path, monkeypatch) -> None:
+    from dealscout_cli.emulator import Emulator, EmulatorConfig
+
+    make_jpeg(tmp_path / "p" / "mug.jpg")
+    with Emulator(EmulatorConfig(seed=4, trickle_rate=1.0, trickle_seconds=3.0)) as emu:
+        monkeypatch.setenv("GEMINI_API_KEY", FAKE_KEY)
+        result = run("snap", str(tmp_path / "p"), "--base-url", emu.url, "--timeout", "1",
+                     "--max-retries", "0", "--max-attempts", "1", "--json")
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["failed"][0]["error_kind"] == "timeout"
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT outcome FROM calls").fetchall() == [("timeout",)]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import anyio
 import httpx
 
 from dealscout_cli.errors import (
@@ -60,6 +61,7 @@ class GeminiProvider:
         )
         self._client = genai.Client(api_key=api_key, http_options=options)
         self._key = api_key
+        self._timeout = timeout
 
     async def generate(self, request: ModelRequest) -> ModelReply:
         from google.genai import errors as genai_errors
@@ -77,9 +79,13 @@ class GeminiProvider:
             max_output_tokens=request.max_output_tokens,
         )
         try:
-            response = await self._client.aio.models.generate_content(
-                model=request.model, contents=[types.Content(role="user", parts=parts)], config=config
-            )
+            # httpx's timeout is per read: a server trickling bytes would never trip it.
+            with anyio.fail_after(self._timeout):
+                response = await self._client.aio.models.generate_content(
+                    model=request.model, contents=[types.Content(role="user", parts=parts)], config=config
+                )
+        except TimeoutError:
+            raise ProviderTimeout(f"{request.model}: no full answer within {self._timeout:g} s") from None
         except genai_errors.APIError as exc:
             raise self._translate(exc, request.model) from None
         except httpx.TimeoutException as exc:
