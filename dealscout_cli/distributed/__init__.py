@@ -1,0 +1,12 @@
+"""Distributed mode: Celery workers over Redis call Gemini; the coordinator keeps the store.
+
+    app.py          the Celery app and every setting it relies on
+    tasks.py        the one task: prepared image bytes in, identification + price + calls out
+    ratelimit.py    one GCRA rate limit per model for the whole fleet, in a Redis Lua script
+    coordinator.py  `snap --engine celery`: leases, images, tasks out, results into the store
+    status.py       `fleet_status(broker_url)`: workers, tasks in flight, queue depth
+    cli.py          `dealscout worker`
+
+Importing this package imports nothing heavy: Celery loads when a module above is used.
+See docs/distributed.md.
+"""

@@ -1,0 +1,58 @@
+"""`dealscout worker`: a Celery worker with dealscout's app, as a plain Typer command.
+
+`cli.py` mounts it with ``app.command()(worker)``; ``python -m
+dealscout_cli.distributed.cli worker ...`` runs it without the main CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Annotated
+
+import typer
+
+from dealscout_cli.distributed.app import ENV_BROKER, QUEUE
+
+
+def worker(
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, max=256, help="Pool processes: items this worker works on at once.")] = 4,
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Worker name, e.g. gpu1@%h (default: dealscout@HOST).")] = None,
+    queues: Annotated[str, typer.Option("--queues", "-Q", help="Comma-separated queues to consume.")] = QUEUE,
+    broker: Annotated[str | None, typer.Option("--broker", "-b", envvar=ENV_BROKER, help="Redis URL of the broker (and result backend).")] = None,
+    loglevel: Annotated[str, typer.Option("--loglevel", "-l", help="Celery log level.")] = "INFO",
+    pool: Annotated[str, typer.Option(help="Celery pool: prefork (time limits enforced), threads, solo.")] = "prefork",
+) -> None:
+    """Run a Celery worker that takes items from the broker and calls Gemini.
+
+    The worker needs GEMINI_API_KEY (and GOOGLE_GEMINI_BASE_URL for a proxy or the
+    emulator); it needs no database and no photos. Stop it with Ctrl-C: it finishes
+    the tasks it holds (a second Ctrl-C abandons them; Redis hands them to another
+    worker after the visibility timeout).
+
+    Example: dealscout worker --concurrency 8 -n box2@%h --broker redis://10.0.0.5:6379/0
+    """
+    if broker:
+        os.environ[ENV_BROKER] = broker  # read by app.py, here and in the pool processes
+    from dealscout_cli.distributed.app import app, settings_from_env
+
+    app.conf.update(settings_from_env())
+    import dealscout_cli.distributed.tasks  # noqa: F401  # register the task before the pool forks
+
+    argv = [
+        "worker", f"--concurrency={concurrency}", f"--queues={queues}", f"--loglevel={loglevel}",
+        f"--hostname={name or 'dealscout@' + socket.gethostname()}", f"--pool={pool}",
+        "--without-gossip", "--without-mingle",
+    ]
+    app.worker_main(argv)
+
+
+if __name__ == "__main__":
+    cli = typer.Typer(add_completion=False, context_settings={"help_option_names": ["-h", "--help"]})
+    cli.command()(worker)
+
+    @cli.callback()
+    def _main() -> None:
+        """dealscout's distributed-mode commands (mounted in the main CLI as `dealscout worker`)."""
+
+    cli()

@@ -1,0 +1,417 @@
+"""`snap --engine celery`: the store stays here, the model calls go to Celery workers.
+
+The coordinator claims jobs from the store with leases exactly like `runner.Runner`,
+prepares each item's images with `Pipeline.prepare` (so EXIF never leaves this
+machine), and sends one task per item with a deterministic task id. It then polls the
+result backend, writes each result to the store (calls recorded, `store.complete` under
+the lease) and keeps its leases alive while tasks are out.
+
+Resuming: the task id is derived from the item key, the prompt version, the models and
+the job's queue generation (``jobs.queued_at``, which changes only when the item is
+queued anew by ``--force`` or ``retry``). A rerun after the coordinator was killed
+computes the same id, finds the finished result in Redis and records it without a new
+model call; a task that is still out (its "sent" marker is in Redis) is waited for,
+not sent twice.
+
+Duplicates: a result is applied under the lease's fencing token, and calls are recorded
+only when the same call (item, stage, model, attempt, start time) is not there yet, so a
+result seen twice (redelivery, two coordinators) is recorded once.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import redis
+
+from dealscout_cli import prompts
+from dealscout_cli.config import Settings
+from dealscout_cli.costs import call_cost_micros, load_prices
+from dealscout_cli.distributed.app import (
+    HARD_TIME_LIMIT,
+    QUEUE,
+    TASK_NAME,
+    VISIBILITY_TIMEOUT,
+    make_app,
+)
+from dealscout_cli.distributed.tasks import calls_key, encode_images, stage_key
+from dealscout_cli.errors import BadPhoto, UsageError
+from dealscout_cli.models import Identification, PriceEstimate
+from dealscout_cli.pipeline import Pipeline, PipelineConfig
+from dealscout_cli.runner import (
+    RETRY_DELAY_BASE,
+    RETRY_DELAY_CAP,
+    Event,
+    EventKind,
+    RunSummary,
+    new_owner,
+)
+from dealscout_cli.store import CallRecord, ItemRecord, JobState, Lease, LeaseLost, Stage, Store
+
+TASK_NAMESPACE = uuid.UUID("5b0c1f8e-8a53-4c8e-9a4c-6d1e2f0a7d11")
+SENT_PREFIX = "dealscout:sent:"
+POLL_INTERVAL = 0.2  # seconds between looks at the result backend
+IDLE_POLL = 0.5
+READY = ("SUCCESS", "FAILURE", "REVOKED")
+
+
+@dataclass(frozen=True)
+class FleetOptions:
+    broker_url: str
+    max_in_flight: int = 32  # tasks out at once; bounds the prepared images held in Redis
+    collect_timeout: float = HARD_TIME_LIMIT + VISIBILITY_TIMEOUT + 60  # then the task counts as lost
+    poll_interval: float = POLL_INTERVAL
+
+
+@dataclass
+class _Out:
+    lease: Lease
+    item: ItemRecord
+    deadline: float
+
+
+def task_id_for(item_key: str, queued_at: str, settings: Settings) -> str:
+    """The same item, prompts, models and queue generation always give the same task id."""
+    name = "|".join([item_key, prompts.PROMPT_VERSION, settings.vision_model, settings.pricing_model,
+                     str(settings.max_side), queued_at])
+    return str(uuid.uuid5(TASK_NAMESPACE, name))
+
+
+class Coordinator:
+    """One coordinator process: leases from the store, tasks to the fleet, results back."""
+
+    def __init__(
+        self, store: Store, settings: Settings, options: FleetOptions, *, run_id: int,
+        owner: str, on_event: Callable[[Event], None] = lambda event: None,
+        clock: Callable[[], float] = time.time, handle_signals: bool = True,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.options = options
+        self.run_id = run_id
+        self.owner = owner
+        self.on_event = on_event
+        self.clock = clock
+        self.handle_signals = handle_signals
+        self.summary = RunSummary(run_id=run_id)
+        self.prices = load_prices(settings.prices_file)
+        self.out: dict[str, _Out] = {}
+        self.stopping = False
+        self.celery = make_app(options.broker_url)
+        self.redis = redis.Redis.from_url(options.broker_url)
+        self.preparer = Pipeline(
+            None,  # type: ignore[arg-type]  # only `prepare` is used: no model calls here
+            PipelineConfig(vision_model=settings.vision_model, pricing_model=settings.pricing_model,
+                           max_side=settings.max_side, max_retries=0),
+            self.prices, record_call=_no_calls,
+        )
+
+    def close(self) -> None:
+        self.redis.close()
+        backend = self.celery.backend
+        self.celery.close()
+        client = getattr(backend, "client", None)
+        if client is not None:
+            client.connection_pool.disconnect()
+
+    # ------------------------------------------------------------ the loop
+
+    def run(self) -> RunSummary:
+        started = time.monotonic()
+        self.on_event(Event(EventKind.RUN_STARTED, fields={"counts": self.store.counts(),
+                                                           "queued": self.store.counts()["queued"]}))
+        restore = self._install_signals() if self.handle_signals else None
+        try:
+            self._loop()
+        finally:
+            if restore:
+                restore()
+            self._release_out()
+        self.summary.elapsed = time.monotonic() - started
+        self.on_event(Event(EventKind.RUN_FINISHED, fields={"summary": self.summary}))
+        return self.summary
+
+    def _loop(self) -> None:
+        last_beat = time.monotonic()
+        while True:
+            self._fill()
+            if not self.out:
+                if self.stopping or not self._others_still_busy():
+                    return
+                time.sleep(IDLE_POLL)
+                continue
+            if self.stopping:
+                return
+            self._collect()
+            if time.monotonic() - last_beat > self.settings.lease_seconds / 3:
+                self._heartbeat()
+                last_beat = time.monotonic()
+            time.sleep(self.options.poll_interval)
+
+    def _others_still_busy(self) -> bool:
+        counts = self.store.counts()
+        return counts[JobState.QUEUED] > 0 or counts[JobState.RUNNING] > len(self.out)
+
+    # ------------------------------------------------------------ sending
+
+    def _fill(self) -> None:
+        while not self.stopping and len(self.out) < self.options.max_in_flight:
+            lease = self.store.claim_next_job(
+                self.owner, now=self.clock(), lease_seconds=self.settings.lease_seconds
+            )
+            if lease is None:
+                return
+            self._dispatch(lease)
+
+    def _dispatch(self, lease: Lease) -> None:
+        item = self.store.item(lease.item_id)
+        self.on_event(Event(EventKind.ITEM_STARTED, item.id, item.label, fields={"attempt": lease.attempt}))
+        task_id = task_id_for(item.key, self._queued_at(lease.job_id), self.settings)
+        out = _Out(lease, item, time.monotonic() + self.options.collect_timeout)
+        state = self.celery.AsyncResult(task_id).state
+        if state in READY or self.redis.exists(SENT_PREFIX + task_id):
+            self.out[task_id] = out  # finished or still out from an earlier run: collect, do not pay again
+            return
+        try:
+            payload = self._payload(lease, item)
+        except BadPhoto as exc:
+            self._fail_or_retry(lease, item, "bad_photo", str(exc), retryable=False)
+            return
+        self.celery.send_task(TASK_NAME, args=[payload], task_id=task_id, queue=QUEUE)
+        self.redis.set(SENT_PREFIX + task_id, self.owner, ex=int(self.options.collect_timeout))
+        self.out[task_id] = out
+
+    def _payload(self, lease: Lease, item: ItemRecord) -> dict[str, Any]:
+        saved = self.store.saved_stage(item.id, Stage.IDENTIFY)
+        images: list[dict[str, Any]] = []
+        if saved is None:
+            prepared, warnings = anyio.run(self.preparer.prepare, item)
+            self.store.set_item_facts(item.id, quality_warnings=warnings)
+            images = encode_images(prepared)
+        s = self.settings
+        return {
+            "item_id": item.id, "item_key": item.key, "label": item.label, "notes": item.notes,
+            "attempt": lease.attempt, "images": images,
+            "identification": json.dumps(saved["output"]) if saved else None,
+            "vision_model": s.vision_model, "pricing_model": s.pricing_model, "max_side": s.max_side,
+            "max_retries": s.max_retries, "call_timeout": s.call_timeout, "rpm": s.rpm,
+            "offline": s.offline,
+        }
+
+    def _queued_at(self, job_id: int) -> str:
+        # read-only: the store has no query for one job's queue time
+        return self.store.conn.execute("SELECT queued_at FROM jobs WHERE id = ?", [job_id]).fetchone()[0]
+
+    # ------------------------------------------------------------ collecting
+
+    def _collect(self) -> None:
+        ids = list(self.out)
+        backend = self.celery.backend
+        raw = backend.mget([backend.get_key_for_task(task_id) for task_id in ids])
+        now = time.monotonic()
+        for task_id, value in zip(ids, raw, strict=True):
+            out = self.out.get(task_id)
+            if out is None:
+                continue
+            meta = backend.decode_result(value) if value else {"status": "PENDING"}
+            if meta["status"] in READY:
+                self.out.pop(task_id)
+                self._apply(task_id, out, meta)
+            elif now > out.deadline:
+                self.out.pop(task_id)
+                self._forget(task_id)
+                self._fail_or_retry(out.lease, out.item, "lost",
+                                    f"no result from the fleet in {self.options.collect_timeout:g} s",
+                                    retryable=True)
+
+    def _apply(self, task_id: str, out: _Out, meta: dict[str, Any]) -> None:
+        lease, item = out.lease, out.item
+        self._record_calls(task_id, item.id)
+        try:
+            if meta["status"] != "SUCCESS":
+                exc = meta.get("result")
+                kind = "timeout" if "TimeLimit" in type(exc).__name__ else "fleet_error"
+                self._fail_or_retry(lease, item, kind, f"{type(exc).__name__}: {exc}"[:500], retryable=True)
+                self._forget(task_id)
+                return
+            result = meta["result"]
+            if result.get("error") is None:
+                self._complete(lease, item, result)
+                self.redis.delete(stage_key(task_id), SENT_PREFIX + task_id)
+                return
+            self._forget(task_id)  # a retry of this item must run again, not read this answer
+            if result.get("identification"):
+                self.store.save_stage(
+                    lease, Stage.IDENTIFY, result["identification"], model=self.settings.vision_model,
+                    prompt_version=prompts.PROMPT_VERSION, offline=self.settings.offline, now=self.clock(),
+                )
+            error = result["error"]
+            if error.get("quota"):
+                self.store.release(lease, now=self.clock(), reason=error["message"])
+                self.summary.released += 1
+                self._stop(f"daily quota exhausted; resume after it resets ({error['message']})")
+                return
+            self._fail_or_retry(lease, item, error["kind"], error["message"], retryable=error["retryable"])
+        except LeaseLost as exc:  # someone else holds the job now: this result is theirs to record
+            self.on_event(Event(EventKind.ITEM_RELEASED, item.id, item.label, message=str(exc)))
+
+    def _complete(self, lease: Lease, item: ItemRecord, result: dict[str, Any]) -> None:
+        identification = Identification.model_validate_json(result["identification"])
+        price = PriceEstimate.model_validate_json(result["price"])
+        self.store.complete(
+            lease, now=self.clock(), run_id=self.run_id, identification=identification, price=price,
+            prompt_version=prompts.PROMPT_VERSION, vision_model=self.settings.vision_model,
+            pricing_model=self.settings.pricing_model, offline=self.settings.offline,
+        )
+        self.summary.done += 1
+        self.on_event(Event(EventKind.ITEM_DONE, item.id, item.label, fields={
+            "title": identification.title, "price": price.suggested, "currency": price.currency,
+        }))
+
+    def _record_calls(self, task_id: str, item_id: int) -> None:
+        for line in self.redis.lrange(calls_key(task_id), 0, -1):
+            fields = json.loads(line)
+            fields["item_id"] = item_id  # the worker's id is this database's, but be sure
+            fields["offline"] = self.settings.offline
+            fields["cost_micro_usd"] = (
+                call_cost_micros(self.prices, fields["model"], fields["input_tokens"], fields["output_tokens"])
+                if fields["input_tokens"] is not None else None
+            )
+            call = CallRecord(**fields)
+            if self._already_recorded(call):
+                continue
+            self.store.record_call(self.run_id, call)
+            self.summary.calls += 1
+            self.summary.cost_micro_usd += call.cost_micro_usd or 0
+            self.on_event(Event(EventKind.CALL, item_id, fields={
+                "stage": call.stage, "model": call.model, "outcome": call.outcome,
+                "attempt": call.attempt, "latency_ms": call.latency_ms, "input_tokens": call.input_tokens,
+                "output_tokens": call.output_tokens, "cost_micro_usd": call.cost_micro_usd,
+            }))
+        self.redis.delete(calls_key(task_id))
+
+    def _already_recorded(self, call: CallRecord) -> bool:
+        # read-only idempotency check: the same attempt of the same call, started at the same instant
+        return self.store.conn.execute(
+            """SELECT 1 FROM calls WHERE item_id = ? AND stage = ? AND model = ? AND attempt = ?
+               AND started_epoch = ? LIMIT 1""",
+            [call.item_id, call.stage, call.model, call.attempt, call.started_epoch],
+        ).fetchone() is not None
+
+    def _forget(self, task_id: str) -> None:
+        self.celery.AsyncResult(task_id).forget()
+        self.redis.delete(SENT_PREFIX + task_id, calls_key(task_id))
+
+    # ------------------------------------------------------------ outcomes, leases, stopping
+
+    def _fail_or_retry(self, lease: Lease, item: ItemRecord, kind: str, message: str, *, retryable: bool) -> None:
+        now = self.clock()
+        if retryable and lease.attempt < self.settings.max_attempts and not self.stopping:
+            delay = min(RETRY_DELAY_CAP, RETRY_DELAY_BASE * 2 ** (lease.attempt - 1))
+            self.store.retry_later(lease, now=now, delay=delay, kind=kind, error=message)
+            self.summary.retried += 1
+            self.on_event(Event(EventKind.ITEM_RETRY, item.id, item.label, message=message,
+                                fields={"kind": kind, "delay": delay, "attempt": lease.attempt}))
+            return
+        if retryable and self.stopping:
+            self.store.release(lease, now=now, reason=message)
+            self.summary.released += 1
+            return
+        self.store.fail(lease, now=now, kind=kind, error=message, retryable=retryable)
+        self.summary.failed += 1
+        photo = item.photos[0].path if item.photos else None
+        self.summary.failed_items.append(
+            {"item_id": item.id, "label": item.label, "photo": photo, "kind": kind, "error": message})
+        self.on_event(Event(EventKind.ITEM_FAILED, item.id, item.label, message=message,
+                            fields={"kind": kind, "retryable": retryable, "photo": photo}))
+
+    def _heartbeat(self) -> None:
+        for task_id, out in list(self.out.items()):
+            alive = self.store.heartbeat(out.lease, now=self.clock(), lease_seconds=self.settings.lease_seconds)
+            if not alive:
+                self.out.pop(task_id, None)  # taken over; the new holder collects the same task id
+
+    def _release_out(self) -> None:
+        """Stopping with tasks out: the jobs go back to the queue; their results wait in Redis."""
+        for out in self.out.values():
+            try:
+                self.store.release(out.lease, now=self.clock(), reason=self.summary.stop_reason)
+                self.summary.released += 1
+                self.on_event(Event(EventKind.ITEM_RELEASED, out.item.id, out.item.label,
+                                    message="back in the queue; the fleet's result is kept"))
+            except LeaseLost:
+                pass
+        self.out.clear()
+
+    def _stop(self, reason: str) -> None:
+        if not self.stopping:
+            self.stopping = True
+            self.summary.stop_reason = self.summary.stop_reason or reason
+            self.on_event(Event(EventKind.STOPPING, message=reason, fields={"how": "graceful"}))
+
+    def _install_signals(self) -> Callable[[], None] | None:
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            self.summary.signal_number = self.summary.signal_number or signum
+            self._stop(f"{signal.Signals(signum).name} received")
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def restore() -> None:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+        return restore
+
+
+async def _no_calls(call: CallRecord) -> None:
+    raise AssertionError("the coordinator makes no model calls")
+
+
+def run_fleet(
+    store: Store, settings: Settings, *, broker_url: str | None,
+    on_event: Callable[[Event], None] = lambda event: None, handle_signals: bool = True,
+    max_in_flight: int | None = None,
+) -> RunSummary:
+    """What `snap --engine celery` runs instead of the local Runner: one run, recorded in `runs`."""
+    if not broker_url:
+        raise UsageError("--engine celery needs a broker: pass --broker redis://HOST:6379/0 "
+                         "or set DEALSCOUT_BROKER")
+    options = FleetOptions(broker_url=broker_url, max_in_flight=max_in_flight or settings.concurrency)
+    owner = new_owner()
+    command = {"engine": "celery", "broker": _redact(broker_url), "vision_model": settings.vision_model,
+               "pricing_model": settings.pricing_model, "concurrency": options.max_in_flight,
+               "max_side": settings.max_side, "rpm": settings.rpm}
+    run_id = store.start_run(owner, command, offline=settings.offline, now=time.time())
+    status = "crashed"
+    coordinator = Coordinator(store, settings, options, run_id=run_id, owner=owner, on_event=on_event,
+                              handle_signals=handle_signals)
+    try:
+        summary = coordinator.run()
+        status = "interrupted" if summary.signal_number else ("stopped" if summary.stop_reason else "finished")
+        return summary
+    finally:
+        coordinator.close()
+        store.finish_run(run_id, status, store.counts(), now=time.time())
+
+
+def _redact(url: str) -> str:
+    """A broker URL without its password, for the runs table and status output."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        host = parts.hostname or ""
+        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url

@@ -1,0 +1,256 @@
+"""Distributed mode with real processes: redis-server, Celery workers, a coordinator, the emulator.
+
+Each test starts its own redis-server on a free port and `dealscout worker` processes
+whose environment points at the emulator served from this test process. The coordinator
+runs as a subprocess too (it may be killed), and the truth is read from the SQLite
+file, the emulator's stats and the workers' logs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import FAKE_KEY
+from photo_factory import make_jpeg
+
+from dealscout_cli.emulator import Emulator, EmulatorConfig
+
+pytestmark = pytest.mark.slow
+
+COORDINATOR = """
+import sys, time
+from pathlib import Path
+from dealscout_cli.config import resolve
+from dealscout_cli.scan import scan
+from dealscout_cli.store import Store
+from dealscout_cli.distributed.coordinator import run_fleet
+
+folder, db, broker, rpm, lease = sys.argv[1:6]
+settings = resolve(env={}, db_path=db, rpm=float(rpm) if rpm != "-" else None, lease_seconds=float(lease))
+with Store.open(db) as store:
+    store.enqueue(scan([Path(folder)]).items, now=time.time())
+    summary = run_fleet(store, settings, broker_url=broker, max_in_flight=64)
+print(summary.done, summary.failed, summary.calls, flush=True)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop(proc: subprocess.Popen, *, group: bool = False) -> None:
+    if proc.poll() is None:
+        if group:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[str]:
+    """A throwaway redis-server on a free port: no snapshots, no AOF, its files in tmp_path."""
+    port = free_port()
+    log = (tmp_path / "redis.log").open("w")
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path)],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+
+
+Workers = Callable[..., list[subprocess.Popen]]
+
+
+@pytest.fixture
+def workers(tmp_path: Path, redis_server: str) -> Iterator[Workers]:
+    """Start `dealscout worker` processes (each in its own process group) and wait until ready."""
+    started: list[tuple[subprocess.Popen, object]] = []
+
+    def start(emulator_url: str, count: int, *, concurrency: int = 1, visibility: float = 30) -> list:
+        env = {**os.environ, "GEMINI_API_KEY": FAKE_KEY, "GOOGLE_GEMINI_BASE_URL": emulator_url,
+               "DEALSCOUT_BROKER": redis_server, "DEALSCOUT_VISIBILITY_TIMEOUT": str(visibility),
+               "DEALSCOUT_RESTORE_INTERVAL": "1"}
+        batch = []
+        for n in range(len(started), len(started) + count):
+            log = (tmp_path / f"worker{n}.log").open("w")
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "dealscout_cli.distributed.cli", "worker", "-c", str(concurrency),
+                 "-n", f"w{n}@test"],
+                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+            proc.log_path = tmp_path / f"worker{n}.log"  # type: ignore[attr-defined]
+            started.append((proc, log))
+            batch.append(proc)
+        for proc in batch:
+            wait_until(lambda p=proc: " ready." in p.log_path.read_text(), 30, f"worker {proc.pid} ready")
+        return batch
+
+    yield start
+    for proc, log in started:
+        stop(proc, group=True)
+        log.close()  # type: ignore[attr-defined]
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def make_items(folder: Path, count: int) -> Path:
+    for n in range(count):
+        make_jpeg(folder / f"item-{n:04d}.jpg", size=(320, 240), kind=("mug", "book", "lamp")[n % 3], seed=n)
+    return folder
+
+
+def start_coordinator(folder: Path, db: Path, broker: str, *, rpm: float | None = None,
+                      lease: float = 30) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", COORDINATOR, str(folder), str(db), broker, str(rpm or "-"), str(lease)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def coordinate(folder: Path, db: Path, broker: str, **options: float | None) -> str:
+    proc = start_coordinator(folder, db, broker, **options)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    return stdout
+
+
+def query(db: Path, sql: str) -> list[tuple]:
+    with sqlite3.connect(db, timeout=30) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def served(emu: Emulator) -> int:
+    return sum(emu.stats().requests_by_model.values())
+
+
+# ---------------------------------------------------------------- tests
+
+
+def test_two_workers_turn_every_item_into_a_listing(
+    tmp_path: Path, photos: Path, redis_server: str, workers: Workers
+) -> None:
+    db = tmp_path / "fleet.db"
+    with Emulator(EmulatorConfig(seed=1, latency=0.2)) as emu:
+        pair = workers(emu.url, 2)
+        coordinate(photos, db, redis_server)
+        stats = emu.stats()
+    assert query(db, "SELECT state, COUNT(*) FROM jobs GROUP BY state") == [("done", 6)]
+    assert query(db, "SELECT COUNT(*), COUNT(DISTINCT item_id) FROM listings")[0] == (6, 6)
+    assert query(db, "SELECT stage, COUNT(*) FROM calls WHERE outcome = 'ok' GROUP BY stage") == [
+        ("identify", 6), ("price", 6)]
+    assert query(db, "SELECT COUNT(*) FROM calls WHERE input_tokens > 0 AND latency_ms > 0")[0][0] == 12
+    assert sum(stats.requests_by_model.values()) == 12
+    assert set(stats.images_seen.values()) == {1}  # prepared bytes reached the model once each
+    assert all("succeeded" in p.log_path.read_text() for p in pair)  # both workers did some
+
+
+def test_fleet_status_sees_workers_and_queue(redis_server: str, workers: Workers) -> None:
+    from dealscout_cli.distributed.status import fleet_status
+
+    with Emulator(EmulatorConfig(seed=1)) as emu:
+        workers(emu.url, 1)
+        report = fleet_status(redis_server)
+    assert report["reachable"] and report["queue_depth"] == 0
+    assert [w["name"] for w in report["workers"]] == ["w0@test"]
+    down = fleet_status(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
+    assert not down["reachable"] and "cannot reach" in down["error"]
+
+
+def test_worker_killed_mid_task_is_redelivered_and_recorded_once(
+    tmp_path: Path, redis_server: str, workers: Workers
+) -> None:
+    folder, db = make_items(tmp_path / "p", 4), tmp_path / "fleet.db"
+    # Tasks take ~3 s (two calls of 1.5 s); the test's visibility timeout is 6 s (production: 600 s).
+    with Emulator(EmulatorConfig(seed=2, latency=1.5)) as emu:
+        victim, survivor = workers(emu.url, 2, visibility=6)
+        coordinator = start_coordinator(folder, db, redis_server)
+        wait_until(lambda: "received" in victim.log_path.read_text(), 30, "a task on the victim")
+        time.sleep(0.5)  # mid-call
+        os.killpg(victim.pid, signal.SIGKILL)
+        stdout, stderr = coordinator.communicate(timeout=90)
+        assert coordinator.returncode == 0, stderr
+    killed_task = victim.log_path.read_text().split("dealscout.process_item[")[1].split("]")[0]
+    assert killed_task in survivor.log_path.read_text()  # redelivered to the other worker
+    assert query(db, "SELECT state, COUNT(*) FROM jobs GROUP BY state") == [("done", 4)]
+    assert query(db, "SELECT COUNT(*), COUNT(DISTINCT item_id) FROM listings")[0] == (4, 4)
+    ok = query(db, "SELECT COUNT(*), COUNT(DISTINCT item_id || stage) FROM calls WHERE outcome = 'ok'")
+    assert ok[0][0] == ok[0][1] == 8  # each stage recorded once per item
+
+
+def test_three_workers_share_one_rate_limit(tmp_path: Path, redis_server: str, workers: Workers) -> None:
+    items = 120
+    folder, db = make_items(tmp_path / "p", items), tmp_path / "fleet.db"
+    # The emulator's quota: 100 requests per 10 s window per model (600 RPM, 10x shorter than
+    # Google's minute so the test is quick). The fleet is told 95 per 10 s = 570 RPM: a GCRA
+    # spaced exactly at the quota can still land 101 arrivals in a window when network
+    # jitter bunches two of them, so like any client it keeps a small margin.
+    quota = EmulatorConfig(seed=3, rpm=100, window_seconds=10, latency=0.05)
+    with Emulator(quota) as emu:
+        workers(emu.url, 3, concurrency=2)
+        started = time.monotonic()
+        coordinate(folder, db, redis_server, rpm=570)
+        elapsed = time.monotonic() - started
+        stats = emu.stats()
+    peaks = stats.max_requests_per_window_by_model
+    print(f"fleet peaks per 10 s window: {peaks} (limit 100), {elapsed:.1f} s for {items} items")
+    assert peaks and all(peak <= 100 for peak in peaks.values())
+    assert stats.rate_limited == {}
+    assert query(db, "SELECT state, COUNT(*) FROM jobs GROUP BY state") == [("done", items)]
+    assert elapsed > (items - 95) / 9.5  # the limiter, not the workers' speed, set the pace
+
+
+def test_rerun_after_coordinator_killed_collects_finished_results_without_new_calls(
+    tmp_path: Path, redis_server: str, workers: Workers
+) -> None:
+    items = 8
+    folder, db = make_items(tmp_path / "p", items), tmp_path / "fleet.db"
+    with Emulator(EmulatorConfig(seed=4, latency=0.3)) as emu:
+        workers(emu.url, 2, concurrency=2)
+        first = start_coordinator(folder, db, redis_server, lease=2)
+        wait_until(lambda: db.exists() and served(emu) >= 4, 30, "the first results")
+        first.send_signal(signal.SIGKILL)
+        first.communicate(timeout=30)
+        wait_until(lambda: served(emu) == 2 * items, 30, "the fleet to finish every task")
+        recorded_before = query(db, "SELECT COUNT(*) FROM calls")[0][0]
+        assert query(db, "SELECT COUNT(*) FROM listings")[0][0] < items
+        time.sleep(2.1)  # the killed coordinator's leases expire
+        coordinate(folder, db, redis_server, lease=2)
+        assert served(emu) == 2 * items  # nothing paid twice
+    assert query(db, "SELECT state, COUNT(*) FROM jobs GROUP BY state") == [("done", items)]
+    assert query(db, "SELECT COUNT(*) FROM calls WHERE outcome = 'ok'")[0][0] == 2 * items
+    assert recorded_before < 2 * items  # the rerun recorded the calls the killed run had not
