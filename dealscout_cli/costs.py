@@ -91,28 +91,26 @@ def format_usd(micros: int | None) -> str:
 
 
 # ---------------------------------------------------------------- token estimates
-# Google's documented rule for Gemini image input: an image with both sides
-# <= 384 px costs 258 tokens; a larger one is cut into 768x768 tiles of 258 each.
-# Text is about 4 characters a token.
+# Google's documented counting rule (258 tokens per image up to 384 px a side, else per
+# 768x768 tile; ~4 characters a token) has one home, dealscout_cli.emulator.tokens, shared
+# with the emulator that plays Google. Loaded on first use: the emulator package costs ~60 ms
+# to import, and `--help` and `status` import this module.
 
-IMAGE_TOKENS_SMALL = 258
 TILE_SIDE = 768
-SMALL_IMAGE_SIDE = 384
 
 
-def image_tokens(width: int, height: int) -> int:
-    if width <= SMALL_IMAGE_SIDE and height <= SMALL_IMAGE_SIDE:
-        return IMAGE_TOKENS_SMALL
-    tiles = -(-width // TILE_SIDE) * -(-height // TILE_SIDE)
-    return IMAGE_TOKENS_SMALL * tiles
+def __getattr__(name: str) -> object:
+    if name in ("image_tokens", "text_tokens"):
+        from dealscout_cli.emulator import tokens
 
-
-def text_tokens(text: str) -> int:
-    return max(1, -(-len(text) // 4)) if text else 0
+        return getattr(tokens, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def estimate_request_tokens(request: object) -> int:
     """Input tokens a ModelRequest will cost, before sending it (corrected later from usage)."""
+    from dealscout_cli.emulator.tokens import image_tokens, text_tokens
+
     images = getattr(request, "images", ())
     total = sum(image_tokens(i.width or TILE_SIDE, i.height or TILE_SIDE) for i in images)
     return total + text_tokens(getattr(request, "system", "")) + text_tokens(getattr(request, "prompt", ""))
