@@ -8,6 +8,7 @@
     └── ProviderError          a model call failed (carries HTTP status, retryable)
         ├── RateLimited        429 per-minute quota; retry after `retry_after`
         ├── QuotaExhausted     429 per-day quota; stop the run
+        ├── KeyRejected        400/403 for the API key; stop the run
         ├── ProviderTimeout    no answer within the call timeout
         ├── BadModelOutput     the answer is not valid JSON for the schema
         └── Blocked            safety block or no candidates
@@ -73,6 +74,15 @@ class QuotaExhausted(ProviderError):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message, status=429, retryable=False)
         self.retry_after = retry_after
+
+
+class KeyRejected(ProviderError):
+    """The API rejected the key: every further call would fail the same way."""
+
+    kind = "key_rejected"
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message, status=status, retryable=False)
 
 
 class ProviderTimeout(ProviderError):

@@ -29,7 +29,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from dealscout_cli.errors import BadPhoto, ProviderError, QuotaExhausted, StoreError
+from dealscout_cli.errors import BadPhoto, KeyRejected, ProviderError, QuotaExhausted
 from dealscout_cli.models import Identification, PriceEstimate
 from dealscout_cli.pipeline import Pipeline
 from dealscout_cli.store import CallRecord, JobState, Lease, LeaseLost, Stage, Store
@@ -279,10 +279,15 @@ class Runner:
             error_kind, message, retryable = (
                 "timeout", f"took longer than {self.options.soft_time_limit:g} s (soft time limit)", True
             )
-        elif isinstance(value, QuotaExhausted):
+        elif isinstance(value, QuotaExhausted | KeyRejected):
+            # Every other item would fail the same way: put this one back and stop cleanly.
             await self.db(self.store.release, lease, now=now, reason=str(value))
             self.summary.released += 1
-            self.request_stop(_Stop.GRACEFUL, f"daily quota exhausted; resume after it resets ({value})")
+            reason = (
+                f"daily quota exhausted; resume after it resets ({value})"
+                if isinstance(value, QuotaExhausted) else str(value)
+            )
+            self.request_stop(_Stop.GRACEFUL, reason)
             return
         elif isinstance(value, BadPhoto):
             error_kind, message, retryable = "bad_photo", str(value), False

@@ -200,3 +200,35 @@ def test_slow_trickled_answer_times_out_and_is_recorded(tmp_path: Path, db: Path
     assert json.loads(result.stdout)["failed"][0]["error_kind"] == "timeout"
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT outcome FROM calls").fetchall() == [("timeout",)]
+
+
+def test_daily_quota_stops_the_run_cleanly_and_keeps_the_rest_queued(tmp_path: Path, db: Path,
+                                                                      monkeypatch) -> None:
+    from dealscout_cli.emulator import Emulator, EmulatorConfig
+
+    for n in range(6):
+        make_jpeg(tmp_path / "p" / f"{n}.jpg", seed=n)
+    with Emulator(EmulatorConfig(seed=6, rpd=4)) as emu:
+        monkeypatch.setenv("GEMINI_API_KEY", FAKE_KEY)
+        result = run("snap", str(tmp_path / "p"), "--base-url", emu.url, "--concurrency", "1")
+        served = emu.stats().requests
+    assert result.exit_code == 3, result.output
+    assert "daily quota exhausted" in result.output
+    report = json.loads(run("status", "--json").stdout)
+    # 4 requests a day per model: 4 items identified and priced, the 5th refused.
+    assert report["counts"]["done"] == 4 and report["counts"]["queued"] == 2
+    assert report["counts"]["failed"] == 0
+    assert served == 9  # one refused call, not a retry storm
+
+
+def test_rejected_key_stops_the_run_without_leaking_it(tmp_path: Path, db: Path, monkeypatch) -> None:
+    from dealscout_cli.emulator import Emulator, EmulatorConfig
+
+    for n in range(4):
+        make_jpeg(tmp_path / "p" / f"{n}.jpg", seed=n)
+    with Emulator(EmulatorConfig(seed=7, api_key="the-right-key")) as emu:
+        monkeypatch.setenv("GEMINI_API_KEY", FAKE_KEY)
+        result = run("snap", str(tmp_path / "p"), "--base-url", emu.url, "--concurrency", "1")
+    assert result.exit_code == 3
+    assert "API key was rejected" in result.output and FAKE_KEY not in result.output
+    assert json.loads(run("status", "--json").stdout)["counts"]["queued"] == 4

@@ -21,6 +21,7 @@ import httpx
 
 from dealscout_cli.errors import (
     Blocked,
+    KeyRejected,
     ProviderError,
     ProviderTimeout,
     QuotaExhausted,
@@ -151,11 +152,10 @@ class GeminiProvider:
                     retry_after=retry_after,
                 )
             return RateLimited(f"{model}: rate limited (429 {status})", retry_after=retry_after)
-        if code in (400, 403) and _reason(details) == "API_KEY_INVALID":
-            return ProviderError(
-                f"{model}: the API key was rejected ({code} {status}); check GEMINI_API_KEY",
+        if code in (400, 403) and _reason(details) in ("API_KEY_INVALID", "API_KEY_MISSING"):
+            return KeyRejected(
+                f"the API key was rejected ({code} {status}); check GEMINI_API_KEY / GOOGLE_API_KEY",
                 status=code,
-                retryable=False,
             )
         if code == 404:
             return ProviderError(
