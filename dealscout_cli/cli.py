@@ -262,7 +262,17 @@ def _status_table(report: dict[str, Any]) -> Table:
             f"{model['requests']} req last min, {model['rate_limited'] or 0} × 429, "
             f"{model['mean_latency_ms']} ms mean",
         )
+    for limiter in report["limiters"]:
+        allowed = f"{limiter['rpm_limit']:.0f} rpm" if limiter["rpm_limit"] else "no limit yet"
+        paused = f", paused {limiter['paused_until']:.0f} s" if limiter["paused_until"] else ""
+        table.add_row(
+            f"  {limiter['model']} (run {limiter['run_id']})",
+            f"{allowed}{' adaptive' if limiter['adaptive'] else ''}, {limiter['in_flight']} in flight "
+            f"of {limiter['concurrency_cap']}, {limiter['rate_limited_total']} × 429{paused}",
+        )
     table.add_row("active runs", str(report["active_runs"]))
+    if report["offline_listings"]:
+        table.add_row("offline", f"{report['offline_listings']} listings made by the emulator (placeholders)")
     for error in report["last_errors"]:
         table.add_row(f"  item {error['item_id']}", f"{error['state']}: {error['error']}")
     return table

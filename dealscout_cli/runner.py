@@ -22,7 +22,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -189,12 +189,21 @@ class Runner:
         interval = max(0.05, self.options.lease_seconds / 3)
         while True:
             await anyio.sleep(interval)
+            await self._publish_limits()
             for job_id, (lease, scope) in list(self._held.items()):
                 alive = await self.db(
                     self.store.heartbeat, lease, now=self.clock(), lease_seconds=self.options.lease_seconds
                 )
                 if not alive and job_id in self._held:
                     scope.cancel()  # someone else owns it now; stop paying for it
+
+    async def _publish_limits(self) -> None:
+        """Leave each model's limiter state in the runs table, for `dealscout status`."""
+        limits = getattr(self.pipeline, "limits", None)
+        if limits is None:
+            return
+        snapshot = [asdict(stats) for stats in limits.snapshot()]
+        await self.db(self.store.update_run_limits, self.run_id, snapshot, now=self.clock())
 
     async def _worker(self) -> None:
         while not self._stop_claiming.is_set():

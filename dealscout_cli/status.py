@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dealscout_cli.store import Store, iso_now
 
 THROUGHPUT_WINDOW = 300.0  # seconds
+GONE_AFTER = 120.0  # a "running" run silent this long was killed (its leases expire on their own)
 
 
 def status_report(store: Store, *, now: float) -> dict[str, Any]:
@@ -17,7 +19,13 @@ def status_report(store: Store, *, now: float) -> dict[str, Any]:
     done_recent = store.done_since(since)
     totals = store.call_totals()
     runs = store.runs(limit=3)
-    active = [r for r in runs if r["status"] == "running"]
+    recent = iso_now(now - GONE_AFTER)
+    active = [r for r in runs if r["status"] == "running" and (r["seen_at"] or r["started_at"]) >= recent]
+    limiters = [
+        {**limiter, "run_id": run["id"]}
+        for run in active
+        for limiter in json.loads(run["limits"] or "[]")
+    ]
     per_minute = done_recent / (THROUGHPUT_WINDOW / 60)
     remaining = counts["queued"] + counts["running"]
     eta = None
@@ -36,6 +44,8 @@ def status_report(store: Store, *, now: float) -> dict[str, Any]:
         "cost_usd": totals["cost_micro_usd"] / 1_000_000,
         "unpriced_calls": totals["unpriced"],
         "models_last_minute": store.model_activity(now=now),
+        "limiters": limiters,
+        "offline_listings": store.offline_listing_count(),
         "in_flight": store.running_leases(now=now),
         "last_errors": store.failures(limit=5),
         "runs": runs,

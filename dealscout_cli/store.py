@@ -181,6 +181,18 @@ MIGRATIONS: list[tuple[str, str]] = [
     ),
 ]
 
+MIGRATIONS.append(
+    (
+        "m002_run_limits",
+        """
+        -- JSON list: each model's limiter as the run last saw it (rate, in flight, cap, pause)
+        ALTER TABLE runs ADD COLUMN limits TEXT;
+        -- the last time a run wrote anything: a run that stopped writing long ago was killed
+        ALTER TABLE runs ADD COLUMN seen_at TEXT;
+        """,
+    )
+)
+
 MIGRATIONS_TABLE = "_dealscout_migrations"
 
 
@@ -366,6 +378,13 @@ class Store:
                 [iso_now(now), socket.gethostname(), os.getpid(), owner, json.dumps(command), int(offline)],
             )
             return int(cur.lastrowid)
+
+    def update_run_limits(self, run_id: int, limits: list[dict[str, Any]], *, now: float) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE runs SET limits = ?, seen_at = ? WHERE id = ?",
+                [json.dumps(limits), iso_now(now), run_id],
+            )
 
     def finish_run(self, run_id: int, status: str, summary: dict[str, Any], *, now: float) -> None:
         with self.transaction() as conn:
@@ -777,6 +796,9 @@ class Store:
             )
         ]
 
+    def offline_listing_count(self) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM listings WHERE offline = 1").fetchone()[0]
+
     def done_since(self, since_iso: str) -> int:
         return self.conn.execute(
             "SELECT COUNT(*) FROM jobs WHERE state = 'done' AND finished_at >= ?", [since_iso]
@@ -786,8 +808,8 @@ class Store:
         return [
             dict(row)
             for row in self.conn.execute(
-                "SELECT id, started_at, finished_at, host, pid, status, offline, summary"
-                " FROM runs ORDER BY id DESC LIMIT ?",
+                "SELECT id, started_at, finished_at, seen_at, host, pid, status, offline, summary,"
+                " limits FROM runs ORDER BY id DESC LIMIT ?",
                 [limit],
             )
         ]
