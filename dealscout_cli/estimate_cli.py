@@ -1,0 +1,139 @@
+"""The `dealscout estimate` command: what a snap would cost, as a table or JSON. Calls no model.
+
+Registered in cli.py with `app.command("estimate")(estimate_command)`; the
+counting lives in `estimate`, this module only parses and renders.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import config
+from .costs import format_usd
+from .errors import DealscoutError, UsageError
+from .estimate import Estimate, estimate
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def estimate_command(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Folders of photos (searched recursively) or manifests (.csv/.jsonl).",
+            show_default=False,
+        ),
+    ],
+    db: Annotated[
+        Path,
+        typer.Option(
+            "--db", envvar=config.ENV_DB,
+            help="The SQLite file of earlier runs: items done there cost nothing.",
+        ),
+    ] = Path(config.DEFAULT_DB),
+    group: Annotated[
+        str,
+        typer.Option(
+            help="'photo': each photo is an item. 'folder': each leaf folder is one item."
+        ),
+    ] = "photo",
+    vision_model: Annotated[
+        str,
+        typer.Option(
+            envvar=config.ENV_VISION_MODEL, help="Model that identifies items from photos."
+        ),
+    ] = config.DEFAULT_VISION_MODEL,
+    pricing_model: Annotated[
+        str, typer.Option(envvar=config.ENV_PRICING_MODEL, help="Model that estimates prices.")
+    ] = config.DEFAULT_PRICING_MODEL,
+    max_side: Annotated[
+        int,
+        typer.Option(min=64, max=4096, help="Long side in px photos are shrunk to before sending."),
+    ] = config.DEFAULT_MAX_SIDE,
+    prices: Annotated[
+        Path | None,
+        typer.Option(envvar=config.ENV_PRICES, help="JSON file overriding the model price table."),
+    ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print JSON instead of a table (for scripts).")
+    ] = False,
+) -> None:
+    """Predict the calls, tokens and cost of a snap, without calling any model.
+
+    Reads only the photos' headers and the database. Input tokens are counted the
+    way Gemini bills them; output tokens are typical answer lengths, so treat the
+    cost as an estimate. Items already done in the database cost nothing.
+
+    Example: dealscout estimate ./photos
+    """
+    if group not in ("photo", "folder"):
+        _fail(f"--group must be 'photo' or 'folder', not {group!r}", EXIT_USAGE)
+    for path in paths:
+        if not path.exists():
+            _fail(f"{path} does not exist; pass a folder of photos or a manifest", EXIT_USAGE)
+    settings = config.resolve(
+        db_path=db, vision_model=vision_model, pricing_model=pricing_model, max_side=max_side,
+        prices_file=prices,
+    )
+    try:
+        result = estimate(paths, settings, group=group)  # type: ignore[arg-type]
+    except UsageError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except DealscoutError as exc:
+        if os.environ.get(config.ENV_DEBUG):
+            raise
+        _fail(str(exc))
+    if json_out:
+        out.print_json(json.dumps(result.to_dict()))
+        return
+    render(result)
+
+
+def render(result: Estimate) -> None:
+    """The estimate as a table on stdout, and what it leaves out on stderr."""
+    table = Table(title=f"estimate: {_items_line(result)}")
+    for column in ("model", "stage", "requests", "input tokens", "output tokens", "cost"):
+        table.add_column(column, justify="left" if column in ("model", "stage") else "right")
+    for row in result.rows:
+        table.add_row(
+            row.model, row.stage, str(row.requests), f"{row.input_tokens:,}",
+            f"~{row.output_tokens:,}", format_usd(row.cost_micro_usd),
+        )
+    table.add_row(
+        "total", "", str(result.requests), f"{result.input_tokens:,}",
+        f"~{result.output_tokens:,}", format_usd(result.cost_micro_usd), style="bold",
+    )
+    out.print(table)
+    if result.cost_micro_usd is None:
+        err.print("some models have no price: pass --prices with their USD per 1M tokens")
+    for photo in result.unusable[:20]:
+        err.print(f"will be skipped: {photo.path}: {photo.reason}", markup=False)
+    if len(result.unusable) > 20:
+        err.print(f"... and {len(result.unusable) - 20} more (`--json` lists them all)")
+
+
+def _items_line(result: Estimate) -> str:
+    parts = [f"{result.items} items", f"{result.to_identify + result.to_price} to process"]
+    if result.to_price:
+        parts.append(f"{result.to_price} already identified")
+    if result.already_done:
+        parts.append(f"{result.already_done} already done (free)")
+    if result.failed_before:
+        parts.append(f"{result.failed_before} failed earlier (not retried)")
+    return ", ".join(parts)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    err.print(f"[red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
