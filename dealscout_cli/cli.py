@@ -185,6 +185,7 @@ def _render_snap(result: Any, settings: Any, *, quiet: bool, json_out: bool) -> 
             str(summary.calls), format_usd(summary.cost_micro_usd), f"{summary.elapsed:.1f} s", f"{rate:.2f}",
         )
         out.print(table)
+        _render_made(summary, offline=result.offline)
         if summary.stop_reason:
             err.print(f"[yellow]stopped early:[/] {summary.stop_reason}; run `dealscout snap` again to resume")
     if result.failed_in_batch and not quiet:
@@ -198,6 +199,20 @@ def _render_snap(result: Any, settings: Any, *, quiet: bool, json_out: bool) -> 
         if len(result.failed_in_batch) > 20:
             err.print(f"  ... and {len(result.failed_in_batch) - 20} more (`dealscout status --json`)")
         err.print("  `dealscout retry` re-queues failed items whose cause can pass (rate limits, timeouts)")
+
+
+def _render_made(summary: Any, *, offline: bool) -> None:
+    if not summary.done_items:
+        return
+    made = Table(title="listings made" + (" [offline placeholders]" if offline else "") + (f" (first {len(summary.done_items)} of {summary.done})"
+                                          if summary.done > len(summary.done_items) else ""))
+    for column in ("id", "from", "title", "condition", "price"):
+        made.add_column(column)
+    for row in summary.done_items:
+        made.add_row(str(row["item_id"]), row["label"], row["title"], row["condition"],
+                     f"{row['price']:.2f} {row['currency']}")
+    out.print(made)
+    out.print("`dealscout listings --item ID` shows one in full; `dealscout export` writes them out")
 
 
 # ---------------------------------------------------------------- status

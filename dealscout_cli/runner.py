@@ -86,6 +86,9 @@ class RunSummary:
     stop_reason: str | None = None  # "signal SIGTERM", "daily quota exhausted ...", None when drained
     signal_number: int | None = None
     failed_items: list[dict[str, Any]] = field(default_factory=list)
+    done_items: list[dict[str, Any]] = field(default_factory=list)  # the first DONE_ITEMS_KEPT
+
+DONE_ITEMS_KEPT = 100  # enough for the summary table; `dealscout listings` has the rest
 
 
 class _Stop(StrEnum):
@@ -275,6 +278,12 @@ class Runner:
                 pricing_model=self.options.pricing_model, offline=self.options.offline,
             )
             self.summary.done += 1
+            if len(self.summary.done_items) < DONE_ITEMS_KEPT:
+                self.summary.done_items.append({
+                    "item_id": item.id, "label": item.label, "title": identification.title,
+                    "condition": identification.condition.value, "price": price.suggested,
+                    "currency": price.currency,
+                })
             self.on_event(Event(EventKind.ITEM_DONE, item.id, item.label, fields={
                 "title": identification.title, "price": price.suggested, "currency": price.currency,
             }))
