@@ -122,3 +122,20 @@ def test_killed_runs_resume_without_duplicates(tmp_path: Path) -> None:
     # Paid identifications: one per item, plus at most one per in-flight item per kill.
     ok_identify = query(db, "SELECT COUNT(*) FROM calls WHERE stage='identify' AND outcome='ok'")[0][0]
     assert items <= ok_identify <= items + kills * concurrency
+
+
+def test_second_signal_cancels_in_flight_items_and_releases_them(tmp_path: Path) -> None:
+    photos, db = make_items(tmp_path / "p", 6), tmp_path / "d.db"
+    with Emulator(EmulatorConfig(seed=4, latency=5.0)) as emu:
+        proc = start_snap(photos, db, emu.url, "--concurrency", "3", "--grace", "60")
+        wait_for(db, "SELECT COUNT(*) FROM calls", 0)  # schema exists
+        wait_for(db, "SELECT COUNT(*) FROM jobs WHERE state = 'running'", 3)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        proc.communicate(timeout=30)
+        assert time.monotonic() - started < 4  # did not wait out the 5 s answers or the grace
+    assert proc.returncode == 130
+    assert query(db, "SELECT state, COUNT(*) FROM jobs GROUP BY state") == [("queued", 6)]
+    assert query(db, "SELECT COUNT(*) FROM calls WHERE outcome = 'cancelled'")[0][0] == 3
