@@ -38,7 +38,7 @@ from .config import Settings
 from .costs import ModelPrice, call_cost_micros, image_tokens, load_prices, text_tokens
 from .images import DEFAULT_MAX_PIXELS, MIN_SIDE, display_path, register_heif
 from .models import Attribute, Condition, Identification
-from .scan import FoundItem, GroupBy, scan
+from .scan import FoundItem, GroupBy, ScanResult, scan
 from .store import Stage, Store
 
 IDENTIFY_OUTPUT_TOKENS = 250  # emulator mean 157; real descriptions run longer
@@ -63,6 +63,7 @@ TYPICAL_IDENTIFICATION = Identification(
     confidence=0.8,
 )
 
+TYPICAL_PHOTO = (4000, 3000)  # a 12 MP phone photo, for a budget with no photos to go by
 _FORMATS = ["JPEG", "PNG", "WEBP", "GIF", "HEIF"]  # what images.open_image accepts
 _SIDEWAYS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 _ORIENTATION = 0x0112
@@ -101,6 +102,9 @@ class Estimate:
     rows: list[ModelRow] = field(default_factory=list)
     unusable: list[UnusablePhoto] = field(default_factory=list)
     scan_problems: int = 0  # files the scan skipped (unsupported, unreadable)
+    # One item from photos to price, at these items' mean per call (a typical 12 MP photo
+    # when there is none to go by); None when a model has no price. What a budget expects.
+    cost_per_item_micro_usd: int | None = None
 
     @property
     def requests(self) -> int:
@@ -119,14 +123,6 @@ class Estimate:
         """Total cost, or None when some model has no price (see `--prices`)."""
         costs = [row.cost_micro_usd for row in self.rows]
         return None if None in costs else sum(c for c in costs if c is not None)
-
-    @property
-    def cost_per_item_micro_usd(self) -> int | None:
-        """Mean cost of one item that needs both calls (what a budget should expect next)."""
-        total, items = self.cost_micro_usd, self.to_identify + self.to_price
-        if total is None or items == 0:
-            return None if total is None else 0
-        return -(-total // items)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -150,7 +146,11 @@ class Estimate:
 
 def estimate(paths: Sequence[Path | str], settings: Settings, group: GroupBy = "photo") -> Estimate:
     """Scan `paths` and predict the calls, tokens and cost of `snap`ping them. Calls no model."""
-    found = scan([Path(p) for p in paths], group=group)
+    return estimate_scan(scan([Path(p) for p in paths], group=group), settings)
+
+
+def estimate_scan(found: ScanResult, settings: Settings) -> Estimate:
+    """The estimate for items already scanned (what `snap` has in hand before it runs)."""
     result = Estimate(items=len(found.items), scan_problems=len(found.problems))
     known = _known_items(settings.db_path, [item.key for item in found.items])
     vision_input = price_input = 0
@@ -177,6 +177,7 @@ def estimate(paths: Sequence[Path | str], settings: Settings, group: GroupBy = "
         _row(prices, settings.pricing_model, Stage.PRICE, result.to_identify + result.to_price,
              price_input),
     ]
+    result.cost_per_item_micro_usd = _cost_per_item(result.rows, prices, settings)
     return result
 
 
@@ -249,6 +250,26 @@ def _identify_tokens(item: FoundItem, max_side: int, result: Estimate) -> int | 
         return None
     result.photos += len(sizes)
     return identify_input_tokens(sizes, item.notes)
+
+
+def _cost_per_item(
+    rows: list[ModelRow], prices: dict[str, ModelPrice], settings: Settings
+) -> int | None:
+    typical = {
+        Stage.IDENTIFY.value: identify_input_tokens([fit_within(TYPICAL_PHOTO, settings.max_side)]),
+        Stage.PRICE.value: pricing_input_tokens(),
+    }
+    total = 0
+    for row in rows:
+        if row.requests:
+            cost = row.cost_micro_usd and -(-row.cost_micro_usd // row.requests)
+        else:
+            one = _row(prices, row.model, Stage(row.stage), 1, typical[row.stage])
+            cost = one.cost_micro_usd
+        if cost is None:
+            return None
+        total += cost
+    return total
 
 
 def _row(

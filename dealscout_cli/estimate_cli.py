@@ -104,7 +104,8 @@ def render(result: Estimate) -> None:
     """The estimate as a table on stdout, and what it leaves out on stderr."""
     table = Table(title=f"estimate: {_items_line(result)}")
     for column in ("model", "stage", "requests", "input tokens", "output tokens", "cost"):
-        table.add_column(column, justify="left" if column in ("model", "stage") else "right")
+        text = column in ("model", "stage")
+        table.add_column(column, justify="left" if text else "right", no_wrap=text)
     for row in result.rows:
         table.add_row(
             row.model, row.stage, str(row.requests), f"{row.input_tokens:,}",
@@ -113,6 +114,10 @@ def render(result: Estimate) -> None:
     table.add_row(
         "total", "", str(result.requests), f"{result.input_tokens:,}",
         f"~{result.output_tokens:,}", format_usd(result.cost_micro_usd), style="bold",
+    )
+    table.caption = (
+        f"about {format_usd(result.cost_per_item_micro_usd)} an item; "
+        "~ output tokens are typical answer lengths"
     )
     out.print(table)
     if result.cost_micro_usd is None:

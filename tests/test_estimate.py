@@ -118,6 +118,24 @@ def test_identified_items_are_only_priced(photos: Path, db: Path) -> None:
     assert [row.requests for row in predicted.rows] == [0, 1]
 
 
+def test_cost_per_item_is_one_identify_and_one_price_call(photos: Path, db: Path) -> None:
+    predicted = estimate([photos], Settings(db_path=db))
+    identify, price = predicted.rows
+    assert identify.cost_micro_usd is not None and price.cost_micro_usd is not None
+    expected = -(-identify.cost_micro_usd // identify.requests) - (-price.cost_micro_usd // 6)
+    assert predicted.cost_per_item_micro_usd == expected
+
+
+def test_cost_per_item_is_typical_when_nothing_is_left_to_do(photos: Path, db: Path) -> None:
+    settings = Settings(db_path=db)
+    fresh = estimate([photos], settings)
+    snap([photos], settings.with_(offline=True), handle_signals=False)
+    done = estimate([photos], settings)
+    assert done.cost_micro_usd == 0
+    # A budget still needs a price for the next item someone queued: a 12 MP photo's.
+    assert done.cost_per_item_micro_usd == pytest.approx(fresh.cost_per_item_micro_usd, rel=0.05)
+
+
 def test_output_tokens_are_per_stage_constants(photos: Path, db: Path) -> None:
     predicted = estimate([photos], Settings(db_path=db))
     identify, price = predicted.rows
