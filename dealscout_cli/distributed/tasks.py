@@ -24,6 +24,8 @@ from typing import Any
 
 import anyio
 import redis
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+from celery import signals
 
 from dealscout_cli.config import api_key_from_env
 from dealscout_cli.costs import load_prices
@@ -45,15 +47,67 @@ ENV_BASE_URL = "GOOGLE_GEMINI_BASE_URL"
 CALLS_PREFIX = "dealscout:calls:"
 STAGE_PREFIX = "dealscout:stage:"
 
-_clients: dict[int, redis.Redis] = {}
+
+
+class _ProcessResources:
+    """What one pool process keeps between tasks: a Redis client, an event loop, providers.
+
+    Building a google-genai client costs ~0.4 s (SSL context, pydantic models), more than
+    a whole task against a fast server, so each process builds its provider once and runs
+    every task on one event loop (an anyio portal thread). Made lazily after the fork:
+    sockets and loops must not be shared between processes.
+    """
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.redis = redis.Redis.from_url(app.conf.broker_url)
+        self._portal_cm = start_blocking_portal()
+        self.portal: BlockingPortal = self._portal_cm.__enter__()
+        self.providers: dict[float, Any] = {}
+
+    def provider(self, timeout: float) -> Any:
+        if timeout not in self.providers:
+            from dealscout_cli.providers.gemini import GeminiProvider
+
+            api_key = api_key_from_env(os.environ) or ""
+            self.providers[timeout] = GeminiProvider(  # raises UsageError without a key
+                api_key, base_url=os.environ.get(ENV_BASE_URL) or None, timeout=timeout, max_connections=8,
+            )
+        return self.providers[timeout]
+
+    def close(self) -> None:
+        for provider in self.providers.values():
+            self.portal.call(provider.aclose)
+        self._portal_cm.__exit__(None, None, None)
+        self.redis.close()
+
+
+_resources: _ProcessResources | None = None
+
+
+def resources() -> _ProcessResources:
+    global _resources
+    if _resources is None or _resources.pid != os.getpid():
+        _resources = _ProcessResources()
+    return _resources
 
 
 def scratch_redis() -> redis.Redis:
-    """This process's Redis client (made after the fork: sockets must not be shared)."""
-    pid = os.getpid()
-    if pid not in _clients:
-        _clients[pid] = redis.Redis.from_url(app.conf.broker_url)
-    return _clients[pid]
+    return resources().redis
+
+
+@signals.worker_init.connect
+def _preload(**_: Any) -> None:
+    """Import the SDK (~1-4 s) once in the parent, so every forked pool process starts warm."""
+    import google.genai  # noqa: F401
+
+    import dealscout_cli.providers.gemini  # noqa: F401
+
+
+@signals.worker_process_shutdown.connect
+def _close_resources(**_: Any) -> None:
+    if _resources is not None and _resources.pid == os.getpid():
+        _resources.close()
 
 
 def calls_key(task_id: str) -> str:
@@ -95,23 +149,16 @@ def process_item(self: Any, payload: dict[str, Any]) -> dict[str, Any]:
     earlier = self.backend.get_task_meta(task_id)
     if earlier.get("status") == "SUCCESS":  # a duplicate delivery of finished work: no new calls
         return earlier["result"]
-    return anyio.run(run_item, payload, task_id, scratch_redis())
-
-
-async def run_item(payload: dict[str, Any], task_id: str, client: redis.Redis) -> dict[str, Any]:
-    api_key = api_key_from_env(os.environ)
-    if not api_key:
+    if not api_key_from_env(os.environ):
         return _failure(None, "worker_config", "this worker has no GEMINI_API_KEY", retryable=True)
-    from dealscout_cli.providers.gemini import GeminiProvider
-
-    provider = GeminiProvider(
-        api_key, base_url=os.environ.get(ENV_BASE_URL) or None, timeout=payload["call_timeout"],
-        max_connections=4,
-    )
+    process = resources()
+    provider = process.provider(float(payload["call_timeout"]))
+    future = process.portal.start_task_soon(_identify_and_price, payload, task_id, process.redis, provider)
     try:
-        return await _identify_and_price(payload, task_id, client, provider)
-    finally:
-        await provider.aclose()
+        return future.result()
+    except BaseException:
+        future.cancel()  # soft time limit (raised here by a signal): stop the calls too
+        raise
 
 
 async def _identify_and_price(
