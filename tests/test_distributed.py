@@ -254,3 +254,69 @@ def test_rerun_after_coordinator_killed_collects_finished_results_without_new_ca
     assert query(db, "SELECT state, COUNT(*) FROM jobs GROUP BY state") == [("done", items)]
     assert query(db, "SELECT COUNT(*) FROM calls WHERE outcome = 'ok'")[0][0] == 2 * items
     assert recorded_before < 2 * items  # the rerun recorded the calls the killed run had not
+
+
+def test_redis_limiter_spaces_starts_across_clients_and_shares_pauses(redis_server: str) -> None:
+    import anyio
+    import redis
+
+    from dealscout_cli.distributed.ratelimit import RedisLimits
+
+    first, second = redis.Redis.from_url(redis_server), redis.Redis.from_url(redis_server)
+    try:
+        a = RedisLimits(first, rpm=600).for_model("m")  # one start per 0.1 s, fleet-wide
+        b = RedisLimits(second, rpm=600).for_model("m")
+        starts: list[float] = []
+
+        async def take(limiter, n: int) -> None:
+            for _ in range(n):
+                await limiter.acquire()
+                starts.append(time.monotonic())
+
+        async def both() -> None:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(take, a, 10)
+                tg.start_soon(take, b, 10)
+
+        anyio.run(both)
+        gaps = [later - earlier for earlier, later in zip(sorted(starts), sorted(starts)[1:])]
+        assert min(gaps) > 0.08 and 1.7 < sorted(starts)[-1] - sorted(starts)[0] < 2.5
+
+        permit = anyio.run(a.acquire)
+        a.record(permit, outcome="rate_limited", retry_after=1.0)  # a 429 with retryDelay 1s on one worker
+        assert b.ready_in() > 0.8  # ... holds back every other worker too
+        began = time.monotonic()
+        anyio.run(b.acquire)
+        assert time.monotonic() - began > 0.8
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_task_delivered_twice_pays_once_and_is_recorded_once(
+    tmp_path: Path, photos: Path, redis_server: str, workers: Workers
+) -> None:
+    """A duplicate message for finished work (a resend, or redelivery after the ack was lost)."""
+    import redis
+
+    from dealscout_cli.distributed.app import TASK_NAME, make_app
+
+    db = tmp_path / "fleet.db"
+    with Emulator(EmulatorConfig(seed=5)) as emu:
+        (worker,) = workers(emu.url, 1)
+        coordinate(photos, db, redis_server)
+        before = served(emu)
+        client = redis.Redis.from_url(redis_server)
+        celery = make_app(redis_server)
+        try:
+            task_id = next(k.decode().removeprefix("celery-task-meta-")
+                           for k in client.scan_iter("celery-task-meta-*"))
+            # an empty payload: the task must answer from the result backend, not from it
+            celery.send_task(TASK_NAME, args=[{}], task_id=task_id)
+            done = f"[{task_id}] succeeded"
+            wait_until(lambda: worker.log_path.read_text().count(done) == 2, 15, "the duplicate's answer")
+        finally:
+            celery.close()
+            client.close()
+        assert served(emu) == before
+    assert query(db, "SELECT COUNT(*) FROM calls")[0][0] == before
