@@ -58,11 +58,19 @@ class Budget:
     def spent_micro_usd(self, spent_so_far: int = 0) -> int:
         return self.spent_micro_usd_at_start + spent_so_far
 
-    def message(self, spent_so_far: int = 0) -> str:
-        """Why the run stopped and the way out, in one line."""
+    def message(self, spent_so_far: int = 0, *, in_flight: int = 0, items_finished: int = 0) -> str:
+        """Why the run stopped and the way out, in one line.
+
+        Give the same counts as to `allows_next_item`: the projection is said too,
+        since a run usually stops before the spend itself reaches the limit.
+        """
+        spent = self.spent_micro_usd(spent_so_far)
+        projected = self.projected_micro_usd(
+            spent_so_far, in_flight=in_flight, items_finished=items_finished
+        )
         return (
-            f"budget of {format_usd(self.limit_micro_usd)} reached "
-            f"({format_usd(self.spent_micro_usd(spent_so_far))} spent); "
+            f"budget of {format_usd(self.limit_micro_usd)} reached ({format_usd(spent)} spent; "
+            f"one more item would bring it to about {format_usd(projected)}); "
             "raise --max-cost to go on"
         )
 

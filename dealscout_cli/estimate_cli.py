@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -18,7 +18,9 @@ from rich.table import Table
 from . import config
 from .costs import format_usd
 from .errors import DealscoutError, UsageError
-from .estimate import Estimate, estimate
+
+if TYPE_CHECKING:  # the counting imports Pillow and pydantic: only when the command runs
+    from .estimate import Estimate
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
@@ -82,6 +84,8 @@ def estimate_command(
     for path in paths:
         if not path.exists():
             _fail(f"{path} does not exist; pass a folder of photos or a manifest", EXIT_USAGE)
+    from .estimate import estimate
+
     settings = config.resolve(
         db_path=db, vision_model=vision_model, pricing_model=pricing_model, max_side=max_side,
         prices_file=prices,

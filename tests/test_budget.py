@@ -47,9 +47,10 @@ def test_zero_limit_allows_nothing_that_costs() -> None:
 
 
 def test_message_names_the_limit_the_spend_and_the_way_out() -> None:
-    budget = Budget(2_500_000, spent_micro_usd_at_start=1_000_000, estimate_per_item_micro_usd=10)
-    assert budget.message(1_490_000) == (
-        "budget of $2.50 reached ($2.49 spent); raise --max-cost to go on"
+    budget = Budget(2_500_000, 1_000_000, estimate_per_item_micro_usd=10_000)
+    assert budget.message(1_490_000, in_flight=1) == (
+        "budget of $2.50 reached ($2.49 spent; one more item would bring it to about $2.51); "
+        "raise --max-cost to go on"
     )
 
 
