@@ -40,9 +40,13 @@ EXIT_USAGE = 2
 
 DbOption = Annotated[
     Path,
-    typer.Option("--db", envvar=config.ENV_DB, help="The SQLite file that keeps jobs, calls and listings."),
+    typer.Option(
+        "--db", envvar=config.ENV_DB, help="The SQLite file that keeps jobs, calls and listings."
+    ),
 ]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table (for scripts).")]
+JsonFlag = Annotated[
+    bool, typer.Option("--json", help="Print JSON instead of a table (for scripts).")
+]
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
@@ -73,28 +77,106 @@ def _open_store(db: Path, *, create: bool = False) -> Any:
 
 @app.command()
 def snap(
-    paths: Annotated[list[Path], typer.Argument(help="Folders of photos (searched recursively) or manifests (.csv/.jsonl).", show_default=False)],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Folders of photos (searched recursively) or manifests (.csv/.jsonl).",
+            show_default=False,
+        ),
+    ],
     db: DbOption = Path(config.DEFAULT_DB),
-    group: Annotated[str, typer.Option(help="'photo': each photo is an item. 'folder': each leaf folder is one item.")] = "photo",
-    offline: Annotated[bool, typer.Option("--offline", help="Run against the built-in Gemini emulator: no key, no cost, placeholder listings marked offline.")] = False,
-    base_url: Annotated[str | None, typer.Option(envvar=config.ENV_BASE_URL, help="Gemini API base URL (a proxy, or `dealscout emulator`).")] = None,
-    vision_model: Annotated[str, typer.Option(envvar=config.ENV_VISION_MODEL, help="Model that identifies items from photos.")] = config.DEFAULT_VISION_MODEL,
-    pricing_model: Annotated[str, typer.Option(envvar=config.ENV_PRICING_MODEL, help="Model that estimates prices.")] = config.DEFAULT_PRICING_MODEL,
-    concurrency: Annotated[int, typer.Option(min=1, max=256, envvar=config.ENV_CONCURRENCY, help="Most items in flight at once; each model's limiter uses fewer when rate × latency needs fewer.")] = config.DEFAULT_CONCURRENCY,
-    rpm: Annotated[float | None, typer.Option(min=0.1, help="Requests per minute allowed per model (your quota).")] = None,
-    tpm: Annotated[float | None, typer.Option(min=1, help="Input tokens per minute allowed per model.")] = None,
-    max_side: Annotated[int, typer.Option(min=64, max=4096, help="Long side in px photos are shrunk to before sending.")] = config.DEFAULT_MAX_SIDE,
-    max_retries: Annotated[int, typer.Option(min=0, max=10, help="Retries of one call on 429/5xx/timeouts.")] = config.DEFAULT_MAX_RETRIES,
-    max_attempts: Annotated[int, typer.Option(min=1, max=20, help="Attempts per item before it is marked failed.")] = config.DEFAULT_MAX_ATTEMPTS,
-    timeout: Annotated[float, typer.Option(min=1, help="Seconds one model call may take.")] = config.DEFAULT_CALL_TIMEOUT,
-    lease: Annotated[float, typer.Option(min=1, help="Seconds after which a killed run's items can be claimed again.")] = config.DEFAULT_LEASE_SECONDS,
-    soft_time_limit: Annotated[float, typer.Option(min=1, help="Seconds one item may take before it is stopped and retried later.")] = config.DEFAULT_SOFT_TIME_LIMIT,
-    grace: Annotated[float, typer.Option(min=0, help="Seconds in-flight items get to finish after Ctrl-C/SIGTERM.")] = config.DEFAULT_GRACE,
-    force: Annotated[bool, typer.Option("--force", help="Process items again even if they are done.")] = False,
-    prices: Annotated[Path | None, typer.Option(envvar=config.ENV_PRICES, help="JSON file overriding the model price table.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only failures and the exit code tells the rest (for cron).")] = False,
-    log_json: Annotated[bool, typer.Option("--log-json", help="One JSON object per event instead of progress output.")] = False,
-    log_file: Annotated[Path | None, typer.Option(help="Write progress/log records to this file instead of stderr.")] = None,
+    group: Annotated[
+        str,
+        typer.Option(
+            help="'photo': each photo is an item. 'folder': each leaf folder is one item."
+        ),
+    ] = "photo",
+    offline: Annotated[
+        bool,
+        typer.Option(
+            "--offline",
+            help="Run against the built-in Gemini emulator: no key, no cost, placeholder listings marked offline.",
+        ),
+    ] = False,
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar=config.ENV_BASE_URL,
+            help="Gemini API base URL (a proxy, or `dealscout emulator`).",
+        ),
+    ] = None,
+    vision_model: Annotated[
+        str,
+        typer.Option(
+            envvar=config.ENV_VISION_MODEL, help="Model that identifies items from photos."
+        ),
+    ] = config.DEFAULT_VISION_MODEL,
+    pricing_model: Annotated[
+        str, typer.Option(envvar=config.ENV_PRICING_MODEL, help="Model that estimates prices.")
+    ] = config.DEFAULT_PRICING_MODEL,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=256,
+            envvar=config.ENV_CONCURRENCY,
+            help="Most items in flight at once; each model's limiter uses fewer when rate × latency needs fewer.",
+        ),
+    ] = config.DEFAULT_CONCURRENCY,
+    rpm: Annotated[
+        float | None,
+        typer.Option(min=0.1, help="Requests per minute allowed per model (your quota)."),
+    ] = None,
+    tpm: Annotated[
+        float | None, typer.Option(min=1, help="Input tokens per minute allowed per model.")
+    ] = None,
+    max_side: Annotated[
+        int,
+        typer.Option(min=64, max=4096, help="Long side in px photos are shrunk to before sending."),
+    ] = config.DEFAULT_MAX_SIDE,
+    max_retries: Annotated[
+        int, typer.Option(min=0, max=10, help="Retries of one call on 429/5xx/timeouts.")
+    ] = config.DEFAULT_MAX_RETRIES,
+    max_attempts: Annotated[
+        int, typer.Option(min=1, max=20, help="Attempts per item before it is marked failed.")
+    ] = config.DEFAULT_MAX_ATTEMPTS,
+    timeout: Annotated[
+        float, typer.Option(min=1, help="Seconds one model call may take.")
+    ] = config.DEFAULT_CALL_TIMEOUT,
+    lease: Annotated[
+        float,
+        typer.Option(min=1, help="Seconds after which a killed run's items can be claimed again."),
+    ] = config.DEFAULT_LEASE_SECONDS,
+    soft_time_limit: Annotated[
+        float,
+        typer.Option(
+            min=1, help="Seconds one item may take before it is stopped and retried later."
+        ),
+    ] = config.DEFAULT_SOFT_TIME_LIMIT,
+    grace: Annotated[
+        float,
+        typer.Option(min=0, help="Seconds in-flight items get to finish after Ctrl-C/SIGTERM."),
+    ] = config.DEFAULT_GRACE,
+    force: Annotated[
+        bool, typer.Option("--force", help="Process items again even if they are done.")
+    ] = False,
+    prices: Annotated[
+        Path | None,
+        typer.Option(envvar=config.ENV_PRICES, help="JSON file overriding the model price table."),
+    ] = None,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="Print only failures and the exit code tells the rest (for cron)."
+        ),
+    ] = False,
+    log_json: Annotated[
+        bool,
+        typer.Option("--log-json", help="One JSON object per event instead of progress output."),
+    ] = False,
+    log_file: Annotated[
+        Path | None, typer.Option(help="Write progress/log records to this file instead of stderr.")
+    ] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Scan photos, queue what is new, and turn each item into a draft listing.
@@ -109,10 +191,22 @@ def snap(
     if group not in ("photo", "folder"):
         _fail(f"--group must be 'photo' or 'folder', not {group!r}", EXIT_USAGE)
     settings = config.resolve(
-        db_path=db, offline=offline or None, base_url=base_url, vision_model=vision_model,
-        pricing_model=pricing_model, concurrency=concurrency, rpm=rpm, tpm=tpm, max_side=max_side,
-        max_retries=max_retries, max_attempts=max_attempts, call_timeout=timeout, lease_seconds=lease,
-        soft_time_limit=soft_time_limit, grace=grace, prices_file=prices,
+        db_path=db,
+        offline=offline or None,
+        base_url=base_url,
+        vision_model=vision_model,
+        pricing_model=pricing_model,
+        concurrency=concurrency,
+        rpm=rpm,
+        tpm=tpm,
+        max_side=max_side,
+        max_retries=max_retries,
+        max_attempts=max_attempts,
+        call_timeout=timeout,
+        lease_seconds=lease,
+        soft_time_limit=soft_time_limit,
+        grace=grace,
+        prices_file=prices,
     )
     if not settings.offline and not settings.api_key:
         _fail(
@@ -130,7 +224,9 @@ def snap(
         for problem in found.problems:
             where = f"{problem.path}:{problem.line}" if problem.line else problem.path
             if not log_json:
-                err.print(f"[yellow]skipped[/] {where}: {problem.reason}", markup=True, highlight=False)
+                err.print(
+                    f"[yellow]skipped[/] {where}: {problem.reason}", markup=True, highlight=False
+                )
         if quiet or log_json:
             return
         err.print(
@@ -141,8 +237,11 @@ def snap(
         )
 
     try:
-        result = _guarded(lambda: run_snap(paths, settings, group=group, force=force, on_event=reporter,
-                                           on_scanned=scanned))
+        result = _guarded(
+            lambda: run_snap(
+                paths, settings, group=group, force=force, on_event=reporter, on_scanned=scanned
+            )
+        )
     finally:
         reporter.close()
         if log_handle:
@@ -158,11 +257,20 @@ def _render_snap(result: Any, settings: Any, *, quiet: bool, json_out: bool) -> 
             "items_found": len(result.scan.items),
             "new": result.queued.new,
             "already_done": result.queued.already_done,
-            "problems": [{"path": p.path, "line": p.line, "reason": p.reason} for p in result.scan.problems],
-            "run": None if summary is None else {
-                "run_id": summary.run_id, "done": summary.done, "failed": summary.failed,
-                "retried": summary.retried, "released": summary.released, "calls": summary.calls,
-                "cost_usd": summary.cost_micro_usd / 1_000_000, "elapsed_s": round(summary.elapsed, 3),
+            "problems": [
+                {"path": p.path, "line": p.line, "reason": p.reason} for p in result.scan.problems
+            ],
+            "run": None
+            if summary is None
+            else {
+                "run_id": summary.run_id,
+                "done": summary.done,
+                "failed": summary.failed,
+                "retried": summary.retried,
+                "released": summary.released,
+                "calls": summary.calls,
+                "cost_usd": summary.cost_micro_usd / 1_000_000,
+                "elapsed_s": round(summary.elapsed, 3),
                 "stop_reason": summary.stop_reason,
             },
             "failed": result.failed_in_batch,
@@ -173,21 +281,42 @@ def _render_snap(result: Any, settings: Any, *, quiet: bool, json_out: bool) -> 
         return
     if summary is None:
         if not quiet:
-            err.print("nothing to do: every item is already done or failed; no calls made "
-                      "(`dealscout retry` re-queues failed items, `--force` redoes done ones)")
+            err.print(
+                "nothing to do: every item is already done or failed; no calls made "
+                "(`dealscout retry` re-queues failed items, `--force` redoes done ones)"
+            )
     elif not quiet:
-        table = Table(title="snap" + (" (offline: emulator, not a real model)" if result.offline else ""))
-        for column in ("done", "failed", "retry later", "released", "calls", "cost", "time", "items/s"):
+        table = Table(
+            title="snap" + (" (offline: emulator, not a real model)" if result.offline else "")
+        )
+        for column in (
+            "done",
+            "failed",
+            "retry later",
+            "released",
+            "calls",
+            "cost",
+            "time",
+            "items/s",
+        ):
             table.add_column(column, justify="right")
         rate = summary.done / summary.elapsed if summary.elapsed else 0.0
         table.add_row(
-            str(summary.done), str(summary.failed), str(summary.retried), str(summary.released),
-            str(summary.calls), format_usd(summary.cost_micro_usd), f"{summary.elapsed:.1f} s", f"{rate:.2f}",
+            str(summary.done),
+            str(summary.failed),
+            str(summary.retried),
+            str(summary.released),
+            str(summary.calls),
+            format_usd(summary.cost_micro_usd),
+            f"{summary.elapsed:.1f} s",
+            f"{rate:.2f}",
         )
         out.print(table)
         _render_made(summary, offline=result.offline)
         if summary.stop_reason:
-            err.print(f"[yellow]stopped early:[/] {summary.stop_reason}; run `dealscout snap` again to resume")
+            err.print(
+                f"[yellow]stopped early:[/] {summary.stop_reason}; run `dealscout snap` again to resume"
+            )
     if result.failed_in_batch and not quiet:
         err.print(f"[red]{len(result.failed_in_batch)} items failed or were skipped:[/]")
         for failure in result.failed_in_batch[:20]:
@@ -195,24 +324,44 @@ def _render_snap(result: Any, settings: Any, *, quiet: bool, json_out: bool) -> 
             error = failure["error"] or ""
             if where and where in error:
                 where = ""  # BadPhoto messages already start with the file
-            err.print(f"  item {failure['item_id']}: {where + ': ' if where else ''}{error}", markup=False)
+            err.print(
+                f"  item {failure['item_id']}: {where + ': ' if where else ''}{error}", markup=False
+            )
         if len(result.failed_in_batch) > 20:
-            err.print(f"  ... and {len(result.failed_in_batch) - 20} more (`dealscout status --json`)")
-        err.print("  `dealscout retry` re-queues failed items whose cause can pass (rate limits, timeouts)")
+            err.print(
+                f"  ... and {len(result.failed_in_batch) - 20} more (`dealscout status --json`)"
+            )
+        err.print(
+            "  `dealscout retry` re-queues failed items whose cause can pass (rate limits, timeouts)"
+        )
 
 
 def _render_made(summary: Any, *, offline: bool) -> None:
     if not summary.done_items:
         return
-    made = Table(title="listings made" + (" [offline placeholders]" if offline else "") + (f" (first {len(summary.done_items)} of {summary.done})"
-                                          if summary.done > len(summary.done_items) else ""))
+    made = Table(
+        title="listings made"
+        + (" [offline placeholders]" if offline else "")
+        + (
+            f" (first {len(summary.done_items)} of {summary.done})"
+            if summary.done > len(summary.done_items)
+            else ""
+        )
+    )
     for column in ("id", "from", "title", "condition", "price"):
         made.add_column(column)
     for row in summary.done_items:
-        made.add_row(str(row["item_id"]), row["label"], row["title"], row["condition"],
-                     f"{row['price']:.2f} {row['currency']}")
+        made.add_row(
+            str(row["item_id"]),
+            row["label"],
+            row["title"],
+            row["condition"],
+            f"{row['price']:.2f} {row['currency']}",
+        )
     out.print(made)
-    out.print("`dealscout listings --item ID` shows one in full; `dealscout export` writes them out")
+    out.print(
+        "`dealscout listings --item ID` shows one in full; `dealscout export` writes them out"
+    )
 
 
 # ---------------------------------------------------------------- status
@@ -222,8 +371,12 @@ def _render_made(summary: Any, *, offline: bool) -> None:
 def status(
     db: DbOption = Path(config.DEFAULT_DB),
     json_out: JsonFlag = False,
-    watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh every few seconds until Ctrl-C.")] = False,
-    interval: Annotated[float, typer.Option(min=0.2, help="Seconds between refreshes with --watch.")] = 2.0,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Refresh every few seconds until Ctrl-C.")
+    ] = False,
+    interval: Annotated[
+        float, typer.Option(min=0.2, help="Seconds between refreshes with --watch.")
+    ] = 2.0,
 ) -> None:
     """Where the work stands: items by state, throughput, cost so far, last errors.
 
@@ -263,10 +416,15 @@ def _status_table(report: dict[str, Any]) -> Table:
     table.add_row("items", str(report["items"]))
     for state in ("done", "queued", "running", "failed", "skipped"):
         table.add_row(f"  {state}", str(counts[state]))
-    table.add_row("throughput", f"{report['throughput_items_per_minute']:.1f} items/min (last 5 min)")
+    table.add_row(
+        "throughput", f"{report['throughput_items_per_minute']:.1f} items/min (last 5 min)"
+    )
     if report["eta"]:
         table.add_row("eta", report["eta"])
-    table.add_row("calls", f"{report['calls']} ({report['input_tokens']:,} in / {report['output_tokens']:,} out tokens)")
+    table.add_row(
+        "calls",
+        f"{report['calls']} ({report['input_tokens']:,} in / {report['output_tokens']:,} out tokens)",
+    )
     cost = format_usd(report["cost_micro_usd"])
     if report["unpriced_calls"]:
         cost += f" (+{report['unpriced_calls']} calls to models without a price; see --prices)"
@@ -287,7 +445,9 @@ def _status_table(report: dict[str, Any]) -> Table:
         )
     table.add_row("active runs", str(report["active_runs"]))
     if report["offline_listings"]:
-        table.add_row("offline", f"{report['offline_listings']} listings made by the emulator (placeholders)")
+        table.add_row(
+            "offline", f"{report['offline_listings']} listings made by the emulator (placeholders)"
+        )
     for error in report["last_errors"]:
         table.add_row(f"  item {error['item_id']}", f"{error['state']}: {error['error']}")
     return table
@@ -303,13 +463,16 @@ def _render_status(report: dict[str, Any]) -> None:
 @app.command()
 def listings(
     db: DbOption = Path(config.DEFAULT_DB),
-    item: Annotated[int | None, typer.Option("--item", help="Show one item in full: photos, calls, cost.")] = None,
+    item: Annotated[
+        int | None, typer.Option("--item", help="Show one item in full: photos, calls, cost.")
+    ] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """The draft listings made so far.
 
     Example: dealscout listings --item 3
     """
+
     def load() -> tuple[list[Any], list[dict[str, Any]]]:
         with _open_store(db) as store:
             found = store.listings(item_id=item)
@@ -339,16 +502,23 @@ def listings(
         price = f"{listing.price.suggested:.2f} {listing.price.currency}" if listing.price else "-"
         title = listing.identification.title + (" [offline]" if listing.offline else "")
         table.add_row(
-            str(listing.item_id), listing.sku, title, listing.identification.condition.value, price,
-            str(len(listing.photos)), str(len(listing.quality_warnings)) if listing.quality_warnings else "",
+            str(listing.item_id),
+            listing.sku,
+            title,
+            listing.identification.condition.value,
+            price,
+            str(len(listing.photos)),
+            str(len(listing.quality_warnings)) if listing.quality_warnings else "",
         )
     out.print(table)
 
 
 def _render_one_listing(listing: Any, calls: list[dict[str, Any]]) -> None:
     ident = listing.identification
-    table = Table(title=f"item {listing.item_id} · {listing.sku}" + (" · offline" if listing.offline else ""),
-                  show_header=False)
+    table = Table(
+        title=f"item {listing.item_id} · {listing.sku}" + (" · offline" if listing.offline else ""),
+        show_header=False,
+    )
     table.add_column(style="bold")
     table.add_column()
     table.add_row("title", ident.title)
@@ -357,7 +527,9 @@ def _render_one_listing(listing: Any, calls: list[dict[str, Any]]) -> None:
     table.add_row("category", ident.category)
     if listing.price:
         p = listing.price
-        table.add_row("price", f"{p.low:.2f} – {p.suggested:.2f} – {p.high:.2f} {p.currency}: {p.rationale}")
+        table.add_row(
+            "price", f"{p.low:.2f} – {p.suggested:.2f} – {p.high:.2f} {p.currency}: {p.rationale}"
+        )
     table.add_row("description", ident.description)
     if ident.defects:
         table.add_row("defects", "; ".join(ident.defects))
@@ -365,7 +537,9 @@ def _render_one_listing(listing: Any, calls: list[dict[str, Any]]) -> None:
         table.add_row("photo", photo.path)
     for warning in listing.quality_warnings:
         table.add_row("warning", warning)
-    table.add_row("prompt", f"{listing.prompt_version} ({listing.vision_model}, {listing.pricing_model})")
+    table.add_row(
+        "prompt", f"{listing.prompt_version} ({listing.vision_model}, {listing.pricing_model})"
+    )
     total = 0
     for call in calls:
         total += call["cost_micro_usd"] or 0
@@ -384,10 +558,25 @@ def _render_one_listing(listing: Any, calls: list[dict[str, Any]]) -> None:
 @app.command()
 def export(
     db: DbOption = Path(config.DEFAULT_DB),
-    format: Annotated[str, typer.Option("--format", "-f", help="csv, jsonl, ebay (Seller Hub drafts), shopify, meta.")] = "csv",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write; standard output when omitted.")] = None,
-    photo_base_url: Annotated[str | None, typer.Option(help="URL prefix where your photos are hosted; file names are appended.")] = None,
-    include_offline: Annotated[bool, typer.Option("--include-offline", help="Also export listings made by the emulator (marketplace formats skip them).")] = False,
+    format: Annotated[
+        str,
+        typer.Option("--format", "-f", help="csv, jsonl, ebay (Seller Hub drafts), shopify, meta."),
+    ] = "csv",
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="File to write; standard output when omitted."),
+    ] = None,
+    photo_base_url: Annotated[
+        str | None,
+        typer.Option(help="URL prefix where your photos are hosted; file names are appended."),
+    ] = None,
+    include_offline: Annotated[
+        bool,
+        typer.Option(
+            "--include-offline",
+            help="Also export listings made by the emulator (marketplace formats skip them).",
+        ),
+    ] = False,
 ) -> None:
     """Write the listings in a format a marketplace or a script can take.
 
@@ -398,7 +587,10 @@ def export(
     try:
         fmt = ExportFormat(format)
     except ValueError:
-        _fail(f"unknown --format {format!r}; choose one of {', '.join(f.value for f in ExportFormat)}", EXIT_USAGE)
+        _fail(
+            f"unknown --format {format!r}; choose one of {', '.join(f.value for f in ExportFormat)}",
+            EXIT_USAGE,
+        )
 
     def run() -> Any:
         with _open_store(db) as store:
@@ -425,9 +617,16 @@ def export(
 @app.command()
 def retry(
     db: DbOption = Path(config.DEFAULT_DB),
-    all_items: Annotated[bool, typer.Option("--all", help="Every failed item, whatever the cause.")] = False,
-    item: Annotated[list[int] | None, typer.Option("--item", help="This item id (repeatable).")] = None,
-    error_kind: Annotated[str | None, typer.Option(help="Only failures of this kind (rate_limited, timeout, bad_output, ...).")] = None,
+    all_items: Annotated[
+        bool, typer.Option("--all", help="Every failed item, whatever the cause.")
+    ] = False,
+    item: Annotated[
+        list[int] | None, typer.Option("--item", help="This item id (repeatable).")
+    ] = None,
+    error_kind: Annotated[
+        str | None,
+        typer.Option(help="Only failures of this kind (rate_limited, timeout, bad_output, ...)."),
+    ] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Put failed items back in the queue; the next `snap` processes them.
@@ -438,6 +637,7 @@ def retry(
 
     Example: dealscout retry --error-kind rate_limited && dealscout snap ./photos
     """
+
     def run() -> int:
         from dealscout_cli.store import Store
 
@@ -451,7 +651,10 @@ def retry(
     if json_out:
         out.print_json(json.dumps({"requeued": count}))
     else:
-        out.print(f"{count} items back in the queue" + ("; run `dealscout snap PHOTOS` to process them" if count else ""))
+        out.print(
+            f"{count} items back in the queue"
+            + ("; run `dealscout snap PHOTOS` to process them" if count else "")
+        )
 
 
 # ---------------------------------------------------------------- emulator
@@ -461,19 +664,39 @@ def retry(
 def emulator(
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8089,
     host: Annotated[str, typer.Option(help="Address to bind (keep it on loopback).")] = "127.0.0.1",
-    rpm: Annotated[float | None, typer.Option(help="Requests per minute per model before 429s.")] = None,
-    tpm: Annotated[float | None, typer.Option(help="Input tokens per minute per model before 429s.")] = None,
-    rpd: Annotated[int | None, typer.Option(help="Requests per day per model before daily-quota 429s.")] = None,
+    rpm: Annotated[
+        float | None, typer.Option(help="Requests per minute per model before 429s.")
+    ] = None,
+    tpm: Annotated[
+        float | None, typer.Option(help="Input tokens per minute per model before 429s.")
+    ] = None,
+    rpd: Annotated[
+        int | None, typer.Option(help="Requests per day per model before daily-quota 429s.")
+    ] = None,
     latency: Annotated[float, typer.Option(help="Seconds each answer takes (mean).")] = 0.0,
     latency_dist: Annotated[str, typer.Option(help="fixed, uniform or lognormal.")] = "fixed",
-    error_rate: Annotated[str | None, typer.Option(help="Injected errors, e.g. 429=0.1,503=0.02.")] = None,
-    drop_rate: Annotated[float, typer.Option(help="Share of requests whose connection is dropped.")] = 0.0,
-    malformed_rate: Annotated[float, typer.Option(help="Share of 200s with malformed JSON text.")] = 0.0,
-    max_tokens_rate: Annotated[float, typer.Option(help="Share of 200s cut off with finishReason MAX_TOKENS.")] = 0.0,
+    error_rate: Annotated[
+        str | None, typer.Option(help="Injected errors, e.g. 429=0.1,503=0.02.")
+    ] = None,
+    drop_rate: Annotated[
+        float, typer.Option(help="Share of requests whose connection is dropped.")
+    ] = 0.0,
+    malformed_rate: Annotated[
+        float, typer.Option(help="Share of 200s with malformed JSON text.")
+    ] = 0.0,
+    max_tokens_rate: Annotated[
+        float, typer.Option(help="Share of 200s cut off with finishReason MAX_TOKENS.")
+    ] = 0.0,
     safety_rate: Annotated[float, typer.Option(help="Share of requests blocked for SAFETY.")] = 0.0,
-    trickle_rate: Annotated[float, typer.Option(help="Share of responses sent slowly, byte by byte.")] = 0.0,
-    seed: Annotated[int, typer.Option(help="Seed for every random choice (same seed, same answers).")] = 1,
-    api_key: Annotated[str | None, typer.Option(help="Accept only this key (default: any non-empty key).")] = None,
+    trickle_rate: Annotated[
+        float, typer.Option(help="Share of responses sent slowly, byte by byte.")
+    ] = 0.0,
+    seed: Annotated[
+        int, typer.Option(help="Seed for every random choice (same seed, same answers).")
+    ] = 1,
+    api_key: Annotated[
+        str | None, typer.Option(help="Accept only this key (default: any non-empty key).")
+    ] = None,
 ) -> None:
     """Run a local stand-in for the Gemini API, with rate limits and fault injection.
 
@@ -487,14 +710,25 @@ def emulator(
     try:
         rates = parse_error_rates(error_rate) if error_rate else {}
         cfg = EmulatorConfig(
-            seed=seed, rpm=rpm, tpm=tpm, rpd=rpd, latency=latency, latency_dist=latency_dist,
-            error_rates=rates, drop_rate=drop_rate, trickle_rate=trickle_rate,
-            malformed_rate=malformed_rate, max_tokens_rate=max_tokens_rate, safety_rate=safety_rate,
+            seed=seed,
+            rpm=rpm,
+            tpm=tpm,
+            rpd=rpd,
+            latency=latency,
+            latency_dist=latency_dist,
+            error_rates=rates,
+            drop_rate=drop_rate,
+            trickle_rate=trickle_rate,
+            malformed_rate=malformed_rate,
+            max_tokens_rate=max_tokens_rate,
+            safety_rate=safety_rate,
             api_key=api_key,
         )
     except ValueError as exc:
         _fail(str(exc), EXIT_USAGE)
-    err.print(f"Gemini API emulator on http://{host}:{port}  (Ctrl-C stops; stats at /_emulator/stats)")
+    err.print(
+        f"Gemini API emulator on http://{host}:{port}  (Ctrl-C stops; stats at /_emulator/stats)"
+    )
     serve(cfg, host=host, port=port)
 
 

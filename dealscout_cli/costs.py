@@ -17,7 +17,9 @@ from pathlib import Path
 
 from dealscout_cli.errors import UsageError
 
-PRICES_CHECKED = "2026-11-29"  # list prices (standard tier, prompts <= 200k tokens), from public price listings
+PRICES_CHECKED = (
+    "2026-11-29"  # list prices (standard tier, prompts <= 200k tokens), from public price listings
+)
 
 
 @dataclass(frozen=True)
@@ -72,9 +74,10 @@ def call_cost_micros(
     price = prices.get(_base_model(model))
     if price is None:
         return None
-    cost = Decimal(input_tokens or 0) * price.input_per_million + Decimal(
-        output_tokens or 0
-    ) * price.output_per_million
+    cost = (
+        Decimal(input_tokens or 0) * price.input_per_million
+        + Decimal(output_tokens or 0) * price.output_per_million
+    )
     if batch:
         cost *= BATCH_DISCOUNT
     return int(cost.quantize(Decimal(1), rounding=ROUND_HALF_UP))
@@ -113,4 +116,8 @@ def estimate_request_tokens(request: object) -> int:
 
     images = getattr(request, "images", ())
     total = sum(image_tokens(i.width or TILE_SIDE, i.height or TILE_SIDE) for i in images)
-    return total + text_tokens(getattr(request, "system", "")) + text_tokens(getattr(request, "prompt", ""))
+    return (
+        total
+        + text_tokens(getattr(request, "system", ""))
+        + text_tokens(getattr(request, "prompt", ""))
+    )

@@ -61,14 +61,30 @@ class Attribute(BaseModel):
 class Identification(BaseModel):
     """What the vision model says the item is."""
 
-    title: str = Field(min_length=3, max_length=TITLE_MAX, description="Listing title, at most 80 characters, no emoji")
-    description: str = Field(min_length=1, max_length=4000, description="Plain-text description for buyers")
-    category: str = Field(min_length=1, max_length=200, description="Marketplace category path, e.g. Home & Garden > Kitchen")
-    brand: str | None = Field(default=None, max_length=100, description="Brand, or null if not visible")
-    model: str | None = Field(default=None, max_length=100, description="Model name or number, or null")
+    title: str = Field(
+        min_length=3,
+        max_length=TITLE_MAX,
+        description="Listing title, at most 80 characters, no emoji",
+    )
+    description: str = Field(
+        min_length=1, max_length=4000, description="Plain-text description for buyers"
+    )
+    category: str = Field(
+        min_length=1,
+        max_length=200,
+        description="Marketplace category path, e.g. Home & Garden > Kitchen",
+    )
+    brand: str | None = Field(
+        default=None, max_length=100, description="Brand, or null if not visible"
+    )
+    model: str | None = Field(
+        default=None, max_length=100, description="Model name or number, or null"
+    )
     attributes: list[Attribute] = Field(default_factory=list, max_length=20)
     condition: Condition
-    defects: list[str] = Field(default_factory=list, max_length=20, description="Visible defects; empty if none")
+    defects: list[str] = Field(
+        default_factory=list, max_length=20, description="Visible defects; empty if none"
+    )
     confidence: float = Field(ge=0.0, le=1.0, description="How sure the identification is, 0 to 1")
 
     @field_validator("title")

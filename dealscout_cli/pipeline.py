@@ -25,8 +25,8 @@ from pydantic import BaseModel, ValidationError
 from dealscout_cli import prompts
 from dealscout_cli.costs import ModelPrice, call_cost_micros, estimate_request_tokens
 from dealscout_cli.errors import BadModelOutput, BadPhoto, ProviderError, RateLimited
-from dealscout_cli.limits import RetryPolicy
 from dealscout_cli.images import PreparedImage, prepare_photo, quality_warnings
+from dealscout_cli.limits import RetryPolicy
 from dealscout_cli.models import Identification, PriceEstimate
 from dealscout_cli.providers.base import ImagePart, ModelReply, ModelRequest, Provider
 from dealscout_cli.store import CallRecord, ItemRecord, Stage
@@ -83,8 +83,12 @@ class Pipeline:
                 continue
             seen.add(photo.sha256)
             image = await anyio.to_thread.run_sync(
-                _prepare_with_warnings, Path(photo.path), self.config.max_side, photo.sha256,
-                abandon_on_cancel=True, limiter=self.image_limiter,
+                _prepare_with_warnings,
+                Path(photo.path),
+                self.config.max_side,
+                photo.sha256,
+                abandon_on_cancel=True,
+                limiter=self.image_limiter,
             )
             images.append(image[0])
             warnings.extend(f"{Path(photo.path).name}: {w}" for w in image[1])
@@ -125,8 +129,10 @@ class Pipeline:
     ) -> tuple[BaseModel, str]:
         """One call with retries: tenacity drives the loop, `limits.RetryPolicy` decides each wait."""
         policy = RetryPolicy(
-            max_retries=self.config.max_retries, base=self.config.backoff_base,
-            cap=self.config.backoff_cap, budget=self.config.retry_budget,
+            max_retries=self.config.max_retries,
+            base=self.config.backoff_base,
+            cap=self.config.backoff_cap,
+            budget=self.config.retry_budget,
         )
         first_try = time.monotonic()
         bad_outputs = 0
@@ -155,7 +161,9 @@ class Pipeline:
         )
         async for attempt in retrying:
             with attempt:
-                return await self._attempt(request, stage, item_id, attempt.retry_state.attempt_number)
+                return await self._attempt(
+                    request, stage, item_id, attempt.retry_state.attempt_number
+                )
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
     async def _attempt(
@@ -187,12 +195,23 @@ class Pipeline:
                     latency=latency,
                     retry_after=getattr(error, "retry_after", None),
                 )
-            with anyio.CancelScope(shield=True):  # cancelled calls may still be billed: record them too
-                await self._record(request, stage, item_id, call_attempt, started, latency, reply, error)
+            with anyio.CancelScope(
+                shield=True
+            ):  # cancelled calls may still be billed: record them too
+                await self._record(
+                    request, stage, item_id, call_attempt, started, latency, reply, error
+                )
 
     async def _record(
-        self, request: ModelRequest, stage: Stage, item_id: int, attempt: int, started: float,
-        latency: float, reply: ModelReply | None, error: ProviderError | None,
+        self,
+        request: ModelRequest,
+        stage: Stage,
+        item_id: int,
+        attempt: int,
+        started: float,
+        latency: float,
+        reply: ModelReply | None,
+        error: ProviderError | None,
     ) -> None:
         input_tokens = reply.input_tokens if reply else None
         output_tokens = reply.output_tokens if reply else None
@@ -200,8 +219,10 @@ class Pipeline:
         if error is None and reply is None:
             outcome = "cancelled"
         if error is not None and error.kind == "provider_error":
-            outcome = "server_error" if (error.status or 0) >= 500 else (
-                "connection_error" if error.status is None else "client_error"
+            outcome = (
+                "server_error"
+                if (error.status or 0) >= 500
+                else ("connection_error" if error.status is None else "client_error")
             )
         await self.record_call(
             CallRecord(
@@ -212,10 +233,14 @@ class Pipeline:
                 started_epoch=started,
                 latency_ms=round(latency * 1000),
                 outcome=outcome,
-                http_status=(reply.http_status if reply else None) if error is None else error.status,
+                http_status=(reply.http_status if reply else None)
+                if error is None
+                else error.status,
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
-                cost_micro_usd=call_cost_micros(self.prices, request.model, input_tokens, output_tokens)
+                cost_micro_usd=call_cost_micros(
+                    self.prices, request.model, input_tokens, output_tokens
+                )
                 if reply is not None
                 else None,
                 error=str(error)[:500] if error else None,
@@ -224,7 +249,9 @@ class Pipeline:
         )
 
 
-def _prepare_with_warnings(path: Path, max_side: int, sha256: str) -> tuple[PreparedImage, list[str]]:
+def _prepare_with_warnings(
+    path: Path, max_side: int, sha256: str
+) -> tuple[PreparedImage, list[str]]:
     image = prepare_photo(path, max_side=max_side, expected_sha256=sha256)
     # Judge quality on the prepared copy: already decoded small, so the check costs ~1 ms.
     # It is never upscaled, so a low-resolution original still shows as one.
@@ -242,5 +269,6 @@ def _validate(schema: type[BaseModel], text: str, model: str) -> BaseModel:
         where = ".".join(str(p) for p in first.get("loc", ())) or "answer"
         kind = "not JSON" if first.get("type") == "json_invalid" else f"{where}: {first.get('msg')}"
         raise BadModelOutput(
-            f"{model} answered with output that does not fit {schema.__name__} ({kind})", raw_text=text[:2000]
+            f"{model} answered with output that does not fit {schema.__name__} ({kind})",
+            raw_text=text[:2000],
         ) from None

@@ -36,7 +36,9 @@ class QuietReporter:
 
     def __call__(self, event: Event) -> None:
         if event.kind == EventKind.ITEM_FAILED:
-            self.console.print(f"failed: item {event.item_id} ({event.label}): {event.message}", markup=False)
+            self.console.print(
+                f"failed: item {event.item_id} ({event.label}): {event.message}", markup=False
+            )
 
     def close(self) -> None:
         pass
@@ -70,7 +72,9 @@ class LineReporter:
             self.failed += 1
             self._line(f"FAILED item {event.item_id} {event.label!r}: {event.message}")
         elif event.kind == EventKind.ITEM_RETRY:
-            self._line(f"retry later ({f['delay']:g} s): item {event.item_id} {event.label!r}: {event.message}")
+            self._line(
+                f"retry later ({f['delay']:g} s): item {event.item_id} {event.label!r}: {event.message}"
+            )
         elif event.kind == EventKind.ITEM_RELEASED:
             self._line(f"released item {event.item_id} {event.label!r}: {event.message}")
         elif event.kind == EventKind.STOPPING:
@@ -143,7 +147,8 @@ class BarReporter:
         elif event.kind == EventKind.ITEM_FAILED:
             self.failed += 1
             self.progress.console.print(
-                f"[red]failed[/] item {event.item_id} ({event.label}): {event.message}", highlight=False
+                f"[red]failed[/] item {event.item_id} ({event.label}): {event.message}",
+                highlight=False,
             )
         elif event.kind == EventKind.STOPPING:
             self.progress.console.print(f"[yellow]stopping:[/] {event.message}")
@@ -161,7 +166,9 @@ class BarReporter:
             self.progress.stop()
 
 
-def make_reporter(*, quiet: bool, log_json: bool, log_file: IO[str] | None, console: Console) -> Any:
+def make_reporter(
+    *, quiet: bool, log_json: bool, log_file: IO[str] | None, console: Console
+) -> Any:
     if log_json:
         return JsonReporter(log_file or sys.stderr)
     if quiet:

@@ -47,7 +47,8 @@ def identify_prompt(notes: str | None = None) -> str:
 
 def price_prompt(identification: Identification) -> str:
     facts = identification.model_dump(
-        mode="json", include={"title", "category", "brand", "model", "condition", "defects", "attributes"}
+        mode="json",
+        include={"title", "category", "brand", "model", "condition", "defects", "attributes"},
     )
     return PRICE_USER.format(identification=json.dumps(facts, ensure_ascii=False, indent=1))
 

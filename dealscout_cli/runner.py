@@ -83,10 +83,13 @@ class RunSummary:
     calls: int = 0
     cost_micro_usd: int = 0
     elapsed: float = 0.0
-    stop_reason: str | None = None  # "signal SIGTERM", "daily quota exhausted ...", None when drained
+    stop_reason: str | None = (
+        None  # "signal SIGTERM", "daily quota exhausted ...", None when drained
+    )
     signal_number: int | None = None
     failed_items: list[dict[str, Any]] = field(default_factory=list)
     done_items: list[dict[str, Any]] = field(default_factory=list)  # the first DONE_ITEMS_KEPT
+
 
 DONE_ITEMS_KEPT = 100  # enough for the summary table; `dealscout listings` has the rest
 
@@ -136,12 +139,22 @@ class Runner:
             await self.db(self.store.record_call, self.run_id, call)
         self.summary.calls += 1
         self.summary.cost_micro_usd += call.cost_micro_usd or 0
-        self.on_event(Event(EventKind.CALL, call.item_id, fields={
-            "stage": call.stage, "model": call.model, "outcome": call.outcome,
-            "attempt": call.attempt, "latency_ms": call.latency_ms,
-            "input_tokens": call.input_tokens, "output_tokens": call.output_tokens,
-            "cost_micro_usd": call.cost_micro_usd,
-        }))
+        self.on_event(
+            Event(
+                EventKind.CALL,
+                call.item_id,
+                fields={
+                    "stage": call.stage,
+                    "model": call.model,
+                    "outcome": call.outcome,
+                    "attempt": call.attempt,
+                    "latency_ms": call.latency_ms,
+                    "input_tokens": call.input_tokens,
+                    "output_tokens": call.output_tokens,
+                    "cost_micro_usd": call.cost_micro_usd,
+                },
+            )
+        )
 
     def request_stop(self, how: _Stop | str, reason: str) -> None:
         how = _Stop(how)
@@ -159,7 +172,9 @@ class Runner:
     async def run(self) -> RunSummary:
         started = time.monotonic()
         counts = await self.db(self.store.counts)
-        self.on_event(Event(EventKind.RUN_STARTED, fields={"queued": counts["queued"], "counts": counts}))
+        self.on_event(
+            Event(EventKind.RUN_STARTED, fields={"queued": counts["queued"], "counts": counts})
+        )
         async with anyio.create_task_group() as tg:
             if self.options.handle_signals:
                 tg.start_soon(self._watch_signals, tg)
@@ -195,7 +210,10 @@ class Runner:
             await self._publish_limits()
             for job_id, (lease, scope) in list(self._held.items()):
                 alive = await self.db(
-                    self.store.heartbeat, lease, now=self.clock(), lease_seconds=self.options.lease_seconds
+                    self.store.heartbeat,
+                    lease,
+                    now=self.clock(),
+                    lease_seconds=self.options.lease_seconds,
                 )
                 if not alive and job_id in self._held:
                     scope.cancel()  # someone else owns it now; stop paying for it
@@ -211,7 +229,9 @@ class Runner:
     async def _worker(self) -> None:
         while not self._stop_claiming.is_set():
             lease = await self.db(
-                self.store.claim_next_job, self.owner, now=self.clock(),
+                self.store.claim_next_job,
+                self.owner,
+                now=self.clock(),
                 lease_seconds=self.options.lease_seconds,
             )
             if lease is None:
@@ -231,7 +251,9 @@ class Runner:
 
     async def _process(self, lease: Lease) -> None:
         item = await self.db(self.store.item, lease.item_id)
-        self.on_event(Event(EventKind.ITEM_STARTED, item.id, item.label, fields={"attempt": lease.attempt}))
+        self.on_event(
+            Event(EventKind.ITEM_STARTED, item.id, item.label, fields={"attempt": lease.attempt})
+        )
         scope = anyio.CancelScope()
         self._held[lease.job_id] = (lease, scope)
         outcome: tuple[str, Any] = ("released", "cancelled")
@@ -260,9 +282,14 @@ class Runner:
             await self.db(self.store.set_item_facts, item.id, quality_warnings=warnings)
             identification, text = await self.pipeline.identify(item, images, attempt=lease.attempt)
             await self.db(
-                self.store.save_stage, lease, Stage.IDENTIFY, identification.model_dump_json(),
-                model=self.options.vision_model, prompt_version=_prompt_version(),
-                offline=self.options.offline, now=self.clock(),
+                self.store.save_stage,
+                lease,
+                Stage.IDENTIFY,
+                identification.model_dump_json(),
+                model=self.options.vision_model,
+                prompt_version=_prompt_version(),
+                offline=self.options.offline,
+                now=self.clock(),
             )
         price, _text = await self.pipeline.price(item, identification, attempt=lease.attempt)
         return identification, price
@@ -273,29 +300,54 @@ class Runner:
         if kind == "done":
             identification, price = value
             await self.db(
-                self.store.complete, lease, now=now, run_id=self.run_id, identification=identification,
-                price=price, prompt_version=_prompt_version(), vision_model=self.options.vision_model,
-                pricing_model=self.options.pricing_model, offline=self.options.offline,
+                self.store.complete,
+                lease,
+                now=now,
+                run_id=self.run_id,
+                identification=identification,
+                price=price,
+                prompt_version=_prompt_version(),
+                vision_model=self.options.vision_model,
+                pricing_model=self.options.pricing_model,
+                offline=self.options.offline,
             )
             self.summary.done += 1
             if len(self.summary.done_items) < DONE_ITEMS_KEPT:
-                self.summary.done_items.append({
-                    "item_id": item.id, "label": item.label, "title": identification.title,
-                    "condition": identification.condition.value, "price": price.suggested,
-                    "currency": price.currency,
-                })
-            self.on_event(Event(EventKind.ITEM_DONE, item.id, item.label, fields={
-                "title": identification.title, "price": price.suggested, "currency": price.currency,
-            }))
+                self.summary.done_items.append(
+                    {
+                        "item_id": item.id,
+                        "label": item.label,
+                        "title": identification.title,
+                        "condition": identification.condition.value,
+                        "price": price.suggested,
+                        "currency": price.currency,
+                    }
+                )
+            self.on_event(
+                Event(
+                    EventKind.ITEM_DONE,
+                    item.id,
+                    item.label,
+                    fields={
+                        "title": identification.title,
+                        "price": price.suggested,
+                        "currency": price.currency,
+                    },
+                )
+            )
             return
         if kind == "released":
             await self.db(self.store.release, lease, now=now, reason=self.summary.stop_reason)
             self.summary.released += 1
-            self.on_event(Event(EventKind.ITEM_RELEASED, item.id, item.label, message="back in the queue"))
+            self.on_event(
+                Event(EventKind.ITEM_RELEASED, item.id, item.label, message="back in the queue")
+            )
             return
         if kind == "timeout":
             error_kind, message, retryable = (
-                "timeout", f"took longer than {self.options.soft_time_limit:g} s (soft time limit)", True
+                "timeout",
+                f"took longer than {self.options.soft_time_limit:g} s (soft time limit)",
+                True,
             )
         elif isinstance(value, QuotaExhausted | KeyRejected):
             # Every other item would fail the same way: put this one back and stop cleanly.
@@ -303,7 +355,8 @@ class Runner:
             self.summary.released += 1
             reason = (
                 f"daily quota exhausted; resume after it resets ({value})"
-                if isinstance(value, QuotaExhausted) else str(value)
+                if isinstance(value, QuotaExhausted)
+                else str(value)
             )
             self.request_stop(_Stop.GRACEFUL, reason)
             return
@@ -320,23 +373,47 @@ class Runner:
     ) -> None:
         if retryable and lease.attempt < self.options.max_attempts and self._stop == _Stop.NONE:
             delay = min(RETRY_DELAY_CAP, RETRY_DELAY_BASE * 2 ** (lease.attempt - 1))
-            await self.db(self.store.retry_later, lease, now=now, delay=delay, kind=kind, error=message)
+            await self.db(
+                self.store.retry_later, lease, now=now, delay=delay, kind=kind, error=message
+            )
             self.summary.retried += 1
-            self.on_event(Event(EventKind.ITEM_RETRY, item.id, item.label, message=message,
-                                fields={"kind": kind, "delay": delay, "attempt": lease.attempt}))
+            self.on_event(
+                Event(
+                    EventKind.ITEM_RETRY,
+                    item.id,
+                    item.label,
+                    message=message,
+                    fields={"kind": kind, "delay": delay, "attempt": lease.attempt},
+                )
+            )
             return
         if retryable and self._stop != _Stop.NONE:
             await self.db(self.store.release, lease, now=now, reason=message)
             self.summary.released += 1
             return
-        await self.db(self.store.fail, lease, now=now, kind=kind, error=message, retryable=retryable)
+        await self.db(
+            self.store.fail, lease, now=now, kind=kind, error=message, retryable=retryable
+        )
         self.summary.failed += 1
         first_photo = item.photos[0].path if item.photos else None
         self.summary.failed_items.append(
-            {"item_id": item.id, "label": item.label, "photo": first_photo, "kind": kind, "error": message}
+            {
+                "item_id": item.id,
+                "label": item.label,
+                "photo": first_photo,
+                "kind": kind,
+                "error": message,
+            }
         )
-        self.on_event(Event(EventKind.ITEM_FAILED, item.id, item.label, message=message,
-                            fields={"kind": kind, "retryable": retryable, "photo": first_photo}))
+        self.on_event(
+            Event(
+                EventKind.ITEM_FAILED,
+                item.id,
+                item.label,
+                message=message,
+                fields={"kind": kind, "retryable": retryable, "photo": first_photo},
+            )
+        )
 
 
 def _prompt_version() -> str:

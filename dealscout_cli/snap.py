@@ -20,7 +20,7 @@ from dealscout_cli.costs import load_prices
 from dealscout_cli.errors import UsageError
 from dealscout_cli.limits import Limits, ModelLimit
 from dealscout_cli.pipeline import Pipeline, PipelineConfig
-from dealscout_cli.runner import Event, RunOptions, Runner, RunSummary, exit_code, new_owner
+from dealscout_cli.runner import Event, Runner, RunOptions, RunSummary, exit_code, new_owner
 from dealscout_cli.scan import ScanResult, scan
 from dealscout_cli.store import EnqueueReport, Store
 
@@ -57,21 +57,30 @@ def snap(
     """Scan `paths`, queue what is new, process the queue. Never prints."""
     for path in paths:
         if not Path(path).exists():
-            raise UsageError(f"{path} does not exist; pass a folder of photos or a manifest (.csv/.jsonl)")
+            raise UsageError(
+                f"{path} does not exist; pass a folder of photos or a manifest (.csv/.jsonl)"
+            )
     found = scan([Path(p) for p in paths], group=group)
     now = time.time()
     with Store.open(settings.db_path) as store:
         report = store.enqueue(found.items, now=now, force=force)
         skipped_new = sum(
-            store.record_skipped(p.path, p.reason, source=_where(p), now=now) for p in found.problems
+            store.record_skipped(p.path, p.reason, source=_where(p), now=now)
+            for p in found.problems
         )
         on_scanned(found, report)
         batch_keys = {item.key for item in found.items}
         summary = None
         if store.counts()["queued"] or store.counts()["running"]:
             summary = _run(store, settings, on_event, provider_factory, handle_signals)
-        failed = [f for f in store.failures() if f["state"] == "failed" and _in_batch(store, f, batch_keys)]
-        skipped = [f for f in store.failures() if f["state"] == "skipped" and _is_problem_of(f, found)]
+        failed = [
+            f
+            for f in store.failures()
+            if f["state"] == "failed" and _in_batch(store, f, batch_keys)
+        ]
+        skipped = [
+            f for f in store.failures() if f["state"] == "skipped" and _is_problem_of(f, found)
+        ]
     return SnapResult(found, report, skipped_new, summary, failed + skipped, settings.offline)
 
 
@@ -126,7 +135,9 @@ async def _run_async(
         from dealscout_cli.providers.gemini import GeminiProvider
 
         provider = GeminiProvider(
-            settings.api_key or "", base_url=settings.base_url, timeout=settings.call_timeout,
+            settings.api_key or "",
+            base_url=settings.base_url,
+            timeout=settings.call_timeout,
             max_connections=max(8, settings.concurrency * 2),
         )
     owner = new_owner()
@@ -136,8 +147,11 @@ async def _run_async(
         pipeline = Pipeline(
             provider,
             PipelineConfig(
-                vision_model=settings.vision_model, pricing_model=settings.pricing_model,
-                max_side=settings.max_side, max_retries=settings.max_retries, offline=settings.offline,
+                vision_model=settings.vision_model,
+                pricing_model=settings.pricing_model,
+                max_side=settings.max_side,
+                max_retries=settings.max_retries,
+                offline=settings.offline,
             ),
             load_prices(settings.prices_file),
             record_call=_unset_recorder,
@@ -145,17 +159,29 @@ async def _run_async(
             image_limiter=anyio.CapacityLimiter(2),
         )
         runner = Runner(
-            store, pipeline,
+            store,
+            pipeline,
             RunOptions(
-                concurrency=settings.concurrency, lease_seconds=settings.lease_seconds,
-                soft_time_limit=settings.soft_time_limit, max_attempts=settings.max_attempts,
-                grace=settings.grace, offline=settings.offline, vision_model=settings.vision_model,
-                pricing_model=settings.pricing_model, handle_signals=handle_signals,
+                concurrency=settings.concurrency,
+                lease_seconds=settings.lease_seconds,
+                soft_time_limit=settings.soft_time_limit,
+                max_attempts=settings.max_attempts,
+                grace=settings.grace,
+                offline=settings.offline,
+                vision_model=settings.vision_model,
+                pricing_model=settings.pricing_model,
+                handle_signals=handle_signals,
             ),
-            run_id=run_id, on_event=on_event, owner=owner,
+            run_id=run_id,
+            on_event=on_event,
+            owner=owner,
         )
         summary = await runner.run()
-        status = "interrupted" if summary.signal_number else ("stopped" if summary.stop_reason else "finished")
+        status = (
+            "interrupted"
+            if summary.signal_number
+            else ("stopped" if summary.stop_reason else "finished")
+        )
         return summary
     finally:
         await provider.aclose()
@@ -175,8 +201,11 @@ def _limits(settings: Settings) -> Limits:
 def _command(settings: Settings) -> dict[str, Any]:
     """The run's options as stored in `runs.command` (the API key is left out on purpose)."""
     return {
-        "vision_model": settings.vision_model, "pricing_model": settings.pricing_model,
-        "concurrency": settings.concurrency, "max_side": settings.max_side,
+        "vision_model": settings.vision_model,
+        "pricing_model": settings.pricing_model,
+        "concurrency": settings.concurrency,
+        "max_side": settings.max_side,
         "base_url": settings.base_url if not settings.offline else "offline",
-        "rpm": settings.rpm, "tpm": settings.tpm,
+        "rpm": settings.rpm,
+        "tpm": settings.tpm,
     }

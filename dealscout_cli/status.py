@@ -20,7 +20,9 @@ def status_report(store: Store, *, now: float) -> dict[str, Any]:
     totals = store.call_totals()
     runs = store.runs(limit=3)
     recent = iso_now(now - GONE_AFTER)
-    active = [r for r in runs if r["status"] == "running" and (r["seen_at"] or r["started_at"]) >= recent]
+    active = [
+        r for r in runs if r["status"] == "running" and (r["seen_at"] or r["started_at"]) >= recent
+    ]
     limiters = [
         {**limiter, "run_id": run["id"]}
         for run in active
@@ -30,7 +32,9 @@ def status_report(store: Store, *, now: float) -> dict[str, Any]:
     remaining = counts["queued"] + counts["running"]
     eta = None
     if per_minute > 0 and remaining:
-        eta = (datetime.now(UTC) + timedelta(minutes=remaining / per_minute)).isoformat(timespec="seconds")
+        eta = (datetime.now(UTC) + timedelta(minutes=remaining / per_minute)).isoformat(
+            timespec="seconds"
+        )
     return {
         "database": str(store.path),
         "items": total,

@@ -315,11 +315,17 @@ class Store:
     def open(cls, path: Path | str, *, create: bool = True) -> Store:
         path = Path(path)
         if not path.exists() and not create:
-            raise StoreError(f"no database at {path}; run `dealscout snap PHOTOS` first or pass --db")
+            raise StoreError(
+                f"no database at {path}; run `dealscout snap PHOTOS` first or pass --db"
+            )
         if path.exists() and not os.access(path, os.W_OK):
-            raise StoreError(f"{path} is read-only; fix its permissions or pass --db with a writable path")
+            raise StoreError(
+                f"{path} is read-only; fix its permissions or pass --db with a writable path"
+            )
         if path.exists() and path.is_dir():
-            raise StoreError(f"{path} is a directory; --db wants a file path such as {path}/dealscout.db")
+            raise StoreError(
+                f"{path} is a directory; --db wants a file path such as {path}/dealscout.db"
+            )
         try:
             conn = sqlite3.connect(
                 path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
@@ -375,7 +381,14 @@ class Store:
         with self.transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO runs (started_at, host, pid, owner, command, offline) VALUES (?,?,?,?,?,?)",
-                [iso_now(now), socket.gethostname(), os.getpid(), owner, json.dumps(command), int(offline)],
+                [
+                    iso_now(now),
+                    socket.gethostname(),
+                    os.getpid(),
+                    owner,
+                    json.dumps(command),
+                    int(offline),
+                ],
             )
             return int(cur.lastrowid)
 
@@ -401,7 +414,9 @@ class Store:
         Items already known keep their state: a rerun does no paid work twice.
         Photos that moved get their new path. `force` re-queues done items too.
         """
-        counts = dict.fromkeys(("new", "already_done", "already_queued", "failed_before", "requeued"), 0)
+        counts = dict.fromkeys(
+            ("new", "already_done", "already_queued", "failed_before", "requeued"), 0
+        )
         stamp = iso_now(now)
         with self.transaction() as conn:
             for item in found:
@@ -419,7 +434,9 @@ class Store:
                 else:
                     item_id = row[0]
                     if item.notes:
-                        conn.execute("UPDATE items SET notes = ? WHERE id = ?", [item.notes, item_id])
+                        conn.execute(
+                            "UPDATE items SET notes = ? WHERE id = ?", [item.notes, item_id]
+                        )
                     state = conn.execute(
                         "SELECT state FROM jobs WHERE item_id = ?", [item_id]
                     ).fetchone()[0]
@@ -439,8 +456,14 @@ class Store:
                            ON CONFLICT (item_id, sha256) DO UPDATE SET path = excluded.path,
                                path_bytes = excluded.path_bytes, mtime_ns = excluded.mtime_ns,
                                position = excluded.position""",
-                        [item_id, position, *_path_columns(photo.path), photo.sha256,
-                         photo.size_bytes, photo.mtime_ns],
+                        [
+                            item_id,
+                            position,
+                            *_path_columns(photo.path),
+                            photo.sha256,
+                            photo.size_bytes,
+                            photo.mtime_ns,
+                        ],
                     )
         return EnqueueReport(**counts)
 
@@ -458,7 +481,8 @@ class Store:
             row = conn.execute("SELECT id FROM items WHERE key = ?", [key]).fetchone()
             if row is not None:
                 conn.execute(
-                    "UPDATE jobs SET error = ? WHERE item_id = ? AND state = 'skipped'", [reason, row[0]]
+                    "UPDATE jobs SET error = ? WHERE item_id = ? AND state = 'skipped'",
+                    [reason, row[0]],
                 )
                 return False
             item_id = conn.execute(
@@ -472,7 +496,9 @@ class Store:
             )
             return True
 
-    def _requeue(self, conn: sqlite3.Connection, item_id: int, stamp: str, *, clear_stages: bool) -> None:
+    def _requeue(
+        self, conn: sqlite3.Connection, item_id: int, stamp: str, *, clear_stages: bool
+    ) -> None:
         conn.execute(
             """UPDATE jobs SET state = 'queued', attempts = 0, lease_owner = NULL,
                    lease_expires_at = NULL, not_before = 0, error_kind = NULL, error = NULL,
@@ -505,8 +531,12 @@ class Store:
     def requeue_retryable(self, *, now: float) -> int:
         """Re-queue the failures whose cause can pass (rate limits, timeouts, server errors)."""
         with self.transaction() as conn:
-            ids = [row[0] for row in conn.execute(
-                "SELECT item_id FROM jobs WHERE state = 'failed' AND retryable = 1")]
+            ids = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT item_id FROM jobs WHERE state = 'failed' AND retryable = 1"
+                )
+            ]
             for item_id in ids:
                 self._requeue(conn, item_id, iso_now(now), clear_stages=False)
         return len(ids)
@@ -547,8 +577,10 @@ class Store:
             return cur.rowcount == 1
 
     def _fenced(self, conn: sqlite3.Connection, lease: Lease, sql: str, params: list[Any]) -> None:
-        cur = conn.execute(sql + " WHERE id = ? AND lease_token = ? AND state = 'running'",
-                           [*params, lease.job_id, lease.token])
+        cur = conn.execute(
+            sql + " WHERE id = ? AND lease_token = ? AND state = 'running'",
+            [*params, lease.job_id, lease.token],
+        )
         if cur.rowcount != 1:
             raise LeaseLost(f"item {lease.item_id}: lease lost (taken over by another run)")
 
@@ -556,7 +588,8 @@ class Store:
         """Give a job back to the queue unfinished (shutdown); the attempt does not count."""
         with self.transaction() as conn:
             self._fenced(
-                conn, lease,
+                conn,
+                lease,
                 """UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL,
                        attempts = MAX(attempts - 1, 0), error = COALESCE(?, error)""",
                 [reason],
@@ -566,7 +599,8 @@ class Store:
         """A retryable failure: back in the queue, due after `delay` seconds."""
         with self.transaction() as conn:
             self._fenced(
-                conn, lease,
+                conn,
+                lease,
                 """UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL,
                        not_before = ?, error_kind = ?, error = ?, retryable = 1""",
                 [now + delay, kind, error],
@@ -575,7 +609,8 @@ class Store:
     def fail(self, lease: Lease, *, now: float, kind: str, error: str, retryable: bool) -> None:
         with self.transaction() as conn:
             self._fenced(
-                conn, lease,
+                conn,
+                lease,
                 """UPDATE jobs SET state = 'failed', lease_owner = NULL, lease_expires_at = NULL,
                        error_kind = ?, error = ?, retryable = ?, finished_at = ?""",
                 [kind, error, int(retryable), iso_now(now)],
@@ -599,7 +634,8 @@ class Store:
         stamp = iso_now(now)
         with self.transaction() as conn:
             self._fenced(
-                conn, lease,
+                conn,
+                lease,
                 """UPDATE jobs SET state = 'done', lease_owner = NULL, lease_expires_at = NULL,
                        error_kind = ?, error = ?, retryable = NULL, finished_at = ?, run_id = ?""",
                 ["price_missing" if price_error else None, price_error, stamp, run_id],
@@ -617,11 +653,20 @@ class Store:
                        vision_model = excluded.vision_model, pricing_model = excluded.pricing_model,
                        offline = excluded.offline, created_at = excluded.created_at""",
                 [
-                    lease.item_id, sku_for(lease.item_key), identification.title,
-                    identification.condition.value, identification.ebay_condition_id,
-                    price.suggested_cents() if price else None, price.currency if price else None,
-                    identification.model_dump_json(), price.model_dump_json() if price else None,
-                    prompt_version, vision_model, pricing_model if price else None, int(offline), stamp,
+                    lease.item_id,
+                    sku_for(lease.item_key),
+                    identification.title,
+                    identification.condition.value,
+                    identification.ebay_condition_id,
+                    price.suggested_cents() if price else None,
+                    price.currency if price else None,
+                    identification.model_dump_json(),
+                    price.model_dump_json() if price else None,
+                    prompt_version,
+                    vision_model,
+                    pricing_model if price else None,
+                    int(offline),
+                    stamp,
                 ],
             )
 
@@ -644,11 +689,22 @@ class Store:
         ).fetchone()
         if row is None:
             return None
-        return {"output": json.loads(row["output"]), "model": row["model"], "offline": bool(row["offline"])}
+        return {
+            "output": json.loads(row["output"]),
+            "model": row["model"],
+            "offline": bool(row["offline"]),
+        }
 
     def save_stage(
-        self, lease: Lease, stage: Stage, output: str, *, model: str, prompt_version: str,
-        offline: bool, now: float,
+        self,
+        lease: Lease,
+        stage: Stage,
+        output: str,
+        *,
+        model: str,
+        prompt_version: str,
+        offline: bool,
+        now: float,
     ) -> None:
         """A finished stage, kept even if a later stage fails (fenced like completion)."""
         with self.transaction() as conn:
@@ -656,7 +712,15 @@ class Store:
             conn.execute(
                 """INSERT OR REPLACE INTO stages (item_id, stage, output, model, prompt_version,
                        offline, created_at) VALUES (?,?,?,?,?,?,?)""",
-                [lease.item_id, stage.value, output, model, prompt_version, int(offline), iso_now(now)],
+                [
+                    lease.item_id,
+                    stage.value,
+                    output,
+                    model,
+                    prompt_version,
+                    int(offline),
+                    iso_now(now),
+                ],
             )
 
     def record_call(self, run_id: int | None, call: CallRecord) -> None:
@@ -667,15 +731,30 @@ class Store:
                        output_tokens, cost_micro_usd, error, offline)
                    VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
                 [
-                    run_id, call.item_id, call.stage, call.model, call.attempt,
-                    iso_now(call.started_epoch), call.started_epoch, call.latency_ms, call.outcome,
-                    call.http_status, call.input_tokens, call.output_tokens, call.cost_micro_usd,
-                    call.error, int(call.offline),
+                    run_id,
+                    call.item_id,
+                    call.stage,
+                    call.model,
+                    call.attempt,
+                    iso_now(call.started_epoch),
+                    call.started_epoch,
+                    call.latency_ms,
+                    call.outcome,
+                    call.http_status,
+                    call.input_tokens,
+                    call.output_tokens,
+                    call.cost_micro_usd,
+                    call.error,
+                    int(call.offline),
                 ],
             )
 
     def set_item_facts(
-        self, item_id: int, *, quality_warnings: list[str] | None = None, barcodes: list[str] | None = None
+        self,
+        item_id: int,
+        *,
+        quality_warnings: list[str] | None = None,
+        barcodes: list[str] | None = None,
     ) -> None:
         with self.transaction() as conn:
             if quality_warnings is not None:
@@ -684,7 +763,9 @@ class Store:
                     [json.dumps(quality_warnings), item_id],
                 )
             if barcodes is not None:
-                conn.execute("UPDATE items SET barcodes = ? WHERE id = ?", [json.dumps(barcodes), item_id])
+                conn.execute(
+                    "UPDATE items SET barcodes = ? WHERE id = ?", [json.dumps(barcodes), item_id]
+                )
 
     def item(self, item_id: int) -> ItemRecord:
         row = self.conn.execute(
@@ -710,7 +791,9 @@ class Store:
             counts[state] = n
         return counts
 
-    def listings(self, *, item_id: int | None = None, include_offline: bool = True) -> list[Listing]:
+    def listings(
+        self, *, item_id: int | None = None, include_offline: bool = True
+    ) -> list[Listing]:
         from dealscout_cli.models import Identification, Listing, ListingPhoto, PriceEstimate
 
         sql = """SELECT listings.*, items.key, items.notes, items.quality_warnings, items.barcodes
@@ -736,13 +819,19 @@ class Store:
             ]
             result.append(
                 Listing(
-                    item_id=row["item_id"], item_key=row["key"], sku=row["sku"],
+                    item_id=row["item_id"],
+                    item_key=row["key"],
+                    sku=row["sku"],
                     identification=Identification.model_validate_json(row["identification"]),
                     price=PriceEstimate.model_validate_json(row["price"]) if row["price"] else None,
-                    photos=photos, barcodes=json.loads(row["barcodes"]),
-                    quality_warnings=json.loads(row["quality_warnings"]), notes=row["notes"],
-                    prompt_version=row["prompt_version"], vision_model=row["vision_model"],
-                    pricing_model=row["pricing_model"], offline=bool(row["offline"]),
+                    photos=photos,
+                    barcodes=json.loads(row["barcodes"]),
+                    quality_warnings=json.loads(row["quality_warnings"]),
+                    notes=row["notes"],
+                    prompt_version=row["prompt_version"],
+                    vision_model=row["vision_model"],
+                    pricing_model=row["pricing_model"],
+                    offline=bool(row["offline"]),
                     created_at=row["created_at"],
                 )
             )
@@ -782,7 +871,7 @@ class Store:
                 FROM calls {where}""",
             params,
         ).fetchone()
-        return {k: (row[k] or 0) for k in row.keys()}
+        return {k: (row[k] or 0) for k in row.keys()}  # noqa: SIM118 (sqlite3.Row iterates values)
 
     def model_activity(self, *, now: float, window: float = 60.0) -> list[dict[str, Any]]:
         """Per model over the last `window` seconds: requests, 429s, mean latency."""
@@ -848,7 +937,9 @@ def _explain_open_error(path: Path, exc: sqlite3.DatabaseError) -> str:
     if "file is not a database" in text or "malformed" in text:
         return f"{path} is not a dealscout database (not SQLite, or damaged); pass --db with another path"
     if "readonly" in text or "unable to open" in text:
-        return f"cannot open {path} for writing ({text}); check the folder's permissions or pass --db"
+        return (
+            f"cannot open {path} for writing ({text}); check the folder's permissions or pass --db"
+        )
     return f"cannot open {path}: {text}"
 
 

@@ -10,16 +10,23 @@ from typing import Any
 import pytest
 from photo_factory import make_jpeg
 
-
 FAKE_KEY = "AIzaTEST-dealscout-fake-key-0123456789"  # recognisable, so leaks can be searched for
 
 
 @pytest.fixture(autouse=True)
 def clean_environ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No real key, no real database, a pinned terminal width: every test starts the same."""
-    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL", "DEALSCOUT_VISION_MODEL",
-                 "DEALSCOUT_PRICING_MODEL", "DEALSCOUT_CONCURRENCY", "DEALSCOUT_PRICES", "DEALSCOUT_DEBUG",
-                 "DEALSCOUT_BROKER"):
+    for name in (
+        "GEMINI_API_KEY",
+        "GOOGLE_API_KEY",
+        "GOOGLE_GEMINI_BASE_URL",
+        "DEALSCOUT_VISION_MODEL",
+        "DEALSCOUT_PRICING_MODEL",
+        "DEALSCOUT_CONCURRENCY",
+        "DEALSCOUT_PRICES",
+        "DEALSCOUT_DEBUG",
+        "DEALSCOUT_BROKER",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DEALSCOUT_DB", str(tmp_path / "dealscout.db"))
     monkeypatch.setenv("COLUMNS", "200")

@@ -58,7 +58,8 @@ def test_every_bad_file_has_its_reason_and_every_good_file_its_listing(corpus) -
 def test_each_broken_manifest_line_is_named_and_the_good_lines_run(corpus) -> None:
     folder, expected = corpus
     manifests = sorted(
-        name for name, outcome in expected.items()
+        name
+        for name, outcome in expected.items()
         if name.startswith("manifests/") and not name.startswith("manifests/photos/")
     )
     code, report = snap_json(*(str(folder / name) for name in manifests))

@@ -53,7 +53,9 @@ def test_snap_offline_makes_one_listing_per_item(photos: Path, db: Path) -> None
     assert all(len(x["identification"]["title"]) <= 80 for x in listings)
 
 
-def test_snap_with_key_through_emulator_prices_every_item(photos: Path, db: Path, env_with_key) -> None:
+def test_snap_with_key_through_emulator_prices_every_item(
+    photos: Path, db: Path, env_with_key
+) -> None:
     result = run("snap", str(photos), "--quiet")
     assert result.exit_code == 0, result.output
     listings = json.loads(run("listings", "--json").stdout)
@@ -117,10 +119,16 @@ def test_listings_item_shows_photos_and_calls(photos: Path, db: Path, env_with_k
     sneaker = next(x for x in listings if any("sneaker" in p["path"] for p in x["photos"]))
     result = run("listings", "--item", str(sneaker["item_id"]))
     assert result.exit_code == 0
-    assert "front.jpg" in result.output and "call identify" in result.output and "cost" in result.output
+    assert (
+        "front.jpg" in result.output
+        and "call identify" in result.output
+        and "cost" in result.output
+    )
 
 
-def test_export_csv_and_jsonl_round_trip(photos: Path, db: Path, env_with_key, tmp_path: Path) -> None:
+def test_export_csv_and_jsonl_round_trip(
+    photos: Path, db: Path, env_with_key, tmp_path: Path
+) -> None:
     run("snap", str(photos), "--quiet")
     rows = list(csv.DictReader(io.StringIO(run("export").stdout)))
     assert len(rows) == 6 and all(len(r["title"]) <= 80 for r in rows)
@@ -154,11 +162,15 @@ def test_429_is_retried_then_succeeds(tmp_path: Path, db: Path, monkeypatch) -> 
         make_jpeg(tmp_path / "p" / f"{n}.jpg", seed=n)
     with Emulator(EmulatorConfig(seed=5, error_rates={429: 0.3})) as emu:
         monkeypatch.setenv("GEMINI_API_KEY", FAKE_KEY)
-        result = run("snap", str(tmp_path / "p"), "--base-url", emu.url, "--quiet", "--max-retries", "6")
+        result = run(
+            "snap", str(tmp_path / "p"), "--base-url", emu.url, "--quiet", "--max-retries", "6"
+        )
         stats = emu.stats()
     assert result.exit_code == 0, result.output
     with sqlite3.connect(db) as conn:
-        outcomes = dict(conn.execute("SELECT outcome, COUNT(*) FROM calls GROUP BY outcome").fetchall())
+        outcomes = dict(
+            conn.execute("SELECT outcome, COUNT(*) FROM calls GROUP BY outcome").fetchall()
+        )
     assert outcomes.get("rate_limited", 0) >= 1 and outcomes["ok"] == 6
     assert sum(stats.requests_by_model.values()) == sum(outcomes.values())
 
@@ -172,7 +184,9 @@ def test_api_key_never_reaches_db_or_output(photos: Path, db: Path, env_with_key
         assert FAKE_KEY.encode() not in path.read_bytes()
 
 
-def test_log_json_writes_one_object_per_line(photos: Path, db: Path, env_with_key, tmp_path: Path) -> None:
+def test_log_json_writes_one_object_per_line(
+    photos: Path, db: Path, env_with_key, tmp_path: Path
+) -> None:
     log = tmp_path / "run.log"
     run("snap", str(photos), "--log-json", "--log-file", str(log))
     events = [json.loads(line) for line in log.read_text().splitlines()]
@@ -188,22 +202,36 @@ def test_every_command_has_help_with_an_example_and_is_in_the_readme(command: st
     assert f"dealscout {command}" in readme
 
 
-def test_slow_trickled_answer_times_out_and_is_recorded(tmp_path: Path, db: Path, monkeypatch) -> None:
+def test_slow_trickled_answer_times_out_and_is_recorded(
+    tmp_path: Path, db: Path, monkeypatch
+) -> None:
     from dealscout_cli.emulator import Emulator, EmulatorConfig
 
     make_jpeg(tmp_path / "p" / "mug.jpg")
     with Emulator(EmulatorConfig(seed=4, trickle_rate=1.0, trickle_seconds=3.0)) as emu:
         monkeypatch.setenv("GEMINI_API_KEY", FAKE_KEY)
-        result = run("snap", str(tmp_path / "p"), "--base-url", emu.url, "--timeout", "1",
-                     "--max-retries", "0", "--max-attempts", "1", "--json")
+        result = run(
+            "snap",
+            str(tmp_path / "p"),
+            "--base-url",
+            emu.url,
+            "--timeout",
+            "1",
+            "--max-retries",
+            "0",
+            "--max-attempts",
+            "1",
+            "--json",
+        )
     assert result.exit_code == 1
     assert json.loads(result.stdout)["failed"][0]["error_kind"] == "timeout"
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT outcome FROM calls").fetchall() == [("timeout",)]
 
 
-def test_daily_quota_stops_the_run_cleanly_and_keeps_the_rest_queued(tmp_path: Path, db: Path,
-                                                                      monkeypatch) -> None:
+def test_daily_quota_stops_the_run_cleanly_and_keeps_the_rest_queued(
+    tmp_path: Path, db: Path, monkeypatch
+) -> None:
     from dealscout_cli.emulator import Emulator, EmulatorConfig
 
     for n in range(6):
@@ -221,7 +249,9 @@ def test_daily_quota_stops_the_run_cleanly_and_keeps_the_rest_queued(tmp_path: P
     assert served == 9  # one refused call, not a retry storm
 
 
-def test_rejected_key_stops_the_run_without_leaking_it(tmp_path: Path, db: Path, monkeypatch) -> None:
+def test_rejected_key_stops_the_run_without_leaking_it(
+    tmp_path: Path, db: Path, monkeypatch
+) -> None:
     from dealscout_cli.emulator import Emulator, EmulatorConfig
 
     for n in range(4):

@@ -26,16 +26,33 @@ pytestmark = pytest.mark.slow
 
 def make_items(folder: Path, count: int) -> Path:
     for n in range(count):
-        make_jpeg(folder / f"item-{n:04d}.jpg", size=(320, 240), kind=("mug", "book", "lamp")[n % 3], seed=n)
+        make_jpeg(
+            folder / f"item-{n:04d}.jpg",
+            size=(320, 240),
+            kind=("mug", "book", "lamp")[n % 3],
+            seed=n,
+        )
     return folder
 
 
 def start_snap(folder: Path, db: Path, emulator_url: str, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "GEMINI_API_KEY": FAKE_KEY, "DEALSCOUT_DB": str(db)}
     return subprocess.Popen(
-        [sys.executable, "-m", "dealscout_cli.cli", "snap", str(folder), "--base-url", emulator_url,
-         "--quiet", *extra],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "dealscout_cli.cli",
+            "snap",
+            str(folder),
+            "--base-url",
+            emulator_url,
+            "--quiet",
+            *extra,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -84,7 +101,9 @@ def test_two_concurrent_snaps_never_process_an_item_twice(tmp_path: Path) -> Non
             _, stderr = proc.communicate(timeout=180)
             assert proc.returncode == 0, stderr
         seen = emu.stats().images_seen
-    assert len(seen) == 40 and set(seen.values()) == {1}  # each photo sent to the model exactly once
+    assert len(seen) == 40 and set(seen.values()) == {
+        1
+    }  # each photo sent to the model exactly once
     assert query(db, "SELECT COUNT(*), COUNT(DISTINCT item_id) FROM listings")[0] == (40, 40)
     per_run = query(db, "SELECT COUNT(DISTINCT run_id) FROM calls")[0][0]
     assert per_run == 2  # both processes did part of the work
@@ -95,20 +114,53 @@ def test_killed_runs_resume_without_duplicates(tmp_path: Path) -> None:
     photos, db = make_items(tmp_path / "p", items), tmp_path / "d.db"
     rng = random.Random(7)
     faults = EmulatorConfig(
-        seed=3, latency=0.03, error_rates={429: 0.05, 500: 0.02, 503: 0.02},
-        drop_rate=0.01, malformed_rate=0.01,
+        seed=3,
+        latency=0.03,
+        error_rates={429: 0.05, 500: 0.02, 503: 0.02},
+        drop_rate=0.01,
+        malformed_rate=0.01,
     )
     with Emulator(faults) as emu:
         for _ in range(kills):
-            proc = start_snap(photos, db, emu.url, "--concurrency", str(concurrency), "--lease", "2",
-                              "--max-attempts", "10", "--max-retries", "6")
-            done_before = query(db, "SELECT COUNT(*) FROM jobs WHERE state='done'")[0][0] if db.exists() else 0
-            wait_for(db, "SELECT COUNT(*) FROM jobs WHERE state = 'done'", done_before + rng.randint(5, 30))
+            proc = start_snap(
+                photos,
+                db,
+                emu.url,
+                "--concurrency",
+                str(concurrency),
+                "--lease",
+                "2",
+                "--max-attempts",
+                "10",
+                "--max-retries",
+                "6",
+            )
+            done_before = (
+                query(db, "SELECT COUNT(*) FROM jobs WHERE state='done'")[0][0]
+                if db.exists()
+                else 0
+            )
+            wait_for(
+                db,
+                "SELECT COUNT(*) FROM jobs WHERE state = 'done'",
+                done_before + rng.randint(5, 30),
+            )
             proc.send_signal(signal.SIGKILL)
             proc.communicate(timeout=30)
         time.sleep(2.1)  # let the killed run's leases expire
-        final = start_snap(photos, db, emu.url, "--concurrency", str(concurrency), "--lease", "2",
-                           "--max-attempts", "10", "--max-retries", "6")
+        final = start_snap(
+            photos,
+            db,
+            emu.url,
+            "--concurrency",
+            str(concurrency),
+            "--lease",
+            "2",
+            "--max-attempts",
+            "10",
+            "--max-retries",
+            "6",
+        )
         _, stderr = final.communicate(timeout=600)
         stats = emu.stats()
     assert final.returncode == 0, stderr
@@ -120,7 +172,9 @@ def test_killed_runs_resume_without_duplicates(tmp_path: Path) -> None:
     served = sum(stats.requests_by_model.values())
     assert recorded <= served <= recorded + kills * concurrency
     # Paid identifications: one per item, plus at most one per in-flight item per kill.
-    ok_identify = query(db, "SELECT COUNT(*) FROM calls WHERE stage='identify' AND outcome='ok'")[0][0]
+    ok_identify = query(db, "SELECT COUNT(*) FROM calls WHERE stage='identify' AND outcome='ok'")[
+        0
+    ][0]
     assert items <= ok_identify <= items + kills * concurrency
 
 

@@ -23,19 +23,33 @@ LEASE = 30.0
 def found_item(n: int) -> FoundItem:
     sha = f"{n:064x}"
     photo = FoundPhoto(path=Path(f"/photos/{n}.jpg"), sha256=sha, size_bytes=100, mtime_ns=0)
-    return FoundItem(key=f"key{n:061x}", label=f"photo {n}", photos=(photo,), notes=None, source="/photos")
+    return FoundItem(
+        key=f"key{n:061x}", label=f"photo {n}", photos=(photo,), notes=None, source="/photos"
+    )
 
 
 IDENT = Identification(
-    title="Blue ceramic mug", description="A mug.", category="Kitchen", condition=Condition.USED,
+    title="Blue ceramic mug",
+    description="A mug.",
+    category="Kitchen",
+    condition=Condition.USED,
     confidence=0.9,
 )
 PRICE = PriceEstimate(low=5, suggested=8, high=12, currency="USD", rationale="Common mug.")
 
 
 def complete(store: Store, lease, now: float) -> None:
-    store.complete(lease, now=now, run_id=None, identification=IDENT, price=PRICE, prompt_version="t",
-                   vision_model="v", pricing_model="p", offline=True)
+    store.complete(
+        lease,
+        now=now,
+        run_id=None,
+        identification=IDENT,
+        price=PRICE,
+        prompt_version="t",
+        vision_model="v",
+        pricing_model="p",
+        offline=True,
+    )
 
 
 @pytest.fixture
@@ -107,8 +121,15 @@ def test_release_does_not_count_an_attempt(store: Store) -> None:
 def test_saved_identification_survives_a_failed_price(store: Store) -> None:
     store.enqueue([found_item(1)], now=0)
     lease = store.claim_next_job("a", now=0, lease_seconds=LEASE)
-    store.save_stage(lease, Stage.IDENTIFY, IDENT.model_dump_json(), model="v", prompt_version="t",
-                     offline=False, now=1)
+    store.save_stage(
+        lease,
+        Stage.IDENTIFY,
+        IDENT.model_dump_json(),
+        model="v",
+        prompt_version="t",
+        offline=False,
+        now=1,
+    )
     store.fail(lease, now=2, kind="server_error", error="503", retryable=True)
     assert store.requeue_retryable(now=3) == 1
     assert store.saved_stage(lease.item_id, Stage.IDENTIFY)["output"]["title"] == IDENT.title
@@ -123,8 +144,13 @@ def test_skipped_file_is_kept_with_its_reason(store: Store) -> None:
 
 def test_non_utf8_file_name_round_trips(store: Store) -> None:
     path = Path(b"/photos/caf\xe9.jpg".decode("utf-8", "surrogateescape"))
-    item = FoundItem(key="k" * 64, label="café", photos=(FoundPhoto(path, "a" * 64, 1, 0),), notes=None,
-                     source="/photos")
+    item = FoundItem(
+        key="k" * 64,
+        label="café",
+        photos=(FoundPhoto(path, "a" * 64, 1, 0),),
+        notes=None,
+        source="/photos",
+    )
     store.enqueue([item], now=0)
     lease = store.claim_next_job("a", now=0, lease_seconds=LEASE)
     assert store.item(lease.item_id).photos[0].path == str(path)
@@ -231,13 +257,19 @@ class JobMachine(RuleBasedStateMachine):
 
     @invariant()
     def at_most_one_lease_holder_can_write(self) -> None:
-        tokens = dict(self.store.conn.execute("SELECT id, lease_token FROM jobs WHERE state = 'running'"))
-        writers = Counter(lease.job_id for lease in self.leases if tokens.get(lease.job_id) == lease.token)
+        tokens = dict(
+            self.store.conn.execute("SELECT id, lease_token FROM jobs WHERE state = 'running'")
+        )
+        writers = Counter(
+            lease.job_id for lease in self.leases if tokens.get(lease.job_id) == lease.token
+        )
         assert all(count == 1 for count in writers.values())
 
     @invariant()
     def done_jobs_have_one_listing(self) -> None:
-        done = self.store.conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'done'").fetchone()[0]
+        done = self.store.conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'done'").fetchone()[
+            0
+        ]
         listings = self.store.conn.execute("SELECT COUNT(*) FROM listings").fetchone()[0]
         assert done == listings == len(self.done)
 

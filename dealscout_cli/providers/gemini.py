@@ -55,7 +55,9 @@ class GeminiProvider:
         self._types = types
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
         )
         options = types.HttpOptions(
             base_url=base_url, timeout=int(timeout * 1000), httpx_async_client=self._http
@@ -69,7 +71,8 @@ class GeminiProvider:
 
         types = self._types
         parts: list[Any] = [
-            types.Part.from_bytes(data=image.data, mime_type=image.mime_type) for image in request.images
+            types.Part.from_bytes(data=image.data, mime_type=image.mime_type)
+            for image in request.images
         ]
         parts.append(types.Part.from_text(text=request.prompt))
         config = types.GenerateContentConfig(
@@ -83,14 +86,20 @@ class GeminiProvider:
             # httpx's timeout is per read: a server trickling bytes would never trip it.
             with anyio.fail_after(self._timeout):
                 response = await self._client.aio.models.generate_content(
-                    model=request.model, contents=[types.Content(role="user", parts=parts)], config=config
+                    model=request.model,
+                    contents=[types.Content(role="user", parts=parts)],
+                    config=config,
                 )
         except TimeoutError:
-            raise ProviderTimeout(f"{request.model}: no full answer within {self._timeout:g} s") from None
+            raise ProviderTimeout(
+                f"{request.model}: no full answer within {self._timeout:g} s"
+            ) from None
         except genai_errors.APIError as exc:
             raise self._translate(exc, request.model) from None
         except httpx.TimeoutException as exc:
-            raise ProviderTimeout(f"{request.model}: no answer in time ({type(exc).__name__})") from None
+            raise ProviderTimeout(
+                f"{request.model}: no answer in time ({type(exc).__name__})"
+            ) from None
         except httpx.TransportError as exc:
             raise ProviderError(
                 f"{request.model}: connection failed ({type(exc).__name__}: {self._scrub(str(exc))})",
@@ -101,7 +110,8 @@ class GeminiProvider:
     async def count_tokens(self, request: ModelRequest) -> int:
         types = self._types
         parts: list[Any] = [
-            types.Part.from_bytes(data=image.data, mime_type=image.mime_type) for image in request.images
+            types.Part.from_bytes(data=image.data, mime_type=image.mime_type)
+            for image in request.images
         ]
         parts.append(types.Part.from_text(text=request.prompt))
         result = await self._client.aio.models.count_tokens(
@@ -122,7 +132,9 @@ class GeminiProvider:
         if not response.candidates:
             feedback = response.prompt_feedback
             reason = getattr(feedback, "block_reason", None) if feedback else None
-            raise Blocked(f"{model}: the model returned no answer (blocked: {reason or 'no reason given'})")
+            raise Blocked(
+                f"{model}: the model returned no answer (blocked: {reason or 'no reason given'})"
+            )
         candidate = response.candidates[0]
         finish = str(candidate.finish_reason.value) if candidate.finish_reason else None
         if finish in ("SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "RECITATION"):
@@ -164,7 +176,9 @@ class GeminiProvider:
                 retryable=False,
             )
         retryable = code in (408, 500, 502, 503, 504)
-        return ProviderError(f"{model}: {code} {status} {message}".strip(), status=code, retryable=retryable)
+        return ProviderError(
+            f"{model}: {code} {status} {message}".strip(), status=code, retryable=retryable
+        )
 
 
 def _details(exc: Any) -> list[dict[str, Any]]:
