@@ -10,3 +10,6 @@
 Importing this package imports nothing heavy: Celery loads when a module above is used.
 See docs/distributed.md.
 """
+
+QUEUE = "gemini"  # here, not in app.py, so `dealscout --help` can name it without importing Celery
+INSTALL_HINT = "distributed mode needs Celery and redis-py: pip install 'dealscout[distributed]'"

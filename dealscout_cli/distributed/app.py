@@ -16,13 +16,14 @@ from typing import Any
 
 from celery import Celery
 
+from dealscout_cli.distributed import QUEUE
+
 ENV_BROKER = "DEALSCOUT_BROKER"  # same name as config.ENV_BROKER; kept here so workers need no config
 ENV_RESULT_BACKEND = "DEALSCOUT_RESULT_BACKEND"
 ENV_VISIBILITY_TIMEOUT = "DEALSCOUT_VISIBILITY_TIMEOUT"
 ENV_RESTORE_INTERVAL = "DEALSCOUT_RESTORE_INTERVAL"
 
 DEFAULT_BROKER = "redis://localhost:6379/0"
-QUEUE = "gemini"
 TASK_NAME = "dealscout.process_item"
 
 SOFT_TIME_LIMIT = 240  # seconds: the task is told to stop (SoftTimeLimitExceeded) ...

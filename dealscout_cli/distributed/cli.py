@@ -12,7 +12,8 @@ from typing import Annotated
 
 import typer
 
-from dealscout_cli.distributed.app import ENV_BROKER, QUEUE
+from dealscout_cli.config import ENV_BROKER
+from dealscout_cli.distributed import INSTALL_HINT, QUEUE
 
 
 def worker(
@@ -34,7 +35,11 @@ def worker(
     """
     if broker:
         os.environ[ENV_BROKER] = broker  # read by app.py, here and in the pool processes
-    from dealscout_cli.distributed.app import app, settings_from_env
+    try:
+        from dealscout_cli.distributed.app import app, settings_from_env
+    except ImportError as exc:
+        typer.echo(f"error: {INSTALL_HINT} ({exc})", err=True)
+        raise typer.Exit(2) from None
 
     app.conf.update(settings_from_env())
     import dealscout_cli.distributed.tasks  # noqa: F401  # register the task before the pool forks
