@@ -178,6 +178,18 @@ def snap(
         Path | None, typer.Option(help="Write progress/log records to this file instead of stderr.")
     ] = None,
     json_out: JsonFlag = False,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="'local': this process calls Gemini. 'celery': Celery workers do (see README)."
+        ),
+    ] = "local",
+    broker: Annotated[
+        str | None,
+        typer.Option(
+            envvar=config.ENV_BROKER, help="Redis URL of the Celery broker, for --engine celery."
+        ),
+    ] = None,
 ) -> None:
     """Scan photos, queue what is new, and turn each item into a draft listing.
 
@@ -208,7 +220,13 @@ def snap(
         grace=grace,
         prices_file=prices,
     )
-    if not settings.offline and not settings.api_key:
+    if engine not in ("local", "celery"):
+        _fail(f"--engine must be 'local' or 'celery', not {engine!r}", EXIT_USAGE)
+    if engine == "celery" and not broker:
+        _fail(
+            "--engine celery needs --broker redis://HOST:6379/0 (or DEALSCOUT_BROKER)", EXIT_USAGE
+        )
+    if engine == "local" and not settings.offline and not settings.api_key:
         _fail(
             "no Gemini API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), "
             "or pass --offline to run against the built-in emulator",
@@ -239,7 +257,14 @@ def snap(
     try:
         result = _guarded(
             lambda: run_snap(
-                paths, settings, group=group, force=force, on_event=reporter, on_scanned=scanned
+                paths,
+                settings,
+                group=group,
+                force=force,
+                on_event=reporter,
+                on_scanned=scanned,
+                engine=engine,
+                broker=broker,
             )
         )
     finally:
@@ -377,6 +402,13 @@ def status(
     interval: Annotated[
         float, typer.Option(min=0.2, help="Seconds between refreshes with --watch.")
     ] = 2.0,
+    broker: Annotated[
+        str | None,
+        typer.Option(
+            envvar=config.ENV_BROKER,
+            help="Also show the Celery fleet: workers, tasks in flight, queue depth.",
+        ),
+    ] = None,
 ) -> None:
     """Where the work stands: items by state, throughput, cost so far, last errors.
 
@@ -388,7 +420,12 @@ def status(
 
     def once() -> dict[str, Any]:
         with _open_store(db) as store:
-            return status_report(store, now=time.time())
+            report = status_report(store, now=time.time())
+        if broker:
+            from dealscout_cli.distributed.status import fleet_status
+
+            report["fleet"] = fleet_status(broker)
+        return report
 
     if not watch:
         report = _guarded(once)
@@ -444,6 +481,21 @@ def _status_table(report: dict[str, Any]) -> Table:
             f"of {limiter['concurrency_cap']}, {limiter['rate_limited_total']} × 429{paused}",
         )
     table.add_row("active runs", str(report["active_runs"]))
+    fleet = report.get("fleet")
+    if fleet is not None:
+        if not fleet["reachable"]:
+            table.add_row("fleet", f"{fleet['broker']}: {fleet['error']}")
+        else:
+            table.add_row(
+                "fleet",
+                f"{len(fleet['workers'])} workers, {fleet['tasks_in_flight']} tasks in flight, "
+                f"{fleet['queue_depth']} queued in the broker",
+            )
+            for worker in fleet["workers"]:
+                table.add_row(
+                    f"  {worker['name']}",
+                    f"{worker['active']} active, {worker['reserved']} reserved",
+                )
     if report["offline_listings"]:
         table.add_row(
             "offline", f"{report['offline_listings']} listings made by the emulator (placeholders)"
@@ -730,6 +782,11 @@ def emulator(
         f"Gemini API emulator on http://{host}:{port}  (Ctrl-C stops; stats at /_emulator/stats)"
     )
     serve(cfg, host=host, port=port)
+
+
+from dealscout_cli.distributed.cli import worker as _worker  # noqa: E402 (Celery loads lazily)
+
+app.command("worker")(_worker)
 
 
 def main() -> None:

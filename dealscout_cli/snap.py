@@ -53,6 +53,8 @@ def snap(
     on_scanned: Callable[[ScanResult, EnqueueReport], None] = lambda scan, report: None,
     provider_factory: Callable[[Settings], Any] | None = None,
     handle_signals: bool = True,
+    engine: str = "local",
+    broker: str | None = None,
 ) -> SnapResult:
     """Scan `paths`, queue what is new, process the queue. Never prints."""
     for path in paths:
@@ -72,7 +74,18 @@ def snap(
         batch_keys = {item.key for item in found.items}
         summary = None
         if store.counts()["queued"] or store.counts()["running"]:
-            summary = _run(store, settings, on_event, provider_factory, handle_signals)
+            if engine == "celery":
+                from dealscout_cli.distributed.coordinator import run_fleet
+
+                summary = run_fleet(
+                    store,
+                    settings,
+                    broker_url=broker,
+                    on_event=on_event,
+                    handle_signals=handle_signals,
+                )
+            else:
+                summary = _run(store, settings, on_event, provider_factory, handle_signals)
         failed = [
             f
             for f in store.failures()

@@ -8,6 +8,7 @@ file, the emulator's stats and the workers' logs.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -21,26 +22,14 @@ from pathlib import Path
 import pytest
 from conftest import FAKE_KEY
 from photo_factory import make_jpeg
+from typer.testing import CliRunner
 
+from dealscout_cli.cli import app
 from dealscout_cli.emulator import Emulator, EmulatorConfig
+from dealscout_cli.store import Store
 
 pytestmark = pytest.mark.slow
 
-COORDINATOR = """
-import sys, time
-from pathlib import Path
-from dealscout_cli.config import resolve
-from dealscout_cli.scan import scan
-from dealscout_cli.store import Store
-from dealscout_cli.distributed.coordinator import run_fleet
-
-folder, db, broker, rpm, lease = sys.argv[1:6]
-settings = resolve(env={}, db_path=db, rpm=float(rpm) if rpm != "-" else None, lease_seconds=float(lease))
-with Store.open(db) as store:
-    store.enqueue(scan([Path(folder)]).items, now=time.time())
-    summary = run_fleet(store, settings, broker_url=broker, max_in_flight=64)
-print(summary.done, summary.failed, summary.calls, flush=True)
-"""
 
 
 def free_port() -> int:
@@ -136,10 +125,15 @@ def make_items(folder: Path, count: int) -> Path:
 
 def start_coordinator(folder: Path, db: Path, broker: str, *, rpm: float | None = None,
                       lease: float = 30) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-c", COORDINATOR, str(folder), str(db), broker, str(rpm or "-"), str(lease)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    """`dealscout snap --engine celery`, as a user runs it (no API key: the workers hold it)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
+    command = [sys.executable, "-m", "dealscout_cli.cli", "snap", str(folder), "--engine", "celery",
+               "--broker", broker, "--db", str(db), "--lease", str(lease), "--concurrency", "64",
+               "--quiet", "--json"]
+    if rpm:
+        command += ["--rpm", str(rpm)]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
 
 
 def coordinate(folder: Path, db: Path, broker: str, **options: float | None) -> str:
@@ -179,14 +173,21 @@ def test_two_workers_turn_every_item_into_a_listing(
     assert all("succeeded" in p.log_path.read_text() for p in pair)  # both workers did some
 
 
-def test_fleet_status_sees_workers_and_queue(redis_server: str, workers: Workers) -> None:
+def test_fleet_status_sees_workers_and_queue(
+    tmp_path: Path, redis_server: str, workers: Workers
+) -> None:
     from dealscout_cli.distributed.status import fleet_status
 
     with Emulator(EmulatorConfig(seed=1)) as emu:
         workers(emu.url, 1)
         report = fleet_status(redis_server)
+        Store.open(tmp_path / "d.db").close()
+        shown = CliRunner().invoke(
+            app, ["status", "--json", "--broker", redis_server, "--db", str(tmp_path / "d.db")]
+        )
     assert report["reachable"] and report["queue_depth"] == 0
     assert [w["name"] for w in report["workers"]] == ["w0@test"]
+    assert json.loads(shown.stdout)["fleet"]["workers"][0]["name"] == "w0@test"
     down = fleet_status(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
     assert not down["reachable"] and "cannot reach" in down["error"]
 
