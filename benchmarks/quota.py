@@ -588,14 +588,14 @@ def scenario_4(report: Report, quick: bool, tmp: Path) -> None:
         _pillow_prepare(path)
     raw1 = len(files) / (time.perf_counter() - start)
     raw_cpu_ms = (time.process_time() - cpu0) * 1000 / len(files)
-    start = time.perf_counter()
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        list(pool.map(_pillow_prepare, files))
-    raw2 = len(files) / (time.perf_counter() - start)
+    raw2_before = _raw_two_threads(files)
     with emulator(latency=0.0) as emu:
         cpu0 = time.process_time()  # this process is the emulator now
         run = snap(photos, emu.url, tmp / "s4.db")
         emu_cpu_ms = (time.process_time() - cpu0) * 1000 / len(files)
+    # The best of a measurement before and one after: other work on a shared 2-core
+    # machine only ever makes the raw rate look lower (and dealscout look better).
+    raw2 = max(raw2_before, _raw_two_threads(files))
     payload = run.payload.get("run") or {}
     rate = payload.get("done", 0) / max(1e-9, payload.get("elapsed_s") or run.wall)
     report.add("4 overhead", "raw Pillow prepare, 1 thread", f"{raw1:.1f} photos/s")
@@ -627,6 +627,13 @@ def scenario_4(report: Report, quick: bool, tmp: Path) -> None:
         report.add(
             "4 overhead", f"SQLite per item: {op}", f"{ms:.3f} ms", "" if op != "total" else "info"
         )
+
+
+def _raw_two_threads(files: list[Path]) -> float:
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        list(pool.map(_pillow_prepare, files))
+    return len(files) / (time.perf_counter() - start)
 
 
 def bookkeeping(db: Path, n: int) -> dict[str, float]:
