@@ -190,6 +190,21 @@ def snap(
             envvar=config.ENV_BROKER, help="Redis URL of the Celery broker, for --engine celery."
         ),
     ] = None,
+    max_cost: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="Stop claiming new items once the recorded spend (all runs) plus the items in "
+            "flight could pass this many USD; exit code 3.",
+        ),
+    ] = None,
+    barcodes: Annotated[
+        bool,
+        typer.Option(
+            "--barcodes/--no-barcodes",
+            help="Read UPC/EAN/ISBN barcodes from the photos locally and give them to the model.",
+        ),
+    ] = True,
 ) -> None:
     """Scan photos, queue what is new, and turn each item into a draft listing.
 
@@ -219,6 +234,7 @@ def snap(
         soft_time_limit=soft_time_limit,
         grace=grace,
         prices_file=prices,
+        barcodes=barcodes,
     )
     if engine not in ("local", "celery"):
         _fail(f"--engine must be 'local' or 'celery', not {engine!r}", EXIT_USAGE)
@@ -232,9 +248,11 @@ def snap(
             "or pass --offline to run against the built-in emulator",
             EXIT_USAGE,
         )
+    from dealscout_cli.budget import usd_to_micros
     from dealscout_cli.progress import make_reporter
     from dealscout_cli.snap import snap as run_snap
 
+    max_cost_micros = None if max_cost is None else _guarded(lambda: usd_to_micros(max_cost))
     log_handle = log_file.open("a", encoding="utf-8") if log_file else None
     reporter = make_reporter(quiet=quiet, log_json=log_json, log_file=log_handle, console=err)
 
@@ -265,6 +283,7 @@ def snap(
                 on_scanned=scanned,
                 engine=engine,
                 broker=broker,
+                max_cost_micro_usd=max_cost_micros,
             )
         )
     finally:
@@ -338,7 +357,9 @@ def _render_snap(result: Any, settings: Any, *, quiet: bool, json_out: bool) -> 
         )
         out.print(table)
         _render_made(summary, offline=result.offline)
-        if summary.stop_reason:
+        if summary.stop_reason and "--max-cost" in summary.stop_reason:
+            err.print(f"[yellow]stopped early:[/] {summary.stop_reason}")
+        elif summary.stop_reason:
             err.print(
                 f"[yellow]stopped early:[/] {summary.stop_reason}; run `dealscout snap` again to resume"
             )
@@ -785,8 +806,10 @@ def emulator(
 
 
 from dealscout_cli.distributed.cli import worker as _worker  # noqa: E402 (Celery loads lazily)
+from dealscout_cli.estimate_cli import estimate_command  # noqa: E402 (Pillow loads lazily)
 
 app.command("worker")(_worker)
+app.command("estimate")(estimate_command)
 
 
 def main() -> None:

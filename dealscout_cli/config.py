@@ -64,6 +64,7 @@ class Settings:
     grace: float = DEFAULT_GRACE
     rpm: float | None = None
     tpm: float | None = None
+    barcodes: bool = True  # read UPC/EAN/ISBN locally (~30 ms a 12 MP photo) and hint the model
     prices_file: Path | None = None
 
     def with_(self, **changes: object) -> Settings:

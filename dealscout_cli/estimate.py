@@ -24,7 +24,6 @@ saved only need pricing; items that failed earlier are not retried by `snap`
 
 from __future__ import annotations
 
-import sqlite3
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -299,22 +298,4 @@ def _known_items(db_path: Path, keys: list[str]) -> dict[str, tuple[str, bool]]:
     if not keys or not Path(db_path).is_file():
         return {}
     with Store.open(db_path, create=False) as store:
-        return _states_by_key(store.conn, keys)
-
-
-def _states_by_key(conn: sqlite3.Connection, keys: list[str]) -> dict[str, tuple[str, bool]]:
-    # Belongs in store.py as `Store.states_by_key(keys)`; here until that file's owner adds it.
-    known: dict[str, tuple[str, bool]] = {}
-    for start in range(0, len(keys), 500):  # SQLite's default limit is 999 bound parameters
-        chunk = keys[start : start + 500]
-        rows = conn.execute(
-            f"""SELECT items.key, jobs.state,
-                       EXISTS (SELECT 1 FROM stages WHERE stages.item_id = items.id
-                               AND stages.stage = 'identify') AS identified
-                FROM items JOIN jobs ON jobs.item_id = items.id
-                WHERE items.key IN ({",".join("?" * len(chunk))})""",
-            chunk,
-        )
-        for key, state, identified in rows:
-            known[key] = (state, bool(identified))
-    return known
+        return store.states_by_key(keys)

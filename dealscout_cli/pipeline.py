@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from PIL import Image
 from pydantic import BaseModel, ValidationError
 
 from dealscout_cli import prompts
+from dealscout_cli.barcodes import Barcode, product_codes, read_barcodes
 from dealscout_cli.costs import ModelPrice, call_cost_micros, estimate_request_tokens
 from dealscout_cli.errors import BadModelOutput, BadPhoto, ProviderError, RateLimited
 from dealscout_cli.images import PreparedImage, prepare_photo, quality_warnings
@@ -42,6 +43,7 @@ class PipelineConfig:
     max_side: int
     max_retries: int
     offline: bool = False
+    read_barcodes: bool = True
     backoff_base: float = 1.0
     backoff_cap: float = 30.0
     retry_budget: float = 120.0  # seconds of retrying one call before giving the item back
@@ -96,13 +98,32 @@ class Pipeline:
             raise BadPhoto(item.label, "item has no photos")
         return images, warnings
 
+    async def barcodes(self, item: ItemRecord) -> list[str]:
+        """UPC/EAN/ISBN codes read locally from the item's photos (a bonus, never a failure)."""
+        found: list[Barcode] = []
+        if not self.config.read_barcodes:
+            return []
+        for path in dict.fromkeys(photo.path for photo in item.photos):
+            try:
+                found += await anyio.to_thread.run_sync(
+                    read_barcodes, Path(path), abandon_on_cancel=True, limiter=self.image_limiter
+                )
+            except BadPhoto:
+                continue  # prepare() already says what is wrong with it
+        return product_codes(found)
+
     async def identify(
-        self, item: ItemRecord, images: list[PreparedImage], *, attempt: int
+        self,
+        item: ItemRecord,
+        images: list[PreparedImage],
+        *,
+        attempt: int,
+        barcodes: Sequence[str] = (),
     ) -> tuple[Identification, str]:
         request = ModelRequest(
             model=self.config.vision_model,
             system=prompts.IDENTIFY_SYSTEM,
-            prompt=prompts.identify_prompt(item.notes),
+            prompt=prompts.identify_prompt(item.notes, barcodes),
             schema=Identification,
             images=tuple(ImagePart(i.data, i.mime_type, i.width, i.height) for i in images),
         )

@@ -7,10 +7,11 @@ listing, so a seller can tell which drafts came from which wording.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from dealscout_cli.models import Condition, Identification
 
-PROMPT_VERSION = "2026-11-29.1"
+PROMPT_VERSION = "2026-11-29.2"  # .2: barcodes read from the photos as a hint
 
 IDENTIFY_SYSTEM = """\
 You are an experienced reseller writing a draft listing for an online marketplace.
@@ -39,10 +40,20 @@ Item (identified from photos):
 Estimate the resale price."""
 
 
-def identify_prompt(notes: str | None = None) -> str:
+BARCODE_HINT = (
+    "Barcodes read from the photos (check digits verified): {codes}. Use them to name the "
+    "exact product; if they contradict the photos, trust the photos."
+)
+
+
+def identify_prompt(notes: str | None = None, barcodes: Sequence[str] = ()) -> str:
+    """The identify request. Only verified product codes are passed, never QR text: what a
+    QR code says is untrusted and could carry instructions."""
     conditions = ", ".join(c.value for c in Condition)
-    note_line = f"Seller's notes about this item: {notes}" if notes else ""
-    return IDENTIFY_USER.format(conditions=conditions, notes=note_line).strip()
+    lines = [f"Seller's notes about this item: {notes}" if notes else ""]
+    if barcodes:
+        lines.append(BARCODE_HINT.format(codes=", ".join(barcodes)))
+    return IDENTIFY_USER.format(conditions=conditions, notes="\n".join(filter(None, lines))).strip()
 
 
 def price_prompt(identification: Identification) -> str:

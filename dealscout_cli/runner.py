@@ -29,6 +29,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
+from dealscout_cli.budget import Budget
 from dealscout_cli.errors import BadPhoto, KeyRejected, ProviderError, QuotaExhausted
 from dealscout_cli.models import Identification, PriceEstimate
 from dealscout_cli.pipeline import Pipeline
@@ -113,7 +114,10 @@ class Runner:
         on_event: Callable[[Event], None] = lambda event: None,
         clock: Callable[[], float] = time.time,
         owner: str | None = None,
+        budget: Budget | None = None,
     ) -> None:
+        self.budget = budget
+        self._claimed = 0
         self.store = store
         self.pipeline = pipeline
         self.options = options
@@ -228,19 +232,36 @@ class Runner:
 
     async def _worker(self) -> None:
         while not self._stop_claiming.is_set():
-            lease = await self.db(
-                self.store.claim_next_job,
-                self.owner,
-                now=self.clock(),
-                lease_seconds=self.options.lease_seconds,
-            )
+            if not self._budget_allows_next_item():
+                return
+            self._claimed += 1  # no await since the check: the next worker sees this reservation
+            try:
+                lease = await self.db(
+                    self.store.claim_next_job,
+                    self.owner,
+                    now=self.clock(),
+                    lease_seconds=self.options.lease_seconds,
+                )
+                if lease is not None:
+                    await self._process(lease)
+            finally:
+                self._claimed -= 1
             if lease is None:
                 if not await self._others_still_busy():
                     return
                 with anyio.move_on_after(IDLE_POLL):
                     await self._stop_claiming.wait()
-                continue
-            await self._process(lease)
+
+    def _budget_allows_next_item(self) -> bool:
+        if self.budget is None:
+            return True
+        spent = self.summary.cost_micro_usd
+        finished = self.summary.done + self.summary.failed + self.summary.retried
+        if self.budget.allows_next_item(spent, in_flight=self._claimed, items_finished=finished):
+            return True
+        message = self.budget.message(spent, in_flight=self._claimed, items_finished=finished)
+        self.request_stop(_Stop.GRACEFUL, message)
+        return False
 
     async def _others_still_busy(self) -> bool:
         """True while some job may still become claimable: queued for later, or leased elsewhere."""
@@ -279,8 +300,13 @@ class Runner:
             identification = Identification.model_validate(saved["output"])
         else:
             images, warnings = await self.pipeline.prepare(item)
-            await self.db(self.store.set_item_facts, item.id, quality_warnings=warnings)
-            identification, text = await self.pipeline.identify(item, images, attempt=lease.attempt)
+            codes = await self.pipeline.barcodes(item)
+            await self.db(
+                self.store.set_item_facts, item.id, quality_warnings=warnings, barcodes=codes
+            )
+            identification, text = await self.pipeline.identify(
+                item, images, attempt=lease.attempt, barcodes=codes
+            )
             await self.db(
                 self.store.save_stage,
                 lease,

@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 
+from dealscout_cli.budget import Budget
 from dealscout_cli.config import OFFLINE_API_KEY, Settings
 from dealscout_cli.costs import load_prices
 from dealscout_cli.errors import UsageError
@@ -55,6 +56,7 @@ def snap(
     handle_signals: bool = True,
     engine: str = "local",
     broker: str | None = None,
+    max_cost_micro_usd: int | None = None,
 ) -> SnapResult:
     """Scan `paths`, queue what is new, process the queue. Never prints."""
     for path in paths:
@@ -71,6 +73,13 @@ def snap(
             for p in found.problems
         )
         on_scanned(found, report)
+        budget = None
+        if max_cost_micro_usd is not None:
+            if engine == "celery":
+                raise UsageError(
+                    "--max-cost is not supported with --engine celery yet; run locally"
+                )
+            budget = _budget(store, found, settings, max_cost_micro_usd)
         batch_keys = {item.key for item in found.items}
         summary = None
         if store.counts()["queued"] or store.counts()["running"]:
@@ -85,7 +94,7 @@ def snap(
                     handle_signals=handle_signals,
                 )
             else:
-                summary = _run(store, settings, on_event, provider_factory, handle_signals)
+                summary = _run(store, settings, on_event, provider_factory, handle_signals, budget)
         failed = [
             f
             for f in store.failures()
@@ -115,6 +124,7 @@ def _run(
     on_event: Callable[[Event], None],
     provider_factory: Callable[[Settings], Any] | None,
     handle_signals: bool,
+    budget: Budget | None = None,
 ) -> RunSummary:
     emulator = None
     if settings.offline:
@@ -129,7 +139,9 @@ def _run(
             "or pass --offline to run against the built-in emulator"
         )
     try:
-        return anyio.run(_run_async, store, settings, on_event, provider_factory, handle_signals)
+        return anyio.run(
+            _run_async, store, settings, on_event, provider_factory, handle_signals, budget
+        )
     finally:
         if emulator is not None:
             emulator.stop()
@@ -141,6 +153,7 @@ async def _run_async(
     on_event: Callable[[Event], None],
     provider_factory: Callable[[Settings], Any] | None,
     handle_signals: bool,
+    budget: Budget | None,
 ) -> RunSummary:
     if provider_factory is not None:
         provider = provider_factory(settings)
@@ -165,6 +178,7 @@ async def _run_async(
                 max_side=settings.max_side,
                 max_retries=settings.max_retries,
                 offline=settings.offline,
+                read_barcodes=settings.barcodes,
             ),
             load_prices(settings.prices_file),
             record_call=_unset_recorder,
@@ -188,6 +202,7 @@ async def _run_async(
             run_id=run_id,
             on_event=on_event,
             owner=owner,
+            budget=budget,
         )
         summary = await runner.run()
         status = (
@@ -204,6 +219,20 @@ async def _run_async(
 
 async def _unset_recorder(call: Any) -> None:  # replaced by the Runner
     raise RuntimeError("Pipeline.record_call used before the Runner set it")
+
+
+def _budget(store: Store, found: ScanResult, settings: Settings, limit_micro_usd: int) -> Budget:
+    """--max-cost: the limit covers every real call the database has recorded, not just this run."""
+    from dealscout_cli.estimate import estimate_scan
+
+    per_item = estimate_scan(found, settings).cost_per_item_micro_usd
+    if per_item is None:
+        raise UsageError(
+            f"--max-cost needs a price for {settings.vision_model} and {settings.pricing_model}; "
+            "pass --prices FILE with their USD per 1M tokens"
+        )
+    spent = store.call_totals(offline=False)["cost_micro_usd"]
+    return Budget(limit_micro_usd, spent, per_item)
 
 
 def _limits(settings: Settings) -> Limits:

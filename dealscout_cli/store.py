@@ -860,8 +860,17 @@ class Store:
             sql += f" LIMIT {int(limit)}"
         return [dict(row) for row in self.conn.execute(sql)]
 
-    def call_totals(self, *, run_id: int | None = None) -> dict[str, Any]:
-        where, params = ("WHERE run_id = ?", [run_id]) if run_id is not None else ("", [])
+    def call_totals(
+        self, *, run_id: int | None = None, offline: bool | None = None
+    ) -> dict[str, Any]:
+        clauses, params = [], []
+        if run_id is not None:
+            clauses.append("run_id = ?")
+            params.append(run_id)
+        if offline is not None:  # emulator calls cost nothing real: budgets leave them out
+            clauses.append("offline = ?")
+            params.append(int(offline))
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         row = self.conn.execute(
             f"""SELECT COUNT(*) AS calls, COALESCE(SUM(input_tokens), 0) AS input_tokens,
                        COALESCE(SUM(output_tokens), 0) AS output_tokens,
@@ -884,6 +893,23 @@ class Store:
                 [now - window],
             )
         ]
+
+    def states_by_key(self, keys: list[str]) -> dict[str, tuple[str, bool]]:
+        """For known item keys: (job state, whether its identification is already saved)."""
+        known: dict[str, tuple[str, bool]] = {}
+        for start in range(0, len(keys), 500):  # SQLite's default limit is 999 bound parameters
+            chunk = keys[start : start + 500]
+            rows = self.conn.execute(
+                f"""SELECT items.key, jobs.state,
+                           EXISTS (SELECT 1 FROM stages WHERE stages.item_id = items.id
+                                   AND stages.stage = 'identify') AS identified
+                    FROM items JOIN jobs ON jobs.item_id = items.id
+                    WHERE items.key IN ({",".join("?" * len(chunk))})""",
+                chunk,
+            )
+            for key, state, identified in rows:
+                known[key] = (state, bool(identified))
+        return known
 
     def offline_listing_count(self) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM listings WHERE offline = 1").fetchone()[0]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import FAKE_KEY
 from photo_factory import make_jpeg
+from PIL import Image
 from typer.testing import CliRunner
 
 from dealscout_cli.cli import app
@@ -266,3 +267,30 @@ def test_rejected_key_stops_the_run_without_leaking_it(
     assert result.exit_code == 3
     assert "API key was rejected" in result.output and FAKE_KEY not in result.output
     assert json.loads(run("status", "--json").stdout)["counts"]["queued"] == 4
+
+
+def test_max_cost_stops_claiming_before_the_budget_is_passed(photos: Path, db: Path,
+                                                             env_with_key) -> None:
+    result = run("snap", str(photos), "--max-cost", "0.006", "--concurrency", "1")
+    assert result.exit_code == 3
+    assert "--max-cost" in result.output
+    report = json.loads(run("status", "--json").stdout)
+    assert 1 <= report["counts"]["done"] < 6 and report["counts"]["queued"] >= 1
+    assert report["cost_micro_usd"] <= 6000
+
+
+def test_barcode_on_a_photo_reaches_the_listing_and_the_ebay_upc(
+    tmp_path: Path, db: Path, env_with_key
+) -> None:
+    import zxingcpp
+    from test_barcodes import photo_with
+
+    code = zxingcpp.create_barcode("4006381333931", zxingcpp.BarcodeFormat.EAN13)
+    label = Image.fromarray(code.to_image(scale=3)).convert("RGB")
+    photo_with(tmp_path / "p" / "box.jpg", label)
+    assert run("snap", str(tmp_path / "p"), "--quiet").exit_code == 0
+    [listing] = json.loads(run("listings", "--json").stdout)
+    assert listing["barcodes"] == ["4006381333931"]
+    ebay = run("export", "--format", "ebay", "--photo-base-url", "https://example.com/p/").stdout
+    [row] = list(csv.DictReader(io.StringIO(ebay)))
+    assert row["UPC"] == "4006381333931"

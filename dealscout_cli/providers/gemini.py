@@ -128,7 +128,10 @@ class GeminiProvider:
     def _reply(self, response: Any, model: str) -> ModelReply:
         usage = response.usage_metadata
         input_tokens = usage.prompt_token_count if usage else None
-        output_tokens = usage.candidates_token_count if usage else None
+        # Gemini 3 bills its thinking as output: count it, or recorded costs come out low.
+        output_tokens = (
+            (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0) if usage else None
+        )
         if not response.candidates:
             feedback = response.prompt_feedback
             reason = getattr(feedback, "block_reason", None) if feedback else None
