@@ -72,7 +72,7 @@ WINDOW = 60.0  # quotas are per minute
 LATENCY_HEADROOM = 1.2
 LATENCY_SAMPLES = 50
 TOKEN_SAMPLES = 50
-DECREASE_FACTOR = 0.5
+DECREASE_FACTOR = 0.9  # later cuts are gentle: the first one already found the quota
 ADDITIVE_INCREASE = 0.1  # of the pre-cut rate, per minute of clean answers
 MIN_ADAPTIVE_RPM = 1.0
 # A 429 only cuts the rate when 429s are a real share of recent answers. Servers also
@@ -244,6 +244,7 @@ class ModelLimiter:
         self._token_sizes: deque[int] = deque(maxlen=TOKEN_SAMPLES)
         self._rate_limited_total = 0
         self._recent_429s: deque[bool] = deque(maxlen=RECENT_OUTCOMES)
+        self._refused_starts: deque[float] = deque()  # start times of requests answered 429
 
     @property
     def adaptive(self) -> bool:
@@ -364,6 +365,7 @@ class ModelLimiter:
                 self._allowed_rpm = aimd_increase(self._allowed_rpm, self._ceiling_rpm)
         elif outcome == "rate_limited":
             self._rate_limited_total += 1
+            self._refused_starts.append(permit.started_at)
             if self._after_last_cut(permit) and self._429s_are_a_pattern():
                 self._cut_rate()
         if retry_after is not None and retry_after > 0:
@@ -385,11 +387,19 @@ class ModelLimiter:
 
     def _cut_rate(self) -> None:
         now = self.clock()
-        current = self._allowed_rpm
-        if current is None:
-            current = self.observed_rpm(now)
-        self._ceiling_rpm = current
-        self._allowed_rpm = aimd_decrease(current)
+        if self._allowed_rpm is None:
+            # First 429: the server's quota is what it accepted over its window -- the starts
+            # of the last minute that were not refused. Not a rate stretched from a short
+            # burst (300 starts in 19 s read as 950 rpm), and not half of anything.
+            self._forget_old_starts(now)
+            while self._refused_starts and self._refused_starts[0] <= now - WINDOW:
+                self._refused_starts.popleft()
+            accepted = len(self._starts) - len(self._refused_starts)
+            self._ceiling_rpm = max(MIN_ADAPTIVE_RPM, float(accepted))
+            self._allowed_rpm = self._ceiling_rpm
+        else:
+            self._ceiling_rpm = self._allowed_rpm
+            self._allowed_rpm = aimd_decrease(self._allowed_rpm)
         self._last_cut_at = now
         self._recent_429s.clear()  # the next cut needs fresh evidence at the new rate
 
