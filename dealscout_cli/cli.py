@@ -8,20 +8,17 @@ bug and keeps its traceback (always under pytest or with DEALSCOUT_DEBUG=1).
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from dealscout_cli import config
 from dealscout_cli.costs import format_usd
-from dealscout_cli.errors import DealscoutError, UsageError
+from dealscout_cli.errors import UsageError
 
 app = typer.Typer(
     help="Turn folders of product photos into draft marketplace listings with Gemini.\n\n"
@@ -32,38 +29,22 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)  # no mid-message wraps in cron logs
-
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-
-DbOption = Annotated[
-    Path,
-    typer.Option(
-        "--db", envvar=config.ENV_DB, help="The SQLite file that keeps jobs, calls and listings."
-    ),
-]
-JsonFlag = Annotated[
-    bool, typer.Option("--json", help="Print JSON instead of a table (for scripts).")
-]
-
-
-def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    err.print(f"[red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def _guarded(fn: Callable[[], Any]) -> Any:
-    """Run a command body: known errors become one line; unknown ones stay loud."""
-    try:
-        return fn()
-    except UsageError as exc:
-        _fail(str(exc), EXIT_USAGE)
-    except DealscoutError as exc:
-        if os.environ.get(config.ENV_DEBUG):
-            raise
-        _fail(str(exc))
+from dealscout_cli.options import (  # noqa: E402
+    EXIT_USAGE,
+    DbOption,
+    GroupOption,
+    JsonFlag,
+    MaxSideOption,
+    PathsArgument,
+    PricesOption,
+    PricingModelOption,
+    VisionModelOption,
+    check_group,
+    err,
+    out,
+)
+from dealscout_cli.options import fail as _fail  # noqa: E402
+from dealscout_cli.options import guarded as _guarded  # noqa: E402
 
 
 def _open_store(db: Path, *, create: bool = False) -> Any:
@@ -77,20 +58,9 @@ def _open_store(db: Path, *, create: bool = False) -> Any:
 
 @app.command()
 def snap(
-    paths: Annotated[
-        list[Path],
-        typer.Argument(
-            help="Folders of photos (searched recursively) or manifests (.csv/.jsonl).",
-            show_default=False,
-        ),
-    ],
+    paths: PathsArgument,
     db: DbOption = Path(config.DEFAULT_DB),
-    group: Annotated[
-        str,
-        typer.Option(
-            help="'photo': each photo is an item. 'folder': each leaf folder is one item."
-        ),
-    ] = "photo",
+    group: GroupOption = "photo",
     offline: Annotated[
         bool,
         typer.Option(
@@ -105,15 +75,8 @@ def snap(
             help="Gemini API base URL (a proxy, or `dealscout emulator`).",
         ),
     ] = None,
-    vision_model: Annotated[
-        str,
-        typer.Option(
-            envvar=config.ENV_VISION_MODEL, help="Model that identifies items from photos."
-        ),
-    ] = config.DEFAULT_VISION_MODEL,
-    pricing_model: Annotated[
-        str, typer.Option(envvar=config.ENV_PRICING_MODEL, help="Model that estimates prices.")
-    ] = config.DEFAULT_PRICING_MODEL,
+    vision_model: VisionModelOption = config.DEFAULT_VISION_MODEL,
+    pricing_model: PricingModelOption = config.DEFAULT_PRICING_MODEL,
     concurrency: Annotated[
         int,
         typer.Option(
@@ -130,10 +93,7 @@ def snap(
     tpm: Annotated[
         float | None, typer.Option(min=1, help="Input tokens per minute allowed per model.")
     ] = None,
-    max_side: Annotated[
-        int,
-        typer.Option(min=64, max=4096, help="Long side in px photos are shrunk to before sending."),
-    ] = config.DEFAULT_MAX_SIDE,
+    max_side: MaxSideOption = config.DEFAULT_MAX_SIDE,
     max_retries: Annotated[
         int, typer.Option(min=0, max=10, help="Retries of one call on 429/5xx/timeouts.")
     ] = config.DEFAULT_MAX_RETRIES,
@@ -160,10 +120,7 @@ def snap(
     force: Annotated[
         bool, typer.Option("--force", help="Process items again even if they are done.")
     ] = False,
-    prices: Annotated[
-        Path | None,
-        typer.Option(envvar=config.ENV_PRICES, help="JSON file overriding the model price table."),
-    ] = None,
+    prices: PricesOption = None,
     quiet: Annotated[
         bool,
         typer.Option(
@@ -215,8 +172,7 @@ def snap(
 
     Example: dealscout snap ./photos --group folder --offline
     """
-    if group not in ("photo", "folder"):
-        _fail(f"--group must be 'photo' or 'folder', not {group!r}", EXIT_USAGE)
+    check_group(group)
     settings = config.resolve(
         db_path=db,
         offline=offline or None,

@@ -7,69 +7,50 @@ counting lives in `estimate`, this module only parses and renders.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from . import config
 from .costs import format_usd
-from .errors import DealscoutError, UsageError
+from .options import (
+    EXIT_USAGE,
+    GroupOption,
+    JsonFlag,
+    MaxSideOption,
+    PathsArgument,
+    PricesOption,
+    PricingModelOption,
+    VisionModelOption,
+    check_group,
+    err,
+    fail,
+    guarded,
+    out,
+)
 
 if TYPE_CHECKING:  # the counting imports Pillow and pydantic: only when the command runs
     from .estimate import Estimate
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
-
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-
 
 def estimate_command(
-    paths: Annotated[
-        list[Path],
-        typer.Argument(
-            help="Folders of photos (searched recursively) or manifests (.csv/.jsonl).",
-            show_default=False,
-        ),
-    ],
+    paths: PathsArgument,
     db: Annotated[
         Path,
         typer.Option(
-            "--db", envvar=config.ENV_DB,
+            "--db",
+            envvar=config.ENV_DB,
             help="The SQLite file of earlier runs: items done there cost nothing.",
         ),
     ] = Path(config.DEFAULT_DB),
-    group: Annotated[
-        str,
-        typer.Option(
-            help="'photo': each photo is an item. 'folder': each leaf folder is one item."
-        ),
-    ] = "photo",
-    vision_model: Annotated[
-        str,
-        typer.Option(
-            envvar=config.ENV_VISION_MODEL, help="Model that identifies items from photos."
-        ),
-    ] = config.DEFAULT_VISION_MODEL,
-    pricing_model: Annotated[
-        str, typer.Option(envvar=config.ENV_PRICING_MODEL, help="Model that estimates prices.")
-    ] = config.DEFAULT_PRICING_MODEL,
-    max_side: Annotated[
-        int,
-        typer.Option(min=64, max=4096, help="Long side in px photos are shrunk to before sending."),
-    ] = config.DEFAULT_MAX_SIDE,
-    prices: Annotated[
-        Path | None,
-        typer.Option(envvar=config.ENV_PRICES, help="JSON file overriding the model price table."),
-    ] = None,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print JSON instead of a table (for scripts).")
-    ] = False,
+    group: GroupOption = "photo",
+    vision_model: VisionModelOption = config.DEFAULT_VISION_MODEL,
+    pricing_model: PricingModelOption = config.DEFAULT_PRICING_MODEL,
+    max_side: MaxSideOption = config.DEFAULT_MAX_SIDE,
+    prices: PricesOption = None,
+    json_out: JsonFlag = False,
 ) -> None:
     """Predict the calls, tokens and cost of a snap, without calling any model.
 
@@ -79,25 +60,20 @@ def estimate_command(
 
     Example: dealscout estimate ./photos
     """
-    if group not in ("photo", "folder"):
-        _fail(f"--group must be 'photo' or 'folder', not {group!r}", EXIT_USAGE)
+    check_group(group)
     for path in paths:
         if not path.exists():
-            _fail(f"{path} does not exist; pass a folder of photos or a manifest", EXIT_USAGE)
+            fail(f"{path} does not exist; pass a folder of photos or a manifest", EXIT_USAGE)
     from .estimate import estimate
 
     settings = config.resolve(
-        db_path=db, vision_model=vision_model, pricing_model=pricing_model, max_side=max_side,
+        db_path=db,
+        vision_model=vision_model,
+        pricing_model=pricing_model,
+        max_side=max_side,
         prices_file=prices,
     )
-    try:
-        result = estimate(paths, settings, group=group)  # type: ignore[arg-type]
-    except UsageError as exc:
-        _fail(str(exc), EXIT_USAGE)
-    except DealscoutError as exc:
-        if os.environ.get(config.ENV_DEBUG):
-            raise
-        _fail(str(exc))
+    result = guarded(lambda: estimate(paths, settings, group=group))  # type: ignore[arg-type]
     if json_out:
         out.print_json(json.dumps(result.to_dict()))
         return
@@ -112,12 +88,21 @@ def render(result: Estimate) -> None:
         table.add_column(column, justify="left" if text else "right", no_wrap=text)
     for row in result.rows:
         table.add_row(
-            row.model, row.stage, str(row.requests), f"{row.input_tokens:,}",
-            f"~{row.output_tokens:,}", format_usd(row.cost_micro_usd),
+            row.model,
+            row.stage,
+            str(row.requests),
+            f"{row.input_tokens:,}",
+            f"~{row.output_tokens:,}",
+            format_usd(row.cost_micro_usd),
         )
     table.add_row(
-        "total", "", str(result.requests), f"{result.input_tokens:,}",
-        f"~{result.output_tokens:,}", format_usd(result.cost_micro_usd), style="bold",
+        "total",
+        "",
+        str(result.requests),
+        f"{result.input_tokens:,}",
+        f"~{result.output_tokens:,}",
+        format_usd(result.cost_micro_usd),
+        style="bold",
     )
     table.caption = (
         f"about {format_usd(result.cost_per_item_micro_usd)} an item; "
@@ -141,8 +126,3 @@ def _items_line(result: Estimate) -> str:
     if result.failed_before:
         parts.append(f"{result.failed_before} failed earlier (not retried)")
     return ", ".join(parts)
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    err.print(f"[red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
-    raise typer.Exit(code)

@@ -70,11 +70,6 @@ class GeminiProvider:
         from google.genai import errors as genai_errors
 
         types = self._types
-        parts: list[Any] = [
-            types.Part.from_bytes(data=image.data, mime_type=image.mime_type)
-            for image in request.images
-        ]
-        parts.append(types.Part.from_text(text=request.prompt))
         config = types.GenerateContentConfig(
             system_instruction=request.system,
             response_mime_type="application/json",
@@ -87,7 +82,7 @@ class GeminiProvider:
             with anyio.fail_after(self._timeout):
                 response = await self._client.aio.models.generate_content(
                     model=request.model,
-                    contents=[types.Content(role="user", parts=parts)],
+                    contents=self._contents(request),
                     config=config,
                 )
         except TimeoutError:
@@ -108,16 +103,20 @@ class GeminiProvider:
         return self._reply(response, request.model)
 
     async def count_tokens(self, request: ModelRequest) -> int:
+        result = await self._client.aio.models.count_tokens(
+            model=request.model, contents=self._contents(request)
+        )
+        return int(result.total_tokens or 0)
+
+    def _contents(self, request: ModelRequest) -> list[Any]:
+        """The images, then the prompt, as one user turn."""
         types = self._types
         parts: list[Any] = [
             types.Part.from_bytes(data=image.data, mime_type=image.mime_type)
             for image in request.images
         ]
         parts.append(types.Part.from_text(text=request.prompt))
-        result = await self._client.aio.models.count_tokens(
-            model=request.model, contents=[types.Content(role="user", parts=parts)]
-        )
-        return int(result.total_tokens or 0)
+        return [types.Content(role="user", parts=parts)]
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -130,7 +129,9 @@ class GeminiProvider:
         input_tokens = usage.prompt_token_count if usage else None
         # Gemini 3 bills its thinking as output: count it, or recorded costs come out low.
         output_tokens = (
-            (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0) if usage else None
+            (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)
+            if usage
+            else None
         )
         if not response.candidates:
             feedback = response.prompt_feedback
