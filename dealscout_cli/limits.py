@@ -80,6 +80,9 @@ MIN_ADAPTIVE_RPM = 1.0
 # halving on each of those walked a chaos run down to 1 RPM.
 RECENT_OUTCOMES = 20
 CUT_SHARE = 0.1
+# A 429 whose RetryInfo says "try again in a second or two" is a blip, not a full window:
+# the pause is honoured, the rate is kept. A full per-minute window says tens of seconds.
+SHORT_RETRY = 5.0
 
 
 # -- pure arithmetic (shared with the Redis limiter) -------------------------------------
@@ -366,7 +369,8 @@ class ModelLimiter:
         elif outcome == "rate_limited":
             self._rate_limited_total += 1
             self._refused_starts.append(permit.started_at)
-            if self._after_last_cut(permit) and self._429s_are_a_pattern():
+            window_full = retry_after is None or retry_after >= SHORT_RETRY
+            if window_full and self._after_last_cut(permit) and self._429s_are_a_pattern():
                 self._cut_rate()
         if retry_after is not None and retry_after > 0:
             self.pause(retry_after)

@@ -7,6 +7,7 @@ pipeline, runner) and nothing else: each decision lives in its own module.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,11 @@ from dealscout_cli.pipeline import Pipeline, PipelineConfig
 from dealscout_cli.runner import Event, Runner, RunOptions, RunSummary, exit_code, new_owner
 from dealscout_cli.scan import ScanResult, scan
 from dealscout_cli.store import EnqueueReport, Store
+
+
+# Pillow and zxing release the GIL while they decode: one thread more than there are cores
+# keeps every core busy while the event loop does its share (requests, JSON, SQLite).
+IMAGE_THREADS = (os.cpu_count() or 2) + 1
 
 
 @dataclass
@@ -183,7 +189,7 @@ async def _run_async(
             load_prices(settings.prices_file),
             record_call=_unset_recorder,
             limits=_limits(settings),
-            image_limiter=anyio.CapacityLimiter(2),
+            image_limiter=anyio.CapacityLimiter(IMAGE_THREADS),
         )
         runner = Runner(
             store,

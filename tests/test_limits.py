@@ -592,3 +592,19 @@ def test_retries_stop_after_max_retries() -> None:
     rng = random.Random(5)
     assert policy.next_wait(3, 0.0, None, rng) is not None
     assert policy.next_wait(4, 0.0, None, rng) is None
+
+
+def test_429s_that_say_retry_in_a_second_pause_but_keep_the_rate() -> None:
+    fake = FakeTime()
+    limiter = limiter_for(ModelLimit(), fake)
+
+    async def main() -> None:
+        permits = await hold_one_a_second(limiter, fake, 10)
+        for permit in permits:
+            limiter.record(
+                permit, actual_tokens=None, outcome="rate_limited", latency=0.1, retry_after=1.0
+            )
+        assert limiter.allowed_rpm is None
+        assert limiter.snapshot().paused_until > 0
+
+    run(main)

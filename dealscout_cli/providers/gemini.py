@@ -13,11 +13,13 @@ SDK traps handled here (google-genai 3.x):
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
 import anyio
 import httpx
+from pydantic import BaseModel
 
 from dealscout_cli.errors import (
     Blocked,
@@ -73,7 +75,10 @@ class GeminiProvider:
         config = types.GenerateContentConfig(
             system_instruction=request.system,
             response_mime_type="application/json",
-            response_schema=request.schema,
+            # A JSON Schema dict, built once: given the pydantic class itself, the SDK rebuilds
+            # and converts its schema on every call (~8 ms of CPU each, a quarter of our
+            # per-item overhead on a fast link). responseJsonSchema takes $defs/$ref as they are.
+            response_json_schema=_json_schema(request.schema),
             temperature=request.temperature,
             max_output_tokens=request.max_output_tokens,
         )
@@ -183,6 +188,11 @@ class GeminiProvider:
         return ProviderError(
             f"{model}: {code} {status} {message}".strip(), status=code, retryable=retryable
         )
+
+
+@functools.cache
+def _json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    return model.model_json_schema()
 
 
 def _details(exc: Any) -> list[dict[str, Any]]:
