@@ -33,6 +33,7 @@ from dealscout_cli.budget import Budget
 from dealscout_cli.errors import BadPhoto, KeyRejected, ProviderError, QuotaExhausted
 from dealscout_cli.models import Identification, PriceEstimate
 from dealscout_cli.pipeline import Pipeline
+from dealscout_cli.prompts import PROMPT_VERSION
 from dealscout_cli.store import CallRecord, JobState, Lease, LeaseLost, Stage, Store
 
 RETRY_DELAY_BASE = 5.0  # seconds before a failed item's next attempt, doubled per attempt
@@ -313,7 +314,7 @@ class Runner:
                 Stage.IDENTIFY,
                 identification.model_dump_json(),
                 model=self.options.vision_model,
-                prompt_version=_prompt_version(),
+                prompt_version=PROMPT_VERSION,
                 offline=self.options.offline,
                 now=self.clock(),
             )
@@ -332,7 +333,7 @@ class Runner:
                 run_id=self.run_id,
                 identification=identification,
                 price=price,
-                prompt_version=_prompt_version(),
+                prompt_version=PROMPT_VERSION,
                 vision_model=self.options.vision_model,
                 pricing_model=self.options.pricing_model,
                 offline=self.options.offline,
@@ -440,12 +441,6 @@ class Runner:
                 fields={"kind": kind, "retryable": retryable, "photo": first_photo},
             )
         )
-
-
-def _prompt_version() -> str:
-    from dealscout_cli.prompts import PROMPT_VERSION
-
-    return PROMPT_VERSION
 
 
 def new_owner() -> str:
