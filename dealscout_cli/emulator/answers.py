@@ -84,3 +84,21 @@ def malformed(full: Answer) -> Answer:
     """The malformed fault: chatty preamble and single quotes, which no JSON parser accepts."""
     text = "Sure! Here is the listing:\n" + full.text.replace('"', "'")
     return Answer(text, "STOP", text_tokens(text))
+
+
+def grounding_metadata(subject: Subject) -> dict[str, Any]:
+    """What a google_search-grounded answer carries: the queries run and the pages used."""
+    name = subject.item.name
+    slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")[:40] or "item"
+    queries = [f"{name} used price", f"{name} sold listings"]
+    chunks = [
+        {"web": {"uri": f"https://example.com/{site}/{slug}", "title": f"{site}.example.com"}}
+        for site in ("market", "resale", "price-guide")
+    ]
+    return {
+        "webSearchQueries": queries,
+        "groundingChunks": chunks,
+        "groundingSupports": [{"segment": {"startIndex": 0, "endIndex": 1},
+                               "groundingChunkIndices": [0, 1]}],
+        "searchEntryPoint": {"renderedContent": "<div>search suggestions</div>"},
+    }

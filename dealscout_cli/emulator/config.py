@@ -46,6 +46,7 @@ class EmulatorConfig:
     window_seconds: float = 60.0
     day_seconds: float = 86_400.0
     injected_retry_delay: int = 1
+    batch_seconds: float = 2.0  # a batch job reports SUCCEEDED this long after it was created
     model_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -68,6 +69,8 @@ class EmulatorConfig:
             raise ValueError("malformed_rate + max_tokens_rate + safety_rate must be <= 1")
         if self.drop_rate + self.trickle_rate > 1:
             raise ValueError("drop_rate + trickle_rate must be <= 1")
+        if self.batch_seconds < 0:
+            raise ValueError(f"batch_seconds must be >= 0, got {self.batch_seconds}")
         if self.window_seconds <= 0 or self.day_seconds <= 0:
             raise ValueError("window_seconds and day_seconds must be > 0")
         known = {f.name for f in dataclasses.fields(self)} - {"model_overrides", "api_key", "seed"}

@@ -3,6 +3,9 @@
 Routes:
     POST /{v1,v1beta,v1alpha}/models/{model}:generateContent
     POST /{v1,v1beta,v1alpha}/models/{model}:countTokens
+    POST /{v1,v1beta,v1alpha}/models/{model}:batchGenerateContent   inlined requests only
+    GET  /{v1,v1beta,v1alpha}/batches/{id}   PENDING, then SUCCEEDED with inlined responses
+                                             `batch_seconds` after creation
     GET  /_emulator/stats       the StatsSnapshot as JSON
     POST /_emulator/reset       clear stats and quota windows, re-seed the faults
 
@@ -26,6 +29,7 @@ import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from . import answers
@@ -40,6 +44,7 @@ from .wire import (
     error_body,
     invalid_argument,
     modality_list,
+    parse_payload,
     parse_request,
     usage_details,
 )
@@ -73,6 +78,7 @@ class EmulatorApp:
         self.clock = clock
         self.stats = StatsRecorder(config.window_seconds)
         self._configs: dict[str, EmulatorConfig] = {}
+        self._batches: dict[str, Batch] = {}  # jobs outlive reset(), like Google's
         self.reset()
 
     def reset(self) -> None:
@@ -97,11 +103,15 @@ class EmulatorApp:
             await self.admin(method, path, send)
             return
         version, _, rest = path.lstrip("/").partition("/")
+        if version in API_VERSIONS and rest.startswith("batches/"):
+            await self.batch_get(method, rest, scope, receive, send)
+            return
         model, _, action = rest.removeprefix("models/").partition(":")
         if version not in API_VERSIONS or not rest.startswith("models/") or not model:
             await respond(send, 404, error_body(404, "NOT_FOUND", f"Unknown path {path}", []))
             return
-        if method != "POST" or action not in ("generateContent", "countTokens"):
+        if method != "POST" or action not in ("generateContent", "countTokens",
+                                              "batchGenerateContent"):
             await respond(send, 404, error_body(
                 404, "NOT_FOUND", f"Method {action or '(none)'} on models/{model} is not found "
                 f"for API version {version}, or is not supported.", []))
@@ -109,6 +119,9 @@ class EmulatorApp:
         body = await read_body(receive)
         if body is None:
             return  # the client went away
+        if action == "batchGenerateContent":
+            await self.batch_create(model, scope, body, send)
+            return
         try:
             self.check_key(scope)
             request = parse_request(body)
@@ -200,6 +213,99 @@ class EmulatorApp:
         payload = self.answer_payload(model, request, facts, details, config, draws)
         await self.deliver(model, payload, config, draws, send, receive)
 
+    # ------------------------------------------------------------ Batch Mode
+
+    async def batch_create(self, model: str, scope: Scope, body: bytes, send: Send) -> None:
+        """Accept inlined requests; their answers are drawn now and revealed when the job is done."""
+        try:
+            self.check_key(scope)
+            entries = _inlined_requests(body)
+            parsed = []
+            for i, entry in enumerate(entries):
+                try:
+                    request = parse_payload(entry.get("request"))
+                    parsed.append((entry.get("metadata"), request, self.look_at(request)))
+                except BadRequest as problem:
+                    raise invalid_argument(
+                        f"batch.input_config.requests[{i}]: {problem}") from None
+        except BadRequest as problem:
+            await respond(send, problem.code, problem.body)
+            return
+        config = self.config_for(model)
+        outputs = [self.batch_answer(model, metadata, request, facts, config)
+                   for metadata, request, facts in parsed]
+        self.stats.batch_created(model, len(parsed),
+                                 [h for _, request, _ in parsed for h in request.image_hashes])
+        batch_id = hashlib.sha256(f"{config.seed}:batch:{len(self._batches)}".encode()).hexdigest()[:16]
+        display = (_json_object(body).get("batch") or {}).get("displayName") or batch_id
+        batch = Batch(f"batches/{batch_id}", model, str(display), self.clock(), time.time(),
+                      outputs)
+        self._batches[batch_id] = batch
+        await respond(send, 200, self.batch_body(batch, fresh=True))
+
+    def batch_answer(self, model: str, metadata: Any, request: ModelRequest,
+                     facts: list[ImageFacts | None], config: EmulatorConfig) -> dict[str, Any]:
+        """One inlined response: a GenerateContentResponse, or a per-request error status."""
+        draws = self.draw_faults(config)
+        out: dict[str, Any] = {"metadata": metadata} if metadata else {}
+        injected = pick_status(config.error_rates, draws["error"])
+        if injected is not None:
+            self.stats.fault(f"injected_{injected}")
+            message = INJECTED_MESSAGES.get(injected, RATE_LIMIT_MESSAGE)
+            return {**out, "error": {"code": injected, "message": message}}
+        details = usage_details(request, [_size(f) for f in facts])
+        return {**out, "response": self.answer_payload(model, request, facts, details, config,
+                                                       draws)}
+
+    async def batch_get(self, method: str, rest: str, scope: Scope, receive: Receive,
+                        send: Send) -> None:
+        await read_body(receive)
+        batch_id = rest.removeprefix("batches/")
+        try:
+            self.check_key(scope)
+        except BadRequest as problem:
+            await respond(send, problem.code, problem.body)
+            return
+        batch = self._batches.get(batch_id)
+        if method != "GET" or batch is None:
+            await respond(send, 404, error_body(
+                404, "NOT_FOUND", f"Requested entity was not found: batches/{batch_id}", []))
+            return
+        self.stats.batch_polled()
+        await respond(send, 200, self.batch_body(batch))
+
+    def batch_body(self, batch: Batch, *, fresh: bool = False) -> dict[str, Any]:
+        """The long-running operation Google returns for create and get (GenerateContentBatch)."""
+        elapsed = self.clock() - batch.created
+        done = not fresh and elapsed >= self.config_for(batch.model).batch_seconds
+        failed = sum("error" in o for o in batch.outputs)
+        stamp = _rfc3339(batch.wall)
+        metadata: dict[str, Any] = {
+            "@type": "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatch",
+            "model": f"models/{batch.model}",
+            "displayName": batch.display_name,
+            "name": batch.name,
+            "createTime": stamp,
+            "updateTime": _rfc3339(time.time()),
+            "batchStats": {
+                "requestCount": str(len(batch.outputs)),
+                "successfulRequestCount": str(len(batch.outputs) - failed) if done else "0",
+                "failedRequestCount": str(failed) if done else "0",
+                "pendingRequestCount": "0" if done else str(len(batch.outputs)),
+            },
+            "state": "BATCH_STATE_SUCCEEDED" if done else (
+                "BATCH_STATE_PENDING" if fresh else "BATCH_STATE_RUNNING"),
+        }
+        body: dict[str, Any] = {"name": batch.name, "metadata": metadata, "done": done}
+        if done:
+            output = {"inlinedResponses": {"inlinedResponses": batch.outputs}}
+            metadata["endTime"] = _rfc3339(batch.wall + elapsed)
+            metadata["output"] = output
+            body["response"] = {
+                "@type": "type.googleapis.com/google.ai.generativelanguage.v1beta."
+                         "GenerateContentBatchOutput", **output}
+        return body
+
     def draw_faults(self, config: EmulatorConfig) -> dict[str, float]:
         """The same number of draws per request, so a seed replays the same fault sequence."""
         rng = self._faults
@@ -239,12 +345,16 @@ class EmulatorApp:
             self.stats.fault("malformed")
             result = answers.malformed(result)
         self.stats.answered(model, prompt_tokens, result.output_tokens, request.image_hashes)
+        candidate: dict[str, Any] = {
+            "content": {"parts": [{"text": result.text}], "role": "model"},
+            "finishReason": result.finish_reason,
+            "index": 0,
+        }
+        if request.google_search:
+            self.stats.grounded()
+            candidate["groundingMetadata"] = answers.grounding_metadata(subject)
         return {
-            "candidates": [{
-                "content": {"parts": [{"text": result.text}], "role": "model"},
-                "finishReason": result.finish_reason,
-                "index": 0,
-            }],
+            "candidates": [candidate],
             "usageMetadata": {
                 "promptTokenCount": prompt_tokens,
                 "candidatesTokenCount": result.output_tokens,
@@ -271,6 +381,49 @@ class EmulatorApp:
             await trickle(send, receive, body, config.trickle_seconds)
             return
         await respond_bytes(send, 200, body)
+
+
+@dataclass
+class Batch:
+    name: str
+    model: str
+    display_name: str
+    created: float  # the app's clock, which decides when it is done
+    wall: float  # unix seconds, for createTime
+    outputs: list[dict[str, Any]]
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise invalid_argument("Invalid JSON payload received. Unexpected token.") from None
+    if not isinstance(payload, dict):
+        raise invalid_argument("Invalid JSON payload received. Expected an object.")
+    return payload
+
+
+def _inlined_requests(body: bytes) -> list[dict[str, Any]]:
+    """batch.inputConfig.requests.requests[] of a batchGenerateContent body."""
+    batch = _json_object(body).get("batch")
+    config = batch.get("inputConfig", batch.get("input_config")) if isinstance(batch, dict) else None
+    holder = config.get("requests") if isinstance(config, dict) else None
+    entries = holder.get("requests") if isinstance(holder, dict) else None
+    if isinstance(config, dict) and ("fileName" in config or "file_name" in config):
+        raise invalid_argument("The emulator supports inlined batch requests only, not files.")
+    if not isinstance(entries, list) or not entries:
+        raise invalid_argument("* BatchGenerateContentRequest.batch.input_config: "
+                               "requests is not specified")
+    if not all(isinstance(e, dict) for e in entries):
+        raise invalid_argument("Invalid value at 'batch.input_config.requests.requests'")
+    return entries
+
+
+def _rfc3339(unix: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(unix, UTC).isoformat(timespec="microseconds").replace(
+        "+00:00", "Z")
 
 
 SAFETY_RATINGS = [

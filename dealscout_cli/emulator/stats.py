@@ -36,6 +36,11 @@ class StatsSnapshot:
     faults: dict[str, int] = field(default_factory=dict)
     images_seen: dict[str, int] = field(default_factory=dict)
     images_answered: dict[str, int] = field(default_factory=dict)
+    batch_jobs: int = 0  # batchGenerateContent calls accepted
+    batch_requests: int = 0  # inlined requests inside them (not counted in `requests`)
+    batch_requests_by_model: dict[str, int] = field(default_factory=dict)
+    batch_polls: int = 0  # GET batches/{id}
+    grounded_requests: int = 0  # requests (online or batched) with the google_search tool
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (status codes become string keys)."""
@@ -74,6 +79,24 @@ class StatsRecorder:
             self._faults: Counter[str] = Counter()
             self._images_seen: Counter[str] = Counter()
             self._images_answered: Counter[str] = Counter()
+            self._batch_jobs = 0
+            self._batch_requests: Counter[str] = Counter()
+            self._batch_polls = 0
+            self._grounded = 0
+
+    def batch_created(self, model: str, requests: int, image_hashes: list[str]) -> None:
+        with self._lock:
+            self._batch_jobs += 1
+            self._batch_requests[model] += requests
+            self._images_seen.update(image_hashes)
+
+    def batch_polled(self) -> None:
+        with self._lock:
+            self._batch_polls += 1
+
+    def grounded(self) -> None:
+        with self._lock:
+            self._grounded += 1
 
     def arrival(self, model: str, now: float, image_hashes: list[str]) -> None:
         """A generateContent request reached the model (key and body were valid)."""
@@ -131,4 +154,9 @@ class StatsRecorder:
                 faults=dict(self._faults),
                 images_seen=dict(self._images_seen),
                 images_answered=dict(self._images_answered),
+                batch_jobs=self._batch_jobs,
+                batch_requests=sum(self._batch_requests.values()),
+                batch_requests_by_model=dict(self._batch_requests),
+                batch_polls=self._batch_polls,
+                grounded_requests=self._grounded,
             )

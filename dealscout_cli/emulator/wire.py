@@ -60,6 +60,7 @@ class ModelRequest:
     response_schema: dict[str, Any] | None = None
     max_output_tokens: int | None = None
     media_resolution: str | None = None
+    google_search: bool = False  # tools=[{googleSearch: {}}]: answer with groundingMetadata
 
     @property
     def image_hashes(self) -> list[str]:
@@ -91,6 +92,11 @@ def parse_request(body: bytes) -> ModelRequest:
         payload = json.loads(body or b"{}")
     except (ValueError, UnicodeDecodeError):
         raise invalid_argument("Invalid JSON payload received. Unexpected token.") from None
+    return parse_payload(payload)
+
+
+def parse_payload(payload: Any) -> ModelRequest:
+    """A decoded generateContent request (also one inlined request of a batch)."""
     if not isinstance(payload, dict):
         raise invalid_argument("Invalid JSON payload received. Expected an object.")
     inner = _get(payload, "generateContentRequest", "generate_content_request")
@@ -109,6 +115,12 @@ def parse_request(body: bytes) -> ModelRequest:
     if not isinstance(config, dict):
         raise invalid_argument("Invalid value at 'generation_config': expected an object")
     _read_config(config, request)
+    tools = payload.get("tools") or []
+    if not isinstance(tools, list):
+        raise invalid_argument("Invalid value at 'tools': expected a list")
+    for tool in tools:
+        if isinstance(tool, dict) and _get(tool, "googleSearch", "google_search") is not None:
+            request.google_search = True
     return request
 
 
