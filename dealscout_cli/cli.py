@@ -162,13 +162,31 @@ def snap(
             help="Read UPC/EAN/ISBN barcodes from the photos locally and give them to the model.",
         ),
     ] = True,
+    batch: Annotated[
+        bool,
+        typer.Option(
+            "--batch",
+            help="For cron: send queued items through Gemini Batch Mode (half price, results "
+            "within 24 h). Each run collects finished batches and submits new ones; pending "
+            "batches exit 0.",
+        ),
+    ] = False,
+    grounded_prices: Annotated[
+        bool,
+        typer.Option(
+            "--grounded-prices",
+            help="Let the pricing call search the web (Google Search grounding); billed per "
+            "request on top of tokens. Sources are kept with the price.",
+        ),
+    ] = False,
 ) -> None:
     """Scan photos, queue what is new, and turn each item into a draft listing.
 
     Items are keyed by their photos' content, so a rerun (or a rename) never pays
-    twice; a killed run resumes where it stopped. Exit codes: 0 all done,
-    1 some items failed, 2 usage error, 3 stopped early (daily quota),
-    130/143 interrupted.
+    twice; a killed run resumes where it stopped. Exit codes: 0 all done
+    (with --batch: or still pending in a batch), 1 some items failed, 2 usage
+    error, 3 stopped early (daily quota; with --batch: a batch could not be sent
+    or polled), 130/143 interrupted.
 
     Example: dealscout snap ./photos --group folder --offline
     """
@@ -240,14 +258,79 @@ def snap(
                 engine=engine,
                 broker=broker,
                 max_cost_micro_usd=max_cost_micros,
+                batch=batch,
+                grounded_prices=grounded_prices,
             )
         )
     finally:
         reporter.close()
         if log_handle:
             log_handle.close()
-    _render_snap(result, settings, quiet=quiet, json_out=json_out)
+    if result.batch is not None:
+        _render_batch(result, quiet=quiet, json_out=json_out)
+    else:
+        _render_snap(result, settings, quiet=quiet, json_out=json_out)
     raise typer.Exit(result.exit_code)
+
+
+def _render_batch(result: Any, *, quiet: bool, json_out: bool) -> None:
+    """--batch: what was collected, what was submitted, what is still pending."""
+    report, summary = result.batch, result.summary
+    if json_out:
+        payload = {
+            "items_found": len(result.scan.items),
+            "new": result.queued.new,
+            "already_done": result.queued.already_done,
+            "batch": {
+                "submitted": report.submitted,
+                "pending": report.pending,
+                "collected": report.collected,
+                "done": report.done,
+                "failed": report.failed,
+                "requeued": report.requeued,
+                "calls": report.calls,
+                "cost_usd": report.cost_micro_usd / 1_000_000,
+                "errors": report.errors,
+            },
+            "failed": result.failed_in_batch,
+            "offline": result.offline,
+            "exit_code": result.exit_code,
+        }
+        out.print_json(json.dumps(payload, default=str))
+        return
+    for problem in report.errors:
+        err.print(f"[yellow]batch:[/] {problem}", highlight=False)
+    if not quiet:
+        for batch in report.collected:
+            err.print(
+                f"collected {batch['name']} ({batch['stage']}, {batch['items']} items, "
+                f"{batch['state']})",
+                highlight=False,
+            )
+        if report.calls:
+            err.print(
+                f"{report.done} listings written, {report.failed} failed; {report.calls} batched "
+                f"calls cost {format_usd(report.cost_micro_usd)} (batch price)",
+                highlight=False,
+            )
+        _render_made(summary, offline=result.offline)
+        for batch in report.submitted:
+            err.print(
+                f"submitted {batch['name']} ({batch['stage']}, {batch['items']} items)",
+                highlight=False,
+            )
+        waiting = len(report.pending)
+        if waiting:
+            err.print(
+                f"batch submitted; {waiting} batch(es) pending: run again later to collect",
+                highlight=False,
+            )
+        elif not report.collected and not report.errors:
+            err.print("nothing to do: no queued items and no open batches; no calls made")
+    if result.failed_in_batch and not quiet:
+        err.print(f"[red]{len(result.failed_in_batch)} items failed or were skipped:[/]")
+        for failure in result.failed_in_batch[:20]:
+            err.print(f"  item {failure['item_id']}: {failure['error'] or ''}", markup=False)
 
 
 def _render_snap(result: Any, settings: Any, *, quiet: bool, json_out: bool) -> None:

@@ -47,6 +47,9 @@ class PipelineConfig:
     backoff_base: float = 1.0
     backoff_cap: float = 30.0
     retry_budget: float = 120.0  # seconds of retrying one call before giving the item back
+    grounded_prices: bool = (
+        False  # pricing searches the web (Google Search tool), billed per request
+    )
 
 
 class Pipeline:
@@ -120,28 +123,40 @@ class Pipeline:
         attempt: int,
         barcodes: Sequence[str] = (),
     ) -> tuple[Identification, str]:
-        request = ModelRequest(
-            model=self.config.vision_model,
-            system=prompts.IDENTIFY_SYSTEM,
-            prompt=prompts.identify_prompt(item.notes, barcodes),
-            schema=Identification,
-            images=tuple(ImagePart(i.data, i.mime_type, i.width, i.height) for i in images),
-        )
+        request = self.identify_request(item, images, barcodes)
         parsed, text = await self._call(request, Stage.IDENTIFY, item.id, attempt)
         return parsed, text  # type: ignore[return-value]
 
     async def price(
         self, item: ItemRecord, identification: Identification, *, attempt: int
     ) -> tuple[PriceEstimate, str]:
-        request = ModelRequest(
-            model=self.config.pricing_model,
-            system=prompts.price_system(),
-            prompt=prompts.price_prompt(identification),
-            schema=PriceEstimate,
-            max_output_tokens=1024,
-        )
+        request = self.price_request(identification)
         parsed, text = await self._call(request, Stage.PRICE, item.id, attempt)
         return parsed, text  # type: ignore[return-value]
+
+    # ------------------------------------------------------------ the requests (online and batch)
+
+    def identify_request(
+        self, item: ItemRecord, images: list[PreparedImage], barcodes: Sequence[str] = ()
+    ) -> ModelRequest:
+        return ModelRequest(
+            model=self.config.vision_model,
+            system=prompts.IDENTIFY_SYSTEM,
+            prompt=prompts.identify_prompt(item.notes, barcodes),
+            schema=Identification,
+            images=tuple(ImagePart(i.data, i.mime_type, i.width, i.height) for i in images),
+        )
+
+    def price_request(self, identification: Identification) -> ModelRequest:
+        grounded = self.config.grounded_prices
+        return ModelRequest(
+            model=self.config.pricing_model,
+            system=prompts.price_system(grounded=grounded),
+            prompt=prompts.price_prompt(identification, grounded=grounded),
+            schema=PriceEstimate,
+            max_output_tokens=1024,
+            grounded=grounded,
+        )
 
     # ------------------------------------------------------------ one call, with retries
 
@@ -199,7 +214,7 @@ class Pipeline:
         outcome = "error"  # cancelled or crashed unless proven otherwise
         try:
             reply = await self.provider.generate(request)
-            parsed = _validate(request.schema, reply.text, request.model)
+            parsed = parse_answer(request, reply.text)
             outcome = "ok"
             return parsed, reply.text
         except ProviderError as exc:
@@ -279,6 +294,23 @@ def _prepare_with_warnings(
     with Image.open(io.BytesIO(image.data)) as small:
         warnings = quality_warnings(small)
     return image, warnings
+
+
+def parse_answer(request: ModelRequest, text: str) -> BaseModel:
+    """The reply checked against the request's schema. A grounded answer is JSON in plain
+    text (JSON mode is off with tools), often inside a ```json fence: that is stripped first."""
+    if request.grounded:
+        text = strip_code_fence(text)
+    return _validate(request.schema, text, request.model)
+
+
+def strip_code_fence(text: str) -> str:
+    stripped = text.strip()
+    if stripped.startswith("```"):
+        stripped = stripped.split("\n", 1)[1] if "\n" in stripped else ""
+        if stripped.rstrip().endswith("```"):
+            stripped = stripped.rstrip()[:-3]
+    return stripped.strip()
 
 
 def _validate(schema: type[BaseModel], text: str, model: str) -> BaseModel:

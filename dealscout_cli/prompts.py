@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dealscout_cli.models import Condition, Identification
 
 PROMPT_VERSION = "2026-11-29.2"  # .2: barcodes read from the photos as a hint
+# (--grounded-prices appends GROUNDED_PRICE_* below; the default texts are unchanged)
 
 IDENTIFY_SYSTEM = """\
 You are an experienced reseller writing a draft listing for an online marketplace.
@@ -56,13 +57,35 @@ def identify_prompt(notes: str | None = None, barcodes: Sequence[str] = ()) -> s
     return IDENTIFY_USER.format(conditions=conditions, notes="\n".join(filter(None, lines))).strip()
 
 
-def price_prompt(identification: Identification) -> str:
+def price_prompt(identification: Identification, *, grounded: bool = False) -> str:
     facts = identification.model_dump(
         mode="json",
         include={"title", "category", "brand", "model", "condition", "defects", "attributes"},
     )
-    return PRICE_USER.format(identification=json.dumps(facts, ensure_ascii=False, indent=1))
+    text = PRICE_USER.format(identification=json.dumps(facts, ensure_ascii=False, indent=1))
+    return text + GROUNDED_PRICE_SUFFIX.format(schema=_price_schema()) if grounded else text
 
 
-def price_system(currency: str = "USD") -> str:
-    return PRICE_SYSTEM.format(currency=currency)
+def price_system(currency: str = "USD", *, grounded: bool = False) -> str:
+    text = PRICE_SYSTEM.format(currency=currency)
+    return text + GROUNDED_PRICE_SYSTEM if grounded else text
+
+
+# --grounded-prices: Google Search grounding cannot be combined with JSON mode on most models,
+# so the schema goes into the prompt and the answer is validated like any other.
+GROUNDED_PRICE_SYSTEM = """
+Search the web for current and recently sold listings of this item before you answer,
+and base the prices on what you find."""
+
+GROUNDED_PRICE_SUFFIX = """
+
+Answer with one JSON object only, no other text, matching this JSON Schema:
+```json
+{schema}
+```"""
+
+
+def _price_schema() -> str:
+    from dealscout_cli.models import PriceEstimate
+
+    return json.dumps(PriceEstimate.model_json_schema(), separators=(",", ":"))

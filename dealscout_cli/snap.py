@@ -26,7 +26,6 @@ from dealscout_cli.runner import Event, Runner, RunOptions, RunSummary, exit_cod
 from dealscout_cli.scan import ScanResult, scan
 from dealscout_cli.store import EnqueueReport, Store
 
-
 # Pillow and zxing release the GIL while they decode: one thread more than there are cores
 # keeps every core busy while the event loop does its share (requests, JSON, SQLite).
 IMAGE_THREADS = (os.cpu_count() or 2) + 1
@@ -40,13 +39,18 @@ class SnapResult:
     summary: RunSummary | None
     failed_in_batch: list[dict[str, Any]] = field(default_factory=list)
     offline: bool = False
+    batch: Any = None  # batch.BatchReport with --batch
 
     @property
     def exit_code(self) -> int:
+        """--batch: batches still pending are not a failure (0, cron-friendly); a batch that
+        could not be sent or polled is 3 like any early stop (run again); failed items 1."""
         if self.summary is not None and (self.summary.signal_number or self.summary.stop_reason):
             return exit_code(self.summary)
         if self.failed_in_batch or (self.summary is not None and self.summary.failed):
             return 1
+        if self.batch is not None and self.batch.errors:
+            return 3
         return 0
 
 
@@ -63,6 +67,8 @@ def snap(
     engine: str = "local",
     broker: str | None = None,
     max_cost_micro_usd: int | None = None,
+    batch: bool = False,
+    grounded_prices: bool = False,
 ) -> SnapResult:
     """Scan `paths`, queue what is new, process the queue. Never prints."""
     for path in paths:
@@ -80,6 +86,8 @@ def snap(
         )
         on_scanned(found, report)
         budget = None
+        if batch and (engine != "local" or max_cost_micro_usd is not None):
+            raise UsageError("--batch works with the local engine and without --max-cost")
         if max_cost_micro_usd is not None:
             if engine == "celery":
                 raise UsageError(
@@ -88,7 +96,10 @@ def snap(
             budget = _budget(store, found, settings, max_cost_micro_usd)
         batch_keys = {item.key for item in found.items}
         summary = None
-        if store.counts()["queued"] or store.counts()["running"]:
+        batch_report = None
+        if batch:  # always: open batches need polling even when nothing new is queued
+            batch_report, summary = _run_batch(store, settings, provider_factory, grounded_prices)
+        elif store.counts()["queued"] or store.counts()["running"]:
             if engine == "celery":
                 from dealscout_cli.distributed.coordinator import run_fleet
 
@@ -100,7 +111,15 @@ def snap(
                     handle_signals=handle_signals,
                 )
             else:
-                summary = _run(store, settings, on_event, provider_factory, handle_signals, budget)
+                summary = _run(
+                    store,
+                    settings,
+                    on_event,
+                    provider_factory,
+                    handle_signals,
+                    budget,
+                    grounded_prices,
+                )
         failed = [
             f
             for f in store.failures()
@@ -109,7 +128,9 @@ def snap(
         skipped = [
             f for f in store.failures() if f["state"] == "skipped" and _is_problem_of(f, found)
         ]
-    return SnapResult(found, report, skipped_new, summary, failed + skipped, settings.offline)
+    return SnapResult(
+        found, report, skipped_new, summary, failed + skipped, settings.offline, batch_report
+    )
 
 
 def _where(problem: Any) -> str:
@@ -131,6 +152,7 @@ def _run(
     provider_factory: Callable[[Settings], Any] | None,
     handle_signals: bool,
     budget: Budget | None = None,
+    grounded_prices: bool = False,
 ) -> RunSummary:
     emulator = None
     if settings.offline:
@@ -146,7 +168,14 @@ def _run(
         )
     try:
         return anyio.run(
-            _run_async, store, settings, on_event, provider_factory, handle_signals, budget
+            _run_async,
+            store,
+            settings,
+            on_event,
+            provider_factory,
+            handle_signals,
+            budget,
+            grounded_prices,
         )
     finally:
         if emulator is not None:
@@ -160,32 +189,17 @@ async def _run_async(
     provider_factory: Callable[[Settings], Any] | None,
     handle_signals: bool,
     budget: Budget | None,
+    grounded_prices: bool = False,
 ) -> RunSummary:
-    if provider_factory is not None:
-        provider = provider_factory(settings)
-    else:
-        from dealscout_cli.providers.gemini import GeminiProvider
-
-        provider = GeminiProvider(
-            settings.api_key or "",
-            base_url=settings.base_url,
-            timeout=settings.call_timeout,
-            max_connections=max(8, settings.concurrency * 2),
-        )
+    provider = _provider(settings, provider_factory)
     owner = new_owner()
-    run_id = store.start_run(owner, _command(settings), offline=settings.offline, now=time.time())
+    command = {**_command(settings), "grounded_prices": grounded_prices}
+    run_id = store.start_run(owner, command, offline=settings.offline, now=time.time())
     status = "crashed"
     try:
         pipeline = Pipeline(
             provider,
-            PipelineConfig(
-                vision_model=settings.vision_model,
-                pricing_model=settings.pricing_model,
-                max_side=settings.max_side,
-                max_retries=settings.max_retries,
-                offline=settings.offline,
-                read_barcodes=settings.barcodes,
-            ),
+            _pipeline_config(settings, grounded_prices),
             load_prices(settings.prices_file),
             record_call=_unset_recorder,
             limits=_limits(settings),
@@ -221,6 +235,116 @@ async def _run_async(
         await provider.aclose()
         counts = store.counts()
         store.finish_run(run_id, status, counts, now=time.time())
+
+
+def _provider(settings: Settings, provider_factory: Callable[[Settings], Any] | None) -> Any:
+    if provider_factory is not None:
+        return provider_factory(settings)
+    from dealscout_cli.providers.gemini import GeminiProvider
+
+    return GeminiProvider(
+        settings.api_key or "",
+        base_url=settings.base_url,
+        timeout=settings.call_timeout,
+        max_connections=max(8, settings.concurrency * 2),
+    )
+
+
+def _pipeline_config(settings: Settings, grounded_prices: bool) -> PipelineConfig:
+    return PipelineConfig(
+        vision_model=settings.vision_model,
+        pricing_model=settings.pricing_model,
+        max_side=settings.max_side,
+        max_retries=settings.max_retries,
+        offline=settings.offline,
+        read_barcodes=settings.barcodes,
+        grounded_prices=grounded_prices,
+    )
+
+
+# ---------------------------------------------------------------- --batch
+
+OFFLINE_BATCH_WAIT = 60.0  # the built-in emulator dies with this process: wait for its batches
+OFFLINE_BATCH_SECONDS = 0.2
+
+
+def _run_batch(
+    store: Store,
+    settings: Settings,
+    provider_factory: Callable[[Settings], Any] | None,
+    grounded_prices: bool,
+) -> tuple[Any, RunSummary]:
+    emulator = None
+    if settings.offline:
+        from dealscout_cli.emulator import Emulator, EmulatorConfig
+
+        emulator = Emulator(EmulatorConfig(seed=1, batch_seconds=OFFLINE_BATCH_SECONDS))
+        emulator.start()
+        settings = settings.with_(base_url=emulator.url, api_key=OFFLINE_API_KEY)
+    elif not settings.api_key:
+        raise UsageError(
+            "no Gemini API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), "
+            "or pass --offline to run against the built-in emulator"
+        )
+    try:
+        return anyio.run(_run_batch_async, store, settings, provider_factory, grounded_prices)
+    finally:
+        if emulator is not None:
+            emulator.stop()
+
+
+async def _run_batch_async(
+    store: Store,
+    settings: Settings,
+    provider_factory: Callable[[Settings], Any] | None,
+    grounded_prices: bool,
+) -> tuple[Any, RunSummary]:
+    from dealscout_cli.batch import BatchRun
+    from dealscout_cli.prompts import PROMPT_VERSION
+
+    provider = _provider(settings, provider_factory)
+    owner = new_owner()
+    command = {**_command(settings), "batch": True, "grounded_prices": grounded_prices}
+    started = time.monotonic()
+    run_id = store.start_run(owner, command, offline=settings.offline, now=time.time())
+    status = "crashed"
+    try:
+        prices = load_prices(settings.prices_file)
+        pipeline = Pipeline(
+            provider,
+            _pipeline_config(settings, grounded_prices),
+            prices,
+            record_call=_unset_recorder,
+            image_limiter=anyio.CapacityLimiter(IMAGE_THREADS),
+        )
+        run = BatchRun(
+            store,
+            pipeline,
+            provider,
+            prices,
+            owner=owner,
+            run_id=run_id,
+            offline=settings.offline,
+            max_attempts=settings.max_attempts,
+            prompt_version=PROMPT_VERSION,
+        )
+        report = await run.run(wait=OFFLINE_BATCH_WAIT if settings.offline else 0.0)
+        status = "finished"
+    finally:
+        await provider.aclose()
+        store.finish_run(run_id, status, store.counts(), now=time.time())
+    summary = RunSummary(
+        run_id=run_id,
+        done=report.done,
+        failed=report.failed,
+        retried=report.requeued,
+        calls=report.calls,
+        cost_micro_usd=report.cost_micro_usd,
+        elapsed=time.monotonic() - started,
+        failed_items=report.failed_items,
+        done_items=report.done_items,
+    )
+    return report, summary
 
 
 async def _unset_recorder(call: Any) -> None:  # replaced by the Runner

@@ -193,6 +193,42 @@ MIGRATIONS.append(
     )
 )
 
+MIGRATIONS.append(
+    (
+        "m003_batches",
+        """
+        -- Gemini Batch Mode jobs (`snap --batch`): one row per submitted batch
+        CREATE TABLE batches (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,             -- Google's batches/...
+            model TEXT NOT NULL,
+            stage TEXT NOT NULL,            -- identify, price
+            state TEXT NOT NULL,            -- pending, running, succeeded, failed, cancelled, expired
+            collected INTEGER NOT NULL DEFAULT 0,   -- 1 once its results are in the store
+            created_at TEXT NOT NULL,
+            created_epoch REAL NOT NULL,
+            polled_at TEXT,
+            finished_at TEXT,
+            item_ids TEXT NOT NULL,         -- JSON list, in request order
+            run_id INTEGER REFERENCES runs(id),
+            offline INTEGER NOT NULL DEFAULT 0,
+            grounded INTEGER NOT NULL DEFAULT 0,
+            error TEXT
+        );
+        CREATE INDEX batches_open ON batches(collected, state);
+        -- the batch a job waits on while its state is 'batched'
+        ALTER TABLE jobs ADD COLUMN batch_id INTEGER REFERENCES batches(id);
+        -- the batch a call was part of (NULL: an online call)
+        ALTER TABLE calls ADD COLUMN batch_id INTEGER REFERENCES batches(id);
+        """,
+    )
+)
+
+# Job state of an item whose request sits in a Gemini batch job (`snap --batch`). Outside the
+# JobState enum on purpose: claim_next_job never takes it and the online runner's "others still
+# busy" check ignores it, so a normal run neither steals nor waits on batched items.
+BATCHED = "batched"
+
 MIGRATIONS_TABLE = "_dealscout_migrations"
 
 
@@ -940,6 +976,148 @@ class Store:
                 [now],
             )
         ]
+
+    # ------------------------------------------------------------ Gemini Batch Mode
+
+    def hand_to_batch(
+        self,
+        leases: Sequence[Lease],
+        *,
+        name: str,
+        model: str,
+        stage: Stage,
+        now: float,
+        run_id: int | None,
+        offline: bool,
+        grounded: bool = False,
+    ) -> tuple[int, list[int]]:
+        """Record a submitted batch and park its jobs in state 'batched' (leases released).
+
+        Returns the batch id and the item ids whose lease was lost meanwhile (taken over by
+        another run): their answers will be ignored when the batch is collected.
+        """
+        lost: list[int] = []
+        with self.transaction() as conn:
+            batch_id = conn.execute(
+                """INSERT INTO batches (name, model, stage, state, created_at, created_epoch,
+                       item_ids, run_id, offline, grounded) VALUES (?,?,?,?,?,?,?,?,?,?)""",
+                [
+                    name,
+                    model,
+                    stage.value,
+                    "pending",
+                    iso_now(now),
+                    now,
+                    json.dumps([lease.item_id for lease in leases]),
+                    run_id,
+                    int(offline),
+                    int(grounded),
+                ],
+            ).lastrowid
+            for lease in leases:
+                cur = conn.execute(
+                    """UPDATE jobs SET state = ?, batch_id = ?, lease_owner = ?,
+                           lease_expires_at = NULL
+                       WHERE id = ? AND lease_token = ? AND state = 'running'""",
+                    [BATCHED, batch_id, name, lease.job_id, lease.token],
+                )
+                if cur.rowcount != 1:
+                    lost.append(lease.item_id)
+        return int(batch_id), lost
+
+    def open_batches(self) -> list[dict[str, Any]]:
+        """Batches whose results are not yet in the store, oldest first."""
+        return [
+            {**dict(row), "item_ids": json.loads(row["item_ids"])}
+            for row in self.conn.execute("SELECT * FROM batches WHERE collected = 0 ORDER BY id")
+        ]
+
+    def batch_polled(
+        self, batch_id: int, state: str, *, now: float, error: str | None = None
+    ) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                """UPDATE batches SET state = ?, polled_at = ?, error = COALESCE(?, error),
+                       finished_at = CASE WHEN ? IN ('succeeded', 'failed', 'cancelled',
+                           'expired') THEN COALESCE(finished_at, ?) ELSE finished_at END
+                   WHERE id = ?""",
+                [state, iso_now(now), error, state, iso_now(now), batch_id],
+            )
+
+    def claim_batched(
+        self, batch_id: int, owner: str, *, now: float, lease_seconds: float
+    ) -> dict[int, Lease]:
+        """Take back the jobs still parked on this batch, as leases (item id -> Lease).
+
+        The attempt is not counted again: it was counted when the item was first claimed.
+        """
+        leases: dict[int, Lease] = {}
+        expires = now + lease_seconds
+        with self.transaction() as conn:
+            rows = conn.execute(
+                """SELECT jobs.id, jobs.item_id, items.key, jobs.lease_token, jobs.attempts
+                   FROM jobs JOIN items ON items.id = jobs.item_id
+                   WHERE jobs.state = ? AND jobs.batch_id = ?""",
+                [BATCHED, batch_id],
+            ).fetchall()
+            for job_id, item_id, key, token, attempts in rows:
+                conn.execute(
+                    """UPDATE jobs SET state = 'running', batch_id = NULL, lease_owner = ?,
+                           lease_token = ?, lease_expires_at = ?
+                       WHERE id = ?""",
+                    [owner, token + 1, expires, job_id],
+                )
+                leases[item_id] = Lease(job_id, item_id, key, token + 1, owner, attempts, expires)
+        return leases
+
+    def batch_collected(self, batch_id: int, *, now: float) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE batches SET collected = 1, finished_at = COALESCE(finished_at, ?)"
+                " WHERE id = ?",
+                [iso_now(now), batch_id],
+            )
+
+    def record_batch_call(self, run_id: int | None, batch_id: int, call: CallRecord) -> None:
+        """One request of a batch, as a call (tokens and cost at the batch price)."""
+        with self.transaction() as conn:
+            conn.execute(
+                """INSERT INTO calls (run_id, item_id, stage, model, attempt, started_at,
+                       started_epoch, latency_ms, outcome, http_status, input_tokens,
+                       output_tokens, cost_micro_usd, error, offline, batch_id)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
+                [
+                    run_id,
+                    call.item_id,
+                    call.stage,
+                    call.model,
+                    call.attempt,
+                    iso_now(call.started_epoch),
+                    call.started_epoch,
+                    call.latency_ms,
+                    call.outcome,
+                    call.http_status,
+                    call.input_tokens,
+                    call.output_tokens,
+                    call.cost_micro_usd,
+                    call.error,
+                    int(call.offline),
+                    batch_id,
+                ],
+            )
+
+    def batch_summary(self) -> dict[str, int]:
+        """Open batches by state, and how many items wait on them."""
+        counts = {
+            state: n
+            for state, n in self.conn.execute(
+                "SELECT state, COUNT(*) FROM batches WHERE collected = 0 GROUP BY state"
+            )
+        }
+        counts["items_waiting"] = self.conn.execute(
+            "SELECT COUNT(*) FROM jobs WHERE state = ?", [BATCHED]
+        ).fetchone()[0]
+        return counts
 
     def integrity_check(self) -> str:
         return self.conn.execute("PRAGMA integrity_check").fetchone()[0]

@@ -32,6 +32,7 @@ class ModelRequest:
     images: tuple[ImagePart, ...] = ()
     temperature: float = 0.2
     max_output_tokens: int = 2048
+    grounded: bool = False  # add the Google Search tool; the answer is then JSON in plain text
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class ModelReply:
     model_version: str | None = None
     finish_reason: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    grounding_uris: tuple[str, ...] = ()  # web sources a grounded answer used
+    grounded: bool = False  # the request carried the search tool (billed per request)
 
 
 class Provider(Protocol):
@@ -53,3 +56,33 @@ class Provider(Protocol):
     async def count_tokens(self, request: ModelRequest) -> int: ...
 
     async def aclose(self) -> None: ...
+
+
+# ---------------------------------------------------------------- Batch Mode
+
+BATCH_DONE_STATES = ("succeeded", "failed", "cancelled", "expired")
+
+
+@dataclass(frozen=True)
+class BatchStatus:
+    """A batch job as last polled. `results` (one per request, in order) once it succeeded:
+    a ModelReply, or the ProviderError that request ended with."""
+
+    name: str
+    state: str  # pending, running, succeeded, failed, cancelled, expired
+    results: tuple[ModelReply | Exception, ...] | None = None
+    error: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.state in BATCH_DONE_STATES
+
+
+class BatchProvider(Protocol):
+    """A provider that can also send many requests as one half-price batch job."""
+
+    async def batch_submit(
+        self, model: str, requests: list[ModelRequest], display_name: str
+    ) -> str: ...
+
+    async def batch_get(self, name: str, model: str) -> BatchStatus: ...

@@ -30,7 +30,7 @@ from dealscout_cli.errors import (
     RateLimited,
     UsageError,
 )
-from dealscout_cli.providers.base import ModelReply, ModelRequest
+from dealscout_cli.providers.base import BatchStatus, ModelReply, ModelRequest
 
 _DELAY = re.compile(r"^\s*([0-9.]+)s\s*$")
 
@@ -71,17 +71,7 @@ class GeminiProvider:
     async def generate(self, request: ModelRequest) -> ModelReply:
         from google.genai import errors as genai_errors
 
-        types = self._types
-        config = types.GenerateContentConfig(
-            system_instruction=request.system,
-            response_mime_type="application/json",
-            # A JSON Schema dict, built once: given the pydantic class itself, the SDK rebuilds
-            # and converts its schema on every call (~8 ms of CPU each, a quarter of our
-            # per-item overhead on a fast link). responseJsonSchema takes $defs/$ref as they are.
-            response_json_schema=_json_schema(request.schema),
-            temperature=request.temperature,
-            max_output_tokens=request.max_output_tokens,
-        )
+        config = self._config(request)
         try:
             # httpx's timeout is per read: a server trickling bytes would never trip it.
             with anyio.fail_after(self._timeout):
@@ -106,6 +96,113 @@ class GeminiProvider:
                 retryable=True,
             ) from None
         return self._reply(response, request.model)
+
+    def _config(self, request: ModelRequest) -> Any:
+        types = self._types
+        if request.grounded:
+            # Search grounding and JSON mode do not mix on most models: the prompt asks for
+            # JSON and `pipeline` validates the text (code fences stripped) itself.
+            return types.GenerateContentConfig(
+                system_instruction=request.system,
+                tools=[types.Tool(google_search=types.GoogleSearch())],
+                temperature=request.temperature,
+                max_output_tokens=request.max_output_tokens,
+            )
+        return types.GenerateContentConfig(
+            system_instruction=request.system,
+            response_mime_type="application/json",
+            # A JSON Schema dict, built once: given the pydantic class itself, the SDK rebuilds
+            # and converts its schema on every call (~8 ms of CPU each, a quarter of our
+            # per-item overhead on a fast link). responseJsonSchema takes $defs/$ref as they are.
+            response_json_schema=_json_schema(request.schema),
+            temperature=request.temperature,
+            max_output_tokens=request.max_output_tokens,
+        )
+
+    # ------------------------------------------------------------ Batch Mode
+
+    async def batch_submit(
+        self, model: str, requests: list[ModelRequest], display_name: str
+    ) -> str:
+        """Send `requests` as one inlined batch job; returns its name (`batches/...`)."""
+        from google.genai import errors as genai_errors
+
+        types = self._types
+        src = [
+            types.InlinedRequest(
+                contents=self._contents(request),
+                config=self._config(request),
+                metadata={"index": str(i)},
+            )
+            for i, request in enumerate(requests)
+        ]
+        try:
+            with anyio.fail_after(self._timeout):
+                job = await self._client.aio.batches.create(
+                    model=model, src=src, config={"display_name": display_name}
+                )
+        except TimeoutError:
+            raise ProviderTimeout(
+                f"{model}: batch not accepted within {self._timeout:g} s"
+            ) from None
+        except genai_errors.APIError as exc:
+            raise self._translate(exc, model) from None
+        except httpx.HTTPError as exc:
+            raise ProviderError(
+                f"{model}: batch submission failed ({type(exc).__name__})", retryable=True
+            ) from None
+        if not job.name:
+            raise ProviderError(f"{model}: the batch was accepted without a name", retryable=True)
+        return job.name
+
+    async def batch_get(self, name: str, model: str) -> BatchStatus:
+        """Poll one batch job; once it succeeded, each inlined response as a reply or an error."""
+        from google.genai import errors as genai_errors
+
+        try:
+            with anyio.fail_after(self._timeout):
+                job = await self._client.aio.batches.get(name=name)
+        except TimeoutError:
+            raise ProviderTimeout(f"{name}: no status within {self._timeout:g} s") from None
+        except genai_errors.APIError as exc:
+            raise self._translate(exc, model) from None
+        except httpx.HTTPError as exc:
+            raise ProviderError(
+                f"{name}: polling failed ({type(exc).__name__})", retryable=True
+            ) from None
+        state = _batch_state(job.state)
+        error = None
+        if job.error is not None:
+            error = f"{job.error.code}: {job.error.message}"
+        if state != "succeeded":
+            return BatchStatus(name, state, None, error)
+        responses = list(job.dest.inlined_responses or []) if job.dest else []
+        ordered: list[Any] = [None] * len(responses)
+        for position, entry in enumerate(responses):  # metadata says which request; else order
+            index = (entry.metadata or {}).get("index")
+            slot = int(index) if index is not None and index.isdigit() else position
+            ordered[slot if slot < len(ordered) else position] = entry
+        results: list[ModelReply | Exception] = []
+        for entry in ordered:
+            if entry is None:
+                results.append(ProviderError(f"{model}: batch returned no answer for this request"))
+            elif entry.error is not None:
+                code = int(entry.error.code or 0)
+                results.append(
+                    ProviderError(
+                        f"{model}: {code} {self._scrub(entry.error.message or '')}".strip()[:300],
+                        status=code or None,
+                        retryable=code in (408, 429, 500, 502, 503, 504),
+                    )
+                )
+            elif entry.response is None:
+                results.append(ProviderError(f"{model}: batch returned an empty entry"))
+            else:
+                try:
+                    results.append(self._reply(entry.response, model))
+                except ProviderError as exc:
+                    results.append(exc)
+        return BatchStatus(name, state, tuple(results), error)
 
     async def count_tokens(self, request: ModelRequest) -> int:
         result = await self._client.aio.models.count_tokens(
@@ -149,12 +246,18 @@ class GeminiProvider:
         if finish in ("SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "RECITATION"):
             raise Blocked(f"{model}: answer withheld by the model (finish reason {finish})")
         text = response.text or ""
+        uris: list[str] = []
+        grounding = candidate.grounding_metadata
+        for chunk in (grounding.grounding_chunks or []) if grounding else []:
+            if chunk.web is not None and chunk.web.uri and chunk.web.uri not in uris:
+                uris.append(chunk.web.uri)
         return ModelReply(
             text=text,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             model_version=response.model_version,
             finish_reason=finish,
+            grounding_uris=tuple(uris),
         )
 
     def _scrub(self, text: str) -> str:
@@ -229,3 +332,10 @@ def _reason(details: list[dict[str, Any]]) -> str | None:
         if detail.get("@type", "").endswith("google.rpc.ErrorInfo"):
             return detail.get("reason")
     return None
+
+
+def _batch_state(state: Any) -> str:
+    """JOB_STATE_SUCCEEDED / BATCH_STATE_SUCCEEDED -> "succeeded"."""
+    text = str(getattr(state, "value", state) or "JOB_STATE_UNSPECIFIED")
+    short = text.removeprefix("JOB_STATE_").removeprefix("BATCH_STATE_").lower()
+    return {"queued": "pending", "unspecified": "pending", "paused": "pending"}.get(short, short)
