@@ -32,7 +32,7 @@ import anyio
 from dealscout_cli.costs import ModelPrice, call_cost_micros, grounding_fee_micros
 from dealscout_cli.errors import BadPhoto, ProviderError
 from dealscout_cli.models import Identification, PriceEstimate
-from dealscout_cli.pipeline import Pipeline, parse_answer
+from dealscout_cli.pipeline import Pipeline, grounded_price_output, parse_answer
 from dealscout_cli.providers.base import ModelReply, ModelRequest
 from dealscout_cli.store import CallRecord, Lease, Stage, Store
 
@@ -219,7 +219,7 @@ class BatchRun:
                 self.prices, batch["model"], reply.input_tokens, reply.output_tokens, batch=True
             )
             if cost is not None and grounded:
-                cost += grounding_fee_micros(batch["model"])
+                cost += grounding_fee_micros(batch["model"], reply.search_queries)
         outcome = "ok" if error is None else error.kind
         if error is not None and error.kind == "provider_error":
             outcome = "server_error" if (error.status or 0) >= 500 else "client_error"
@@ -250,8 +250,8 @@ class BatchRun:
         reply: ModelReply,
         grounded: bool,
     ) -> None:
-        if grounded and reply.grounding_uris:
-            self._save_price_stage(lease, price, reply.grounding_uris)
+        if grounded:
+            self._save_price_stage(lease, price, reply)
         self.store.complete(
             lease,
             now=self.clock(),
@@ -275,14 +275,11 @@ class BatchRun:
             }
         )
 
-    def _save_price_stage(self, lease: Lease, price: PriceEstimate, uris: Sequence[str]) -> None:
-        import json
-
-        output = {**json.loads(price.model_dump_json()), "grounding_sources": list(uris)}
+    def _save_price_stage(self, lease: Lease, price: PriceEstimate, reply: ModelReply) -> None:
         self.store.save_stage(
             lease,
             Stage.PRICE,
-            json.dumps(output),
+            grounded_price_output(price, reply),
             model=self.pricing_model,
             prompt_version=self.prompt_version,
             offline=self.offline,

@@ -39,16 +39,17 @@ PRICE_TABLE: dict[str, ModelPrice] = {
 
 BATCH_DISCOUNT = Decimal("0.5")  # Gemini Batch Mode bills half the standard price
 
-# Grounding with Google Search (`--grounded-prices`) is billed per grounded request on top of
-# the tokens, after a free monthly allowance we cannot see from here (so it is always charged:
-# recorded costs err high). USD per 1,000 grounded requests, by model family prefix; checked
-# GROUNDING_CHECKED against ai.google.dev/gemini-api/docs/pricing. Not discounted in Batch Mode.
+# Grounding with Google Search (`--grounded-prices`) is billed on top of the tokens, after a
+# free allowance we cannot see from here (so it is always charged: recorded costs err high).
+# Gemini 3 bills each distinct non-empty search query the model ran ($14 / 1,000); Gemini 2.x
+# bills each grounded prompt once ($35 / 1,000). Checked on GROUNDING_CHECKED against
+# ai.google.dev/gemini-api/docs/pricing. Not discounted in Batch Mode.
 GROUNDING_CHECKED = "2026-11-29"
-GROUNDING_PER_THOUSAND: dict[str, Decimal] = {
-    "gemini-3": Decimal("14"),  # Gemini 3: $14 / 1,000 search queries
-    "gemini-2": Decimal("35"),  # Gemini 2.x: $35 / 1,000 grounded prompts
+GROUNDING_FEES: dict[str, tuple[Decimal, str]] = {  # family prefix: (USD per 1,000, unit)
+    "gemini-3": (Decimal("14"), "query"),
+    "gemini-2": (Decimal("35"), "prompt"),
 }
-DEFAULT_GROUNDING_PER_THOUSAND = Decimal("35")  # unknown family: the higher price
+DEFAULT_GROUNDING_FEE = (Decimal("35"), "prompt")  # an unknown family: the dearer rule
 
 
 def load_prices(override_file: Path | None = None) -> dict[str, ModelPrice]:
@@ -94,14 +95,15 @@ def call_cost_micros(
     return int(cost.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
-def grounding_fee_micros(model: str) -> int:
-    """The per-request Google Search grounding fee for `model`, in micro-USD."""
+def grounding_fee_micros(model: str, search_queries: int) -> int:
+    """The Google Search grounding fee of one grounded request, in micro-USD."""
     name = _base_model(model)
-    per_thousand = next(
-        (fee for prefix, fee in GROUNDING_PER_THOUSAND.items() if name.startswith(prefix)),
-        DEFAULT_GROUNDING_PER_THOUSAND,
+    per_thousand, unit = next(
+        (fee for prefix, fee in GROUNDING_FEES.items() if name.startswith(prefix)),
+        DEFAULT_GROUNDING_FEE,
     )
-    return int((per_thousand * 1000).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    count = search_queries if unit == "query" else 1
+    return int((per_thousand * 1000 * count).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 def format_usd(micros: int | None) -> str:

@@ -11,6 +11,7 @@ with an item whose calls all failed is the runner's decision.
 from __future__ import annotations
 
 import io
+import json
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,7 +25,12 @@ from pydantic import BaseModel, ValidationError
 
 from dealscout_cli import prompts
 from dealscout_cli.barcodes import Barcode, product_codes, read_barcodes
-from dealscout_cli.costs import ModelPrice, call_cost_micros, estimate_request_tokens
+from dealscout_cli.costs import (
+    ModelPrice,
+    call_cost_micros,
+    estimate_request_tokens,
+    grounding_fee_micros,
+)
 from dealscout_cli.errors import BadModelOutput, BadPhoto, ProviderError, RateLimited
 from dealscout_cli.images import PreparedImage, prepare_photo, quality_warnings
 from dealscout_cli.limits import RetryPolicy
@@ -75,6 +81,8 @@ class Pipeline:
         self.image_limiter = image_limiter
         self.clock = clock
         self.rng = rng or random.Random()
+        # --grounded-prices: called with (item id, price stage JSON with its web sources)
+        self.on_grounded_price: Callable[[int, str], Awaitable[None]] | None = None
 
     # ------------------------------------------------------------ stages
 
@@ -124,15 +132,17 @@ class Pipeline:
         barcodes: Sequence[str] = (),
     ) -> tuple[Identification, str]:
         request = self.identify_request(item, images, barcodes)
-        parsed, text = await self._call(request, Stage.IDENTIFY, item.id, attempt)
-        return parsed, text  # type: ignore[return-value]
+        parsed, reply = await self._call(request, Stage.IDENTIFY, item.id, attempt)
+        return parsed, reply.text  # type: ignore[return-value]
 
     async def price(
         self, item: ItemRecord, identification: Identification, *, attempt: int
     ) -> tuple[PriceEstimate, str]:
         request = self.price_request(identification)
-        parsed, text = await self._call(request, Stage.PRICE, item.id, attempt)
-        return parsed, text  # type: ignore[return-value]
+        parsed, reply = await self._call(request, Stage.PRICE, item.id, attempt)
+        if request.grounded and self.on_grounded_price is not None:
+            await self.on_grounded_price(item.id, grounded_price_output(parsed, reply))
+        return parsed, reply.text  # type: ignore[return-value]
 
     # ------------------------------------------------------------ the requests (online and batch)
 
@@ -162,7 +172,7 @@ class Pipeline:
 
     async def _call(
         self, request: ModelRequest, stage: Stage, item_id: int, item_attempt: int
-    ) -> tuple[BaseModel, str]:
+    ) -> tuple[BaseModel, ModelReply]:
         """One call with retries: tenacity drives the loop, `limits.RetryPolicy` decides each wait."""
         policy = RetryPolicy(
             max_retries=self.config.max_retries,
@@ -204,7 +214,7 @@ class Pipeline:
 
     async def _attempt(
         self, request: ModelRequest, stage: Stage, item_id: int, call_attempt: int
-    ) -> tuple[BaseModel, str]:
+    ) -> tuple[BaseModel, ModelReply]:
         limiter = self.limits.for_model(request.model) if self.limits is not None else None
         permit = await limiter.acquire(estimate_request_tokens(request)) if limiter else None
         started = self.clock()
@@ -216,7 +226,7 @@ class Pipeline:
             reply = await self.provider.generate(request)
             parsed = parse_answer(request, reply.text)
             outcome = "ok"
-            return parsed, reply.text
+            return parsed, reply
         except ProviderError as exc:
             error = exc
             outcome = "rate_limited" if isinstance(exc, RateLimited) else "error"
@@ -237,6 +247,14 @@ class Pipeline:
                 await self._record(
                     request, stage, item_id, call_attempt, started, latency, reply, error
                 )
+
+    def _cost(self, request: ModelRequest, reply: ModelReply | None) -> int | None:
+        if reply is None:
+            return None
+        cost = call_cost_micros(self.prices, request.model, reply.input_tokens, reply.output_tokens)
+        if cost is not None and request.grounded:
+            cost += grounding_fee_micros(request.model, reply.search_queries)
+        return cost
 
     async def _record(
         self,
@@ -274,15 +292,19 @@ class Pipeline:
                 else error.status,
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
-                cost_micro_usd=call_cost_micros(
-                    self.prices, request.model, input_tokens, output_tokens
-                )
-                if reply is not None
-                else None,
+                cost_micro_usd=self._cost(request, reply),
                 error=str(error)[:500] if error else None,
                 offline=self.config.offline,
             )
         )
+
+
+def grounded_price_output(price: BaseModel, reply: ModelReply) -> str:
+    """The price stage of a grounded answer: the estimate plus the web pages it was based on."""
+    output = json.loads(price.model_dump_json())
+    output["grounding_sources"] = list(reply.grounding_uris)
+    output["search_queries"] = reply.search_queries
+    return json.dumps(output)
 
 
 def _prepare_with_warnings(

@@ -224,6 +224,20 @@ async def _run_async(
             owner=owner,
             budget=budget,
         )
+        if grounded_prices:
+
+            async def save_sources(item_id: int, output: str) -> None:
+                await runner.db(
+                    store.save_grounded_price,
+                    item_id,
+                    output,
+                    model=settings.pricing_model,
+                    prompt_version=_prompt_version(),
+                    offline=settings.offline,
+                    now=time.time(),
+                )
+
+            pipeline.on_grounded_price = save_sources
         summary = await runner.run()
         status = (
             "interrupted"
@@ -345,6 +359,12 @@ async def _run_batch_async(
         done_items=report.done_items,
     )
     return report, summary
+
+
+def _prompt_version() -> str:
+    from dealscout_cli.prompts import PROMPT_VERSION
+
+    return PROMPT_VERSION
 
 
 async def _unset_recorder(call: Any) -> None:  # replaced by the Runner

@@ -1119,6 +1119,34 @@ class Store:
         ).fetchone()[0]
         return counts
 
+    def save_grounded_price(
+        self,
+        item_id: int,
+        output: str,
+        *,
+        model: str,
+        prompt_version: str,
+        offline: bool,
+        now: float,
+    ) -> None:
+        """A grounded price with its web sources, as the item's price stage (`--grounded-prices`).
+
+        Unfenced: it records what was paid for; the listing itself is written by `complete`."""
+        with self.transaction() as conn:
+            conn.execute(
+                """INSERT OR REPLACE INTO stages (item_id, stage, output, model, prompt_version,
+                       offline, created_at) VALUES (?,?,?,?,?,?,?)""",
+                [
+                    item_id,
+                    Stage.PRICE.value,
+                    output,
+                    model,
+                    prompt_version,
+                    int(offline),
+                    iso_now(now),
+                ],
+            )
+
     def integrity_check(self) -> str:
         return self.conn.execute("PRAGMA integrity_check").fetchone()[0]
 

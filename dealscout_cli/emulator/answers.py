@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,8 +62,11 @@ def subject_for(request: ModelRequest, facts: list[ImageFacts], seed: int) -> Su
 
 def answer(request: ModelRequest, subject: Subject) -> Answer:
     """The model's full text, then truncated to maxOutputTokens like the real model."""
+    prompt_schema = _schema_in_prompt(request) if request.google_search else None
     if request.response_schema is not None:
         text = json.dumps(generate(normalize_schema(request.response_schema), subject))
+    elif prompt_schema is not None:  # JSON asked for in words (tools rule out JSON mode)
+        text = "```json\n" + json.dumps(generate(normalize_schema(prompt_schema), subject)) + "\n```"
     elif request.response_mime_type == "application/json":
         text = json.dumps(generate(DEFAULT_JSON_SCHEMA, subject))
     else:
@@ -72,6 +76,22 @@ def answer(request: ModelRequest, subject: Subject) -> Answer:
         text = text[: limit * CHARS_PER_TOKEN]
         return Answer(text, "MAX_TOKENS", text_tokens(text))
     return Answer(text, "STOP", text_tokens(text))
+
+
+_FENCED_JSON = re.compile(r"```json\s*\n(\{.*?\})\s*\n```", re.DOTALL)
+
+
+def _schema_in_prompt(request: ModelRequest) -> dict[str, Any] | None:
+    """A JSON Schema quoted in a ```json block of the prompt, as models follow one."""
+    for text in request.texts:
+        for found in _FENCED_JSON.findall(text):
+            try:
+                schema = json.loads(found)
+            except ValueError:
+                continue
+            if isinstance(schema, dict) and "properties" in schema:
+                return schema
+    return None
 
 
 def truncated(full: Answer) -> Answer:

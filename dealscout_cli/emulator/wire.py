@@ -121,6 +121,9 @@ def parse_payload(payload: Any) -> ModelRequest:
     for tool in tools:
         if isinstance(tool, dict) and _get(tool, "googleSearch", "google_search") is not None:
             request.google_search = True
+    if request.google_search and request.response_mime_type == "application/json":
+        raise invalid_argument("Tool use with a response mime type: 'application/json' is "
+                               "unsupported")  # Gemini 2.x's answer; 3.x accepts some pairs
     return request
 
 

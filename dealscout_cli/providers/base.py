@@ -45,7 +45,7 @@ class ModelReply:
     finish_reason: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
     grounding_uris: tuple[str, ...] = ()  # web sources a grounded answer used
-    grounded: bool = False  # the request carried the search tool (billed per request)
+    search_queries: int = 0  # distinct non-empty web searches it ran (Gemini 3 bills each)
 
 
 class Provider(Protocol):

@@ -251,6 +251,7 @@ class GeminiProvider:
         for chunk in (grounding.grounding_chunks or []) if grounding else []:
             if chunk.web is not None and chunk.web.uri and chunk.web.uri not in uris:
                 uris.append(chunk.web.uri)
+        queries = {q for q in (grounding.web_search_queries or []) if q} if grounding else set()
         return ModelReply(
             text=text,
             input_tokens=input_tokens,
@@ -258,6 +259,7 @@ class GeminiProvider:
             model_version=response.model_version,
             finish_reason=finish,
             grounding_uris=tuple(uris),
+            search_queries=len(queries),
         )
 
     def _scrub(self, text: str) -> str:
