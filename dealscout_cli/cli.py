@@ -5,20 +5,21 @@ stderr. Known errors become one red line and an exit code; anything else is a
 bug and keeps its traceback (always under pytest or with DEALSCOUT_DEBUG=1).
 """
 
-from __future__ import annotations
 
 import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from dealscout_cli import config
 from dealscout_cli.costs import format_usd
 from dealscout_cli.errors import UsageError
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 app = typer.Typer(
     help="Turn folders of product photos into draft marketplace listings with Gemini.\n\n"
@@ -26,7 +27,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # a traceback must never show the API key
     context_settings={"help_option_names": ["-h", "--help"]},
-    rich_markup_mode="rich",
+    # Plain click help: Typer's rich help imports rich.markdown, rich.traceback and pygments
+    # (~100 ms), a third of `dealscout --help`, whose start-up goal is 0.3 s.
+    rich_markup_mode=None,
 )
 
 from dealscout_cli.options import (  # noqa: E402
@@ -41,6 +44,7 @@ from dealscout_cli.options import (  # noqa: E402
     VisionModelOption,
     check_group,
     err,
+    new_table,
     out,
 )
 from dealscout_cli.options import fail as _fail  # noqa: E402
@@ -228,7 +232,7 @@ def snap(
 
     max_cost_micros = None if max_cost is None else _guarded(lambda: usd_to_micros(max_cost))
     log_handle = log_file.open("a", encoding="utf-8") if log_file else None
-    reporter = make_reporter(quiet=quiet, log_json=log_json, log_file=log_handle, console=err)
+    reporter = make_reporter(quiet=quiet, log_json=log_json, log_file=log_handle, console=err.console)
 
     def scanned(found: Any, report: Any) -> None:
         for problem in found.problems:
@@ -369,7 +373,7 @@ def _render_snap(result: Any, settings: Any, *, quiet: bool, json_out: bool) -> 
                 "(`dealscout retry` re-queues failed items, `--force` redoes done ones)"
             )
     elif not quiet:
-        table = Table(
+        table = new_table(
             title="snap" + (" (offline: emulator, not a real model)" if result.offline else "")
         )
         for column in (
@@ -424,7 +428,7 @@ def _render_snap(result: Any, settings: Any, *, quiet: bool, json_out: bool) -> 
 def _render_made(summary: Any, *, offline: bool) -> None:
     if not summary.done_items:
         return
-    made = Table(
+    made = new_table(
         title="listings made"
         + (" [offline placeholders]" if offline else "")
         + (
@@ -497,7 +501,7 @@ def status(
     from rich.live import Live
 
     try:
-        with Live(console=out, auto_refresh=False) as live:
+        with Live(console=out.console, auto_refresh=False) as live:
             while True:
                 live.update(_status_table(_guarded(once)), refresh=True)
                 time.sleep(interval)
@@ -505,9 +509,9 @@ def status(
         pass
 
 
-def _status_table(report: dict[str, Any]) -> Table:
+def _status_table(report: dict[str, Any]) -> "Table":
     counts = report["counts"]
-    table = Table(title=f"dealscout status: {report['database']}", show_header=False)
+    table = new_table(title=f"dealscout status: {report['database']}", show_header=False)
     table.add_column(style="bold")
     table.add_column()
     table.add_row("items", str(report["items"]))
@@ -607,7 +611,7 @@ def listings(
     if not found:
         err.print("no listings yet: run `dealscout snap PHOTOS` first")
         return
-    table = Table(title=f"{len(found)} listings")
+    table = new_table(title=f"{len(found)} listings")
     for column in ("id", "sku", "title", "condition", "price", "photos", "warnings"):
         table.add_column(column)
     for listing in found:
@@ -627,7 +631,7 @@ def listings(
 
 def _render_one_listing(listing: Any, calls: list[dict[str, Any]]) -> None:
     ident = listing.identification
-    table = Table(
+    table = new_table(
         title=f"item {listing.item_id} · {listing.sku}" + (" · offline" if listing.offline else ""),
         show_header=False,
     )

@@ -4,14 +4,12 @@ Registered in cli.py with `app.command("estimate")(estimate_command)`; the
 counting lives in `estimate`, this module only parses and renders.
 """
 
-from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from . import config
 from .costs import format_usd
@@ -28,6 +26,7 @@ from .options import (
     err,
     fail,
     guarded,
+    new_table,
     out,
 )
 
@@ -80,9 +79,9 @@ def estimate_command(
     render(result)
 
 
-def render(result: Estimate) -> None:
+def render(result: "Estimate") -> None:
     """The estimate as a table on stdout, and what it leaves out on stderr."""
-    table = Table(title=f"estimate: {_items_line(result)}")
+    table = new_table(title=f"estimate: {_items_line(result)}")
     for column in ("model", "stage", "requests", "input tokens", "output tokens", "cost"):
         text = column in ("model", "stage")
         table.add_column(column, justify="left" if text else "right", no_wrap=text)
@@ -117,7 +116,7 @@ def render(result: Estimate) -> None:
         err.print(f"... and {len(result.unusable) - 20} more (`--json` lists them all)")
 
 
-def _items_line(result: Estimate) -> str:
+def _items_line(result: "Estimate") -> str:
     parts = [f"{result.items} items", f"{result.to_identify + result.to_price} to process"]
     if result.to_price:
         parts.append(f"{result.to_price} already identified")

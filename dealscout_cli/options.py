@@ -4,21 +4,54 @@ CLI layer only. `cli.py` and the commands kept in their own modules (`estimate_c
 `distributed.cli`) import from here, so an option reads the same in every `--help`.
 """
 
-from __future__ import annotations
 
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
 
 from dealscout_cli import config
 from dealscout_cli.errors import DealscoutError, UsageError
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)  # no mid-message wraps in cron logs
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+
+class LazyConsole:
+    """A rich Console built on first use, so `dealscout --help` never imports rich (~30 ms).
+
+    Method calls pass through; hand `.console` to rich objects (Live, Progress) that want
+    the real thing.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    @property
+    def console(self) -> "Console":
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.console, name)
+
+
+def new_table(*headers: str, **options: Any) -> "Table":
+    """A rich Table, imported when a command first draws one (see LazyConsole)."""
+    from rich.table import Table
+
+    return Table(*headers, **options)
+
+
+out = LazyConsole(highlight=False, soft_wrap=True)
+err = LazyConsole(stderr=True, highlight=False, soft_wrap=True)  # no mid-message wraps in cron logs
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2

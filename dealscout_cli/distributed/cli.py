@@ -4,7 +4,6 @@
 dealscout_cli.distributed.cli worker ...`` runs it without the main CLI.
 """
 
-from __future__ import annotations
 
 import os
 import socket
