@@ -517,6 +517,8 @@ def _status_table(report: dict[str, Any]) -> "Table":
     table.add_row("items", str(report["items"]))
     for state in ("done", "queued", "running", "failed", "skipped"):
         table.add_row(f"  {state}", str(counts[state]))
+    if counts.get("batched"):  # only after `snap --batch`: waiting on a Gemini batch job
+        table.add_row("  batched", f"{counts['batched']} (the next `snap --batch` collects them)")
     table.add_row(
         "throughput", f"{report['throughput_items_per_minute']:.1f} items/min (last 5 min)"
     )

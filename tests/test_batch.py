@@ -55,6 +55,8 @@ def test_round_trip_identify_batch_then_price_batch_then_listings(
     assert "run again later" in first.output
     assert rows(db, "SELECT stage, state FROM batches") == [("identify", "pending")]
     assert status(db)["counts"]["batched"] == 6
+    table = run("status", "--db", str(db)).output
+    assert "batched" in table and "6 (the next `snap --batch` collects them)" in table
     assert rows(db, "SELECT COUNT(*) FROM calls") == [(0,)]  # billed when collected
     assert batch_emulator.stats().batch_requests == 6
     assert batch_emulator.stats().requests == 0  # nothing went the online way
