@@ -10,7 +10,7 @@ with an item whose calls all failed is the runner's decision.
 
 from __future__ import annotations
 
-import io
+import functools
 import json
 import random
 import time
@@ -20,7 +20,6 @@ from pathlib import Path
 
 import anyio
 import tenacity
-from PIL import Image
 from pydantic import BaseModel, ValidationError
 
 from dealscout_cli import prompts
@@ -32,7 +31,7 @@ from dealscout_cli.costs import (
     grounding_fee_micros,
 )
 from dealscout_cli.errors import BadModelOutput, BadPhoto, ProviderError, RateLimited
-from dealscout_cli.images import PreparedImage, prepare_photo, quality_warnings
+from dealscout_cli.images import PreparedImage, prepare_photo
 from dealscout_cli.limits import RetryPolicy
 from dealscout_cli.models import Identification, PriceEstimate
 from dealscout_cli.providers.base import ImagePart, ModelReply, ModelRequest, Provider
@@ -96,15 +95,18 @@ class Pipeline:
                 continue
             seen.add(photo.sha256)
             image = await anyio.to_thread.run_sync(
-                _prepare_with_warnings,
-                Path(photo.path),
-                self.config.max_side,
-                photo.sha256,
+                functools.partial(
+                    prepare_photo,
+                    Path(photo.path),
+                    max_side=self.config.max_side,
+                    expected_sha256=photo.sha256,
+                    check_quality=True,
+                ),
                 abandon_on_cancel=True,
                 limiter=self.image_limiter,
             )
-            images.append(image[0])
-            warnings.extend(f"{Path(photo.path).name}: {w}" for w in image[1])
+            images.append(image)
+            warnings.extend(f"{Path(photo.path).name}: {w}" for w in image.warnings)
         if not images:
             raise BadPhoto(item.label, "item has no photos")
         return images, warnings
@@ -305,17 +307,6 @@ def grounded_price_output(price: BaseModel, reply: ModelReply) -> str:
     output["grounding_sources"] = list(reply.grounding_uris)
     output["search_queries"] = reply.search_queries
     return json.dumps(output)
-
-
-def _prepare_with_warnings(
-    path: Path, max_side: int, sha256: str
-) -> tuple[PreparedImage, list[str]]:
-    image = prepare_photo(path, max_side=max_side, expected_sha256=sha256)
-    # Judge quality on the prepared copy: already decoded small, so the check costs ~1 ms.
-    # It is never upscaled, so a low-resolution original still shows as one.
-    with Image.open(io.BytesIO(image.data)) as small:
-        warnings = quality_warnings(small)
-    return image, warnings
 
 
 def parse_answer(request: ModelRequest, text: str) -> BaseModel:

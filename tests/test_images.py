@@ -28,6 +28,7 @@ from dealscout_cli.images import (
     TOO_BRIGHT,
     TOO_DARK,
     PreparedImage,
+    _fitted,
     prepare_photo,
     quality_warnings,
     register_heif,
@@ -181,6 +182,29 @@ def test_large_jpeg_downscaled(tmp_path: Path) -> None:
     prepared = prepare_photo(make_large_jpeg(tmp_path / "12mp.jpg", megapixels=12))
     assert (prepared.width, prepared.height) == (768, 576)
     assert len(prepared.data) < 200_000
+
+
+def test_large_jpeg_decoded_at_the_smallest_scale_that_still_fits(tmp_path: Path) -> None:
+    # 4000×3000 → 768×576: libjpeg's 1/4 scale (1000×750) still covers it, so prepare must
+    # not decode at 1/2 (2000×1500), which a max_side square (768×768) would force.
+    path = make_large_jpeg(tmp_path / "12mp.jpg", megapixels=12)
+    with Image.open(path) as image:
+        assert image.size == (4000, 3000)
+        assert _fitted(image.size, 768) == (768, 576)  # what prepare asks libjpeg for
+        image.draft("RGB", _fitted(image.size, 768))
+        assert image.size == (1000, 750)
+    assert _fitted((3000, 4000), 768) == (576, 768)
+    assert _fitted((500, 300), 768) == (500, 300)  # never larger
+    prepared = prepare_photo(path)
+    assert (prepared.width, prepared.height) == (768, 576)
+
+
+def test_prepare_can_judge_quality_on_the_prepared_copy(tmp_path: Path) -> None:
+    soft = save_jpeg(blurred(product_image("lamp")), tmp_path / "soft.jpg")
+    assert BLURRY in prepare_photo(soft, check_quality=True).warnings
+    assert prepare_photo(soft).warnings == ()  # not asked: no extra work
+    sharp = make_jpeg(tmp_path / "mug.jpg", (1024, 768))
+    assert prepare_photo(sharp, check_quality=True).warnings == ()
 
 
 @pytest.mark.parametrize(
