@@ -664,7 +664,6 @@ class Store:
         vision_model: str,
         pricing_model: str | None,
         offline: bool,
-        price_error: str | None = None,
     ) -> None:
         """Write the listing and mark the job done, in one transaction, fenced by the lease."""
         stamp = iso_now(now)
@@ -673,8 +672,9 @@ class Store:
                 conn,
                 lease,
                 """UPDATE jobs SET state = 'done', lease_owner = NULL, lease_expires_at = NULL,
-                       error_kind = ?, error = ?, retryable = NULL, finished_at = ?, run_id = ?""",
-                ["price_missing" if price_error else None, price_error, stamp, run_id],
+                       error_kind = NULL, error = NULL, retryable = NULL, finished_at = ?,
+                       run_id = ?""",
+                [stamp, run_id],
             )
             conn.execute(
                 """INSERT INTO listings (item_id, sku, title, condition, ebay_condition_id,
