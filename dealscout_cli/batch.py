@@ -238,7 +238,7 @@ class BatchRun:
             error=str(error)[:500] if error else None,
             offline=self.offline,
         )
-        self.store.record_batch_call(self.run_id, batch["id"], call)
+        self.store.record_call(self.run_id, call, batch_id=batch["id"])
         self.report.calls += 1
         self.report.cost_micro_usd += cost or 0
 

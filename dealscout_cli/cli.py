@@ -221,11 +221,7 @@ def snap(
             "--engine celery needs --broker redis://HOST:6379/0 (or DEALSCOUT_BROKER)", EXIT_USAGE
         )
     if engine == "local" and not settings.offline and not settings.api_key:
-        _fail(
-            "no Gemini API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), "
-            "or pass --offline to run against the built-in emulator",
-            EXIT_USAGE,
-        )
+        _fail(config.NO_API_KEY, EXIT_USAGE)
     from dealscout_cli.budget import usd_to_micros
     from dealscout_cli.progress import make_reporter
     from dealscout_cli.snap import snap as run_snap

@@ -71,6 +71,12 @@ class Settings:
         return replace(self, **changes)
 
 
+NO_API_KEY = (
+    "no Gemini API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), "
+    "or pass --offline to run against the built-in emulator"
+)
+
+
 def api_key_from_env(env: Mapping[str, str]) -> str | None:
     for name in ENV_API_KEYS:
         value = env.get(name, "").strip()

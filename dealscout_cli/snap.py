@@ -7,9 +7,10 @@ pipeline, runner) and nothing else: each decision lives in its own module.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import anyio
 
 from dealscout_cli.budget import Budget
-from dealscout_cli.config import OFFLINE_API_KEY, Settings
+from dealscout_cli.config import NO_API_KEY, OFFLINE_API_KEY, Settings
 from dealscout_cli.costs import load_prices
 from dealscout_cli.errors import UsageError
 from dealscout_cli.limits import Limits, ModelLimit
@@ -154,19 +155,7 @@ def _run(
     budget: Budget | None = None,
     grounded_prices: bool = False,
 ) -> RunSummary:
-    emulator = None
-    if settings.offline:
-        from dealscout_cli.emulator import Emulator, EmulatorConfig
-
-        emulator = Emulator(EmulatorConfig(seed=1))
-        emulator.start()
-        settings = settings.with_(base_url=emulator.url, api_key=OFFLINE_API_KEY)
-    elif not settings.api_key:
-        raise UsageError(
-            "no Gemini API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), "
-            "or pass --offline to run against the built-in emulator"
-        )
-    try:
+    with model_endpoint(settings) as settings:
         return anyio.run(
             _run_async,
             store,
@@ -177,9 +166,25 @@ def _run(
             budget,
             grounded_prices,
         )
+
+
+@contextlib.contextmanager
+def model_endpoint(settings: Settings, **emulator_options: Any) -> Iterator[Settings]:
+    """The settings a run calls the model with: with --offline, an in-process emulator's
+    (stopped when the run ends); otherwise as given, which needs an API key."""
+    if not settings.offline:
+        if not settings.api_key:
+            raise UsageError(NO_API_KEY)
+        yield settings
+        return
+    from dealscout_cli.emulator import Emulator, EmulatorConfig
+
+    emulator = Emulator(EmulatorConfig(seed=1, **emulator_options))
+    emulator.start()
+    try:
+        yield settings.with_(base_url=emulator.url, api_key=OFFLINE_API_KEY)
     finally:
-        if emulator is not None:
-            emulator.stop()
+        emulator.stop()
 
 
 async def _run_async(
@@ -288,23 +293,8 @@ def _run_batch(
     provider_factory: Callable[[Settings], Any] | None,
     grounded_prices: bool,
 ) -> tuple[Any, RunSummary]:
-    emulator = None
-    if settings.offline:
-        from dealscout_cli.emulator import Emulator, EmulatorConfig
-
-        emulator = Emulator(EmulatorConfig(seed=1, batch_seconds=OFFLINE_BATCH_SECONDS))
-        emulator.start()
-        settings = settings.with_(base_url=emulator.url, api_key=OFFLINE_API_KEY)
-    elif not settings.api_key:
-        raise UsageError(
-            "no Gemini API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), "
-            "or pass --offline to run against the built-in emulator"
-        )
-    try:
+    with model_endpoint(settings, batch_seconds=OFFLINE_BATCH_SECONDS) as settings:
         return anyio.run(_run_batch_async, store, settings, provider_factory, grounded_prices)
-    finally:
-        if emulator is not None:
-            emulator.stop()
 
 
 async def _run_batch_async(

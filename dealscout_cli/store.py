@@ -759,13 +759,16 @@ class Store:
                 ],
             )
 
-    def record_call(self, run_id: int | None, call: CallRecord) -> None:
+    def record_call(
+        self, run_id: int | None, call: CallRecord, *, batch_id: int | None = None
+    ) -> None:
+        """One model call; `batch_id` when it was a request of a batch (billed at the batch price)."""
         with self.transaction() as conn:
             conn.execute(
                 """INSERT INTO calls (run_id, item_id, stage, model, attempt, started_at,
                        started_epoch, latency_ms, outcome, http_status, input_tokens,
-                       output_tokens, cost_micro_usd, error, offline)
-                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
+                       output_tokens, cost_micro_usd, error, offline, batch_id)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
                 [
                     run_id,
                     call.item_id,
@@ -782,6 +785,7 @@ class Store:
                     call.cost_micro_usd,
                     call.error,
                     int(call.offline),
+                    batch_id,
                 ],
             )
 
@@ -1076,34 +1080,6 @@ class Store:
                 "UPDATE batches SET collected = 1, finished_at = COALESCE(finished_at, ?)"
                 " WHERE id = ?",
                 [iso_now(now), batch_id],
-            )
-
-    def record_batch_call(self, run_id: int | None, batch_id: int, call: CallRecord) -> None:
-        """One request of a batch, as a call (tokens and cost at the batch price)."""
-        with self.transaction() as conn:
-            conn.execute(
-                """INSERT INTO calls (run_id, item_id, stage, model, attempt, started_at,
-                       started_epoch, latency_ms, outcome, http_status, input_tokens,
-                       output_tokens, cost_micro_usd, error, offline, batch_id)
-                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
-                [
-                    run_id,
-                    call.item_id,
-                    call.stage,
-                    call.model,
-                    call.attempt,
-                    iso_now(call.started_epoch),
-                    call.started_epoch,
-                    call.latency_ms,
-                    call.outcome,
-                    call.http_status,
-                    call.input_tokens,
-                    call.output_tokens,
-                    call.cost_micro_usd,
-                    call.error,
-                    int(call.offline),
-                    batch_id,
-                ],
             )
 
     def batch_summary(self) -> dict[str, int]:

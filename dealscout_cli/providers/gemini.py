@@ -21,6 +21,7 @@ import anyio
 import httpx
 from pydantic import BaseModel
 
+from dealscout_cli.config import NO_API_KEY
 from dealscout_cli.errors import (
     Blocked,
     KeyRejected,
@@ -47,10 +48,7 @@ class GeminiProvider:
         max_connections: int = 64,
     ) -> None:
         if not api_key:
-            raise UsageError(
-                "no Gemini API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), "
-                "or pass --offline to run against the built-in emulator"
-            )
+            raise UsageError(NO_API_KEY)
         from google import genai
         from google.genai import types
 
