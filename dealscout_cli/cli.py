@@ -6,7 +6,6 @@ bug and keeps its traceback (always under pytest or with DEALSCOUT_DEBUG=1).
 """
 
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -46,6 +45,7 @@ from dealscout_cli.options import (  # noqa: E402
     err,
     new_table,
     out,
+    print_json,
 )
 from dealscout_cli.options import fail as _fail  # noqa: E402
 from dealscout_cli.options import guarded as _guarded  # noqa: E402
@@ -296,7 +296,7 @@ def _render_batch(result: Any, *, quiet: bool, json_out: bool) -> None:
             "offline": result.offline,
             "exit_code": result.exit_code,
         }
-        out.print_json(json.dumps(payload, default=str))
+        print_json(payload)
         return
     for problem in report.errors:
         err.print(f"[yellow]batch:[/] {problem}", highlight=False)
@@ -360,7 +360,7 @@ def _render_snap(result: Any, settings: Any, *, quiet: bool, json_out: bool) -> 
             "offline": result.offline,
             "exit_code": result.exit_code,
         }
-        out.print_json(json.dumps(payload, default=str))
+        print_json(payload)
         return
     if summary is None:
         if not quiet:
@@ -490,7 +490,7 @@ def status(
     if not watch:
         report = _guarded(once)
         if json_out:
-            out.print_json(json.dumps(report, default=str))
+            print_json(report)
         else:
             _render_status(report)
         return
@@ -601,7 +601,7 @@ def listings(
         payload: Any = [listing.model_dump(mode="json") for listing in found]
         if item is not None:
             payload = {**payload[0], "calls": calls}
-        out.print_json(json.dumps(payload, default=str))
+        print_json(payload)
         return
     if item is not None:
         _render_one_listing(found[0], calls)
@@ -763,7 +763,7 @@ def retry(
 
     count = _guarded(run)
     if json_out:
-        out.print_json(json.dumps({"requeued": count}))
+        print_json({"requeued": count})
     else:
         out.print(
             f"{count} items back in the queue"

@@ -5,7 +5,6 @@ counting lives in `estimate`, this module only parses and renders.
 """
 
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -28,6 +27,7 @@ from .options import (
     guarded,
     new_table,
     out,
+    print_json,
 )
 
 if TYPE_CHECKING:  # the counting imports Pillow and pydantic: only when the command runs
@@ -74,7 +74,7 @@ def estimate_command(
     )
     result = guarded(lambda: estimate(paths, settings, group=group))  # type: ignore[arg-type]
     if json_out:
-        out.print_json(json.dumps(result.to_dict()))
+        print_json(result.to_dict())
         return
     render(result)
 

@@ -5,7 +5,9 @@ CLI layer only. `cli.py` and the commands kept in their own modules (`estimate_c
 """
 
 
+import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -41,6 +43,11 @@ class LazyConsole:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.console, name)
+
+
+def print_json(payload: Any) -> None:
+    """`--json` output: plain JSON on stdout, two-space indent, no colour and no rich import."""
+    sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 def new_table(*headers: str, **options: Any) -> "Table":
