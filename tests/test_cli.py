@@ -6,6 +6,8 @@ import csv
 import io
 import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -205,6 +207,34 @@ def test_every_command_has_help_with_an_example_and_is_in_the_readme(command: st
     assert result.exit_code == 0 and "Example:" in result.output
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     assert f"dealscout {command}" in readme
+
+
+def loaded_by(*args: str, db: Path) -> set[str]:
+    """Which heavy libraries a real `dealscout ARGS` start imports (as pip's script runs it)."""
+    heavy = ("google.genai", "rich", "PIL", "anyio", "pydantic")
+    code = (
+        "import sys; from dealscout_cli.cli import main; sys.argv[0] = 'dealscout'\n"
+        "try:\n    main()\nfinally:\n"
+        f"    print('LOADED', *[m for m in {heavy!r} if m in sys.modules], file=sys.stderr)"
+    )
+    env = {"DEALSCOUT_DB": str(db), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    line = next(x for x in done.stderr.splitlines() if x.startswith("LOADED"))
+    return set(line.split()[1:])
+
+
+def test_start_up_paths_stay_light(tmp_path: Path) -> None:
+    # google-genai takes ~1.4 s to import, rich ~40 ms: --help and scripts pay for neither
+    from dealscout_cli.store import Store
+
+    db = tmp_path / "light.db"
+    Store.open(db).close()
+    assert loaded_by("--help", db=db) == set()
+    assert loaded_by("status", "--json", db=db) == set()
+    assert loaded_by("status", db=db) == {"rich"}  # the table
 
 
 def test_slow_trickled_answer_times_out_and_is_recorded(
