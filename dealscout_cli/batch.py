@@ -117,7 +117,9 @@ class BatchRun:
                 self.report.pending.append(_brief(batch))
                 continue
             now = self.clock()
-            self.store.batch_polled(batch["id"], status.state, now=now, error=status.error)
+            self.store.batch_polled(
+                batch["id"], status.state, now=now, done=status.done, error=status.error
+            )
             if not status.done:
                 self.report.pending.append({**_brief(batch), "state": status.state})
                 continue

@@ -190,7 +190,7 @@ def snap(
     twice; a killed run resumes where it stopped. Exit codes: 0 all done
     (with --batch: or still pending in a batch), 1 some items failed, 2 usage
     error, 3 stopped early (daily quota; with --batch: a batch could not be sent
-    or polled), 130/143 interrupted.
+    or polled, or ended without results), 130/143 interrupted.
 
     Example: dealscout snap ./photos --group folder --offline
     """

@@ -45,7 +45,8 @@ class SnapResult:
     @property
     def exit_code(self) -> int:
         """--batch: batches still pending are not a failure (0, cron-friendly); a batch that
-        could not be sent or polled is 3 like any early stop (run again); failed items 1."""
+        could not be sent or polled, or ended without results, is 3 like any early stop (run
+        again); failed items 1."""
         if self.summary is not None and (self.summary.signal_number or self.summary.stop_reason):
             return exit_code(self.summary)
         if self.failed_in_batch or (self.summary is not None and self.summary.failed):

@@ -1037,15 +1037,16 @@ class Store:
         ]
 
     def batch_polled(
-        self, batch_id: int, state: str, *, now: float, error: str | None = None
+        self, batch_id: int, state: str, *, now: float, done: bool, error: str | None = None
     ) -> None:
+        """The state a poll found; `done` (no more polling needed) stamps `finished_at`."""
         with self.transaction() as conn:
             conn.execute(
                 """UPDATE batches SET state = ?, polled_at = ?, error = COALESCE(?, error),
-                       finished_at = CASE WHEN ? IN ('succeeded', 'failed', 'cancelled',
-                           'expired') THEN COALESCE(finished_at, ?) ELSE finished_at END
+                       finished_at = CASE WHEN ? THEN COALESCE(finished_at, ?)
+                           ELSE finished_at END
                    WHERE id = ?""",
-                [state, iso_now(now), error, state, iso_now(now), batch_id],
+                [state, iso_now(now), error, done, iso_now(now), batch_id],
             )
 
     def claim_batched(

@@ -157,3 +157,31 @@ def test_offline_batch_waits_for_the_built_in_emulator(photos: Path, db: Path) -
     assert result.exit_code == 0, result.output
     assert len(json.loads(run("listings", "--json").stdout)) == 6
     assert rows(db, "SELECT COUNT(*) FROM batches WHERE collected = 1") == [(2,)]
+
+
+@pytest.mark.parametrize("batch_emulator", [{"batch_seconds": 3600.0}], indirect=True)
+def test_batch_the_server_no_longer_has_gives_its_items_back(
+    photos: Path, db: Path, batch_env: dict[str, str], batch_emulator: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dealscout_cli.emulator import Emulator, EmulatorConfig
+
+    assert run("snap", str(photos), "--batch").exit_code == 0
+    assert status(db)["counts"]["batched"] == 6
+    # The batch is deleted server-side (or outlived its retention): a new server knows nothing.
+    with Emulator(EmulatorConfig(seed=1, batch_seconds=0.0)) as fresh:
+        monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fresh.url)
+        again = run("snap", str(photos), "--batch", "--json")
+        assert again.exit_code == 3, again.output  # like a failed or expired batch: say so
+        payload = json.loads(again.stdout)["batch"]
+        assert payload["requeued"] == 6
+        assert any("no longer has this batch" in error for error in payload["errors"])
+        assert rows(db, "SELECT state, finished_at IS NOT NULL FROM batches ORDER BY id")[0] == (
+            "lost",
+            1,
+        )
+        assert fresh.stats().batch_jobs == 1 and fresh.stats().batch_requests == 6  # resent
+        assert status(db)["counts"]["batched"] == 6  # now waiting on the new batch
+        while status(db)["counts"]["done"] < 6:  # the new server answers at once
+            assert run("snap", str(photos), "--batch").exit_code == 0
+    assert rows(db, "SELECT COUNT(*) FROM listings") == [(6,)]

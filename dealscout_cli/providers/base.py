@@ -60,7 +60,9 @@ class Provider(Protocol):
 
 # ---------------------------------------------------------------- Batch Mode
 
-BATCH_DONE_STATES = ("succeeded", "failed", "cancelled", "expired")
+# "lost": the server no longer knows the batch (deleted, or past its retention); its
+# items go back to the queue like a failed batch's.
+BATCH_DONE_STATES = ("succeeded", "failed", "cancelled", "expired", "lost")
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ class BatchStatus:
     a ModelReply, or the ProviderError that request ended with."""
 
     name: str
-    state: str  # pending, running, succeeded, failed, cancelled, expired
+    state: str  # pending, running, succeeded, failed, cancelled, expired, lost
     results: tuple[ModelReply | Exception, ...] | None = None
     error: str | None = None
 

@@ -163,6 +163,8 @@ class GeminiProvider:
         except TimeoutError:
             raise ProviderTimeout(f"{name}: no status within {self._timeout:g} s") from None
         except genai_errors.APIError as exc:
+            if getattr(exc, "code", None) == 404:  # not "model not found": the batch is gone
+                return BatchStatus(name, "lost", None, "the server no longer has this batch")
             raise self._translate(exc, model) from None
         except httpx.HTTPError as exc:
             raise ProviderError(
