@@ -433,8 +433,11 @@ def _render_made(summary: Any, *, offline: bool) -> None:
             else ""
         )
     )
-    for column in ("id", "from", "title", "condition", "price"):
-        made.add_column(column)
+    made.add_column("id", justify="right", no_wrap=True)
+    made.add_column("from", overflow="fold")
+    made.add_column("title", ratio=1)
+    made.add_column("condition", no_wrap=True)
+    made.add_column("price", justify="right", no_wrap=True)
     for row in summary.done_items:
         made.add_row(
             str(row["item_id"]),
@@ -610,20 +613,31 @@ def listings(
         err.print("no listings yet: run `dealscout snap PHOTOS` first")
         return
     table = new_table(title=f"{len(found)} listings")
-    for column in ("id", "sku", "title", "condition", "price", "photos", "warnings"):
-        table.add_column(column)
+    # The SKU and the numbers are what a seller copies: they never wrap or get cut; the
+    # title takes what width is left.
+    table.add_column("id", justify="right", no_wrap=True)
+    table.add_column("sku", no_wrap=True)
+    table.add_column("title", ratio=1)
+    table.add_column("condition", no_wrap=True)
+    table.add_column("price", justify="right", no_wrap=True)
+    table.add_column("photos", justify="right", no_wrap=True)
+    warned = any(listing.quality_warnings for listing in found)
+    if warned:  # photo-quality warnings: a column only when there is one to show
+        table.add_column("warnings", justify="right", no_wrap=True)
     for listing in found:
         price = f"{listing.price.suggested:.2f} {listing.price.currency}" if listing.price else "-"
         title = listing.identification.title + (" [offline]" if listing.offline else "")
-        table.add_row(
+        cells = [
             str(listing.item_id),
             listing.sku,
             title,
             listing.identification.condition.value,
             price,
             str(len(listing.photos)),
-            str(len(listing.quality_warnings)) if listing.quality_warnings else "",
-        )
+        ]
+        if warned:
+            cells.append(str(len(listing.quality_warnings)) if listing.quality_warnings else "")
+        table.add_row(*cells)
     out.print(table)
 
 

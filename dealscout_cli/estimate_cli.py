@@ -82,14 +82,16 @@ def estimate_command(
 def render(result: "Estimate") -> None:
     """The estimate as a table on stdout, and what it leaves out on stderr."""
     table = new_table(title=f"estimate: {_items_line(result)}")
-    for column in ("model", "stage", "requests", "input tokens", "output tokens", "cost"):
-        text = column in ("model", "stage")
-        table.add_column(column, justify="left" if text else "right", no_wrap=text)
+    # Numbers never wrap or get cut ("~2,500,0…"); at 80 columns the model name folds instead.
+    table.add_column("model", overflow="fold")
+    table.add_column("stage", no_wrap=True)
+    for column in ("calls", "input\ntokens", "output\ntokens", "cost"):
+        table.add_column(column, justify="right", no_wrap=True)
     for row in result.rows:
         table.add_row(
             row.model,
             row.stage,
-            str(row.requests),
+            f"{row.requests:,}",
             f"{row.input_tokens:,}",
             f"~{row.output_tokens:,}",
             format_usd(row.cost_micro_usd),
@@ -97,7 +99,7 @@ def render(result: "Estimate") -> None:
     table.add_row(
         "total",
         "",
-        str(result.requests),
+        f"{result.requests:,}",
         f"{result.input_tokens:,}",
         f"~{result.output_tokens:,}",
         format_usd(result.cost_micro_usd),

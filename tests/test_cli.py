@@ -129,6 +129,21 @@ def test_listings_item_shows_photos_and_calls(photos: Path, db: Path, env_with_k
     )
 
 
+def test_listings_table_keeps_skus_and_prices_whole_at_80_columns(
+    photos: Path, db: Path, env_with_key, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dealscout_cli.options import out
+
+    run("snap", str(photos), "--quiet")
+    listings = json.loads(run("listings", "--json").stdout)
+    monkeypatch.setattr(out.console, "width", 80)  # a cron mail or a default terminal
+    table = run("listings").output
+    assert "…" not in table and max(len(line) for line in table.splitlines()) <= 80
+    for listing in listings:
+        assert listing["sku"] in table
+        assert f"{listing['price']['suggested']:.2f} {listing['price']['currency']}" in table
+
+
 def test_export_csv_and_jsonl_round_trip(
     photos: Path, db: Path, env_with_key, tmp_path: Path
 ) -> None:

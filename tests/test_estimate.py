@@ -19,6 +19,8 @@ from dealscout_cli.costs import image_tokens
 from dealscout_cli.estimate import (
     IDENTIFY_OUTPUT_TOKENS,
     PRICE_OUTPUT_TOKENS,
+    Estimate,
+    ModelRow,
     estimate,
     fit_within,
     prepared_size,
@@ -237,3 +239,22 @@ def test_command_help_ends_with_an_example(cli: typer.Typer) -> None:
     result = CliRunner().invoke(cli, ["estimate", "--help"])
     assert "Example: dealscout estimate ./photos" in result.stdout
 
+
+
+def test_table_keeps_big_numbers_whole_at_80_columns(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dealscout_cli.estimate_cli import render
+    from dealscout_cli.options import out
+
+    monkeypatch.setattr(out.console, "width", 80)  # a cron mail or a default terminal
+    rows = [
+        ModelRow("gemini-3.6-flash", "identify", 10_000, 4_710_000, 2_500_000, 25_820_000),
+        ModelRow("gemini-3.5-flash-lite", "price", 10_000, 2_060_000, 800_000, 2_620_000),
+    ]
+    render(Estimate(items=10_000, to_identify=10_000, photos=10_000, rows=rows))
+    table = capsys.readouterr().out
+    assert "…" not in table
+    for number in ("4,710,000", "~2,500,000", "~3,300,000", "20,000", "$28.44"):
+        assert number in table
+    assert max(len(line) for line in table.splitlines()) <= 80
