@@ -45,6 +45,7 @@ from dealscout_cli.options import (  # noqa: E402
     err,
     new_table,
     out,
+    plain,
     print_json,
 )
 from dealscout_cli.options import fail as _fail  # noqa: E402
@@ -235,7 +236,9 @@ def snap(
             where = f"{problem.path}:{problem.line}" if problem.line else problem.path
             if not log_json:
                 err.print(
-                    f"[yellow]skipped[/] {where}: {problem.reason}", markup=True, highlight=False
+                    f"[yellow]skipped[/] {plain(where)}: {plain(problem.reason)}",
+                    markup=True,
+                    highlight=False,
                 )
         if quiet or log_json:
             return
@@ -299,7 +302,7 @@ def _render_batch(result: Any, *, quiet: bool, json_out: bool) -> None:
         print_json(payload)
         return
     for problem in report.errors:
-        err.print(f"[yellow]batch:[/] {problem}", highlight=False)
+        err.print(f"[yellow]batch:[/] {plain(problem)}", highlight=False)
     if not quiet:
         for batch in report.collected:
             err.print(
@@ -397,10 +400,11 @@ def _render_snap(result: Any, settings: Any, *, quiet: bool, json_out: bool) -> 
         out.print(table)
         _render_made(summary, offline=result.offline)
         if summary.stop_reason and "--max-cost" in summary.stop_reason:
-            err.print(f"[yellow]stopped early:[/] {summary.stop_reason}")
+            err.print(f"[yellow]stopped early:[/] {plain(summary.stop_reason)}")
         elif summary.stop_reason:
             err.print(
-                f"[yellow]stopped early:[/] {summary.stop_reason}; run `dealscout snap` again to resume"
+                f"[yellow]stopped early:[/] {plain(summary.stop_reason)}; "
+                "run `dealscout snap` again to resume"
             )
     if result.failed_in_batch and not quiet:
         err.print(f"[red]{len(result.failed_in_batch)} items failed or were skipped:[/]")

@@ -57,7 +57,9 @@ def new_table(*headers: str, **options: Any) -> "Table":
     return Table(*headers, **options)
 
 
-out = LazyConsole(highlight=False, soft_wrap=True)
+# stdout carries data (model-written titles, paths): printed as is, never read as markup
+# or emoji codes, so "[offline]" or "Lot [NEW]" stays on screen.
+out = LazyConsole(highlight=False, soft_wrap=True, markup=False, emoji=False)
 err = LazyConsole(stderr=True, highlight=False, soft_wrap=True)  # no mid-message wraps in cron logs
 
 EXIT_FAILED = 1
@@ -66,8 +68,16 @@ EXIT_USAGE = 2
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     """One red line on stderr and an exit code: how the CLI ends on a known error."""
-    err.print(f"[red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    err.print(f"[red]error:[/] {plain(message)}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def plain(text: object) -> str:
+    """`text` escaped for a rich markup string: a path like `shoots/[/x]/a.jpg` is printed as
+    is instead of being read as a closing tag (which raises MarkupError)."""
+    from rich.markup import escape
+
+    return escape(str(text))
 
 
 def guarded(fn: Callable[[], Any]) -> Any:

@@ -14,6 +14,7 @@ from dataclasses import asdict, is_dataclass
 from typing import IO, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -147,11 +148,12 @@ class BarReporter:
         elif event.kind == EventKind.ITEM_FAILED:
             self.failed += 1
             self.progress.console.print(
-                f"[red]failed[/] item {event.item_id} ({event.label}): {event.message}",
+                f"[red]failed[/] item {event.item_id} ({escape(str(event.label))}): "
+                f"{escape(str(event.message))}",
                 highlight=False,
             )
         elif event.kind == EventKind.STOPPING:
-            self.progress.console.print(f"[yellow]stopping:[/] {event.message}")
+            self.progress.console.print(f"[yellow]stopping:[/] {escape(str(event.message))}")
         elapsed = max(time.monotonic() - self.started, 1e-6)
         self.progress.update(
             self.task,

@@ -56,6 +56,29 @@ def test_snap_offline_makes_one_listing_per_item(photos: Path, db: Path) -> None
     assert all(len(x["identification"]["title"]) <= 80 for x in listings)
 
 
+def test_offline_listings_are_marked_in_the_tables(photos: Path, db: Path) -> None:
+    made = run("snap", str(photos), "--group", "folder", "--offline").output
+    assert "[offline placeholders]" in made  # rich must not read it as a markup tag
+    table = run("listings").output
+    assert table.count("[offline]") == 2
+
+
+def test_paths_that_look_like_rich_markup_are_printed_as_they_are(
+    tmp_path: Path, db: Path
+) -> None:
+    # "[/x]" is a closing tag to rich: printed as markup it raised MarkupError (a traceback)
+    shoot = tmp_path / "shoot [/x]"
+    make_jpeg(shoot / "mug.jpg")
+    (shoot / "notes [").mkdir()  # a "/" inside the brackets is a folder
+    (shoot / "notes [/y].jpg").write_text("not an image")
+    result = run("snap", str(shoot), "--offline")
+    assert result.exit_code == 1
+    assert "notes [/y].jpg: not an image" in result.output
+    missing = run("status", "--db", str(tmp_path / "[/z]" / "x.db"))
+    assert missing.exit_code == 1
+    assert f"no database at {tmp_path / '[/z]' / 'x.db'}" in missing.output
+
+
 def test_snap_with_key_through_emulator_prices_every_item(
     photos: Path, db: Path, env_with_key
 ) -> None:
