@@ -740,7 +740,7 @@ def export(
     for note in getattr(report, "notes", []) or []:
         err.print(f"note: {note}", markup=False)
     if output is not None:
-        err.print(f"wrote {report.written} listings to {output}")
+        err.print(f"wrote {report.written} listings to {plain(output)}")
 
 
 # ---------------------------------------------------------------- retry
