@@ -26,7 +26,8 @@ DEFAULT_CALL_TIMEOUT = 60.0  # seconds per model call; the SDK's own default is 
 DEFAULT_MAX_SIDE = 768  # px; one 768x768 tile = 258 input tokens
 DEFAULT_LEASE_SECONDS = 30.0  # a killed run's items are claimable again after this
 DEFAULT_SOFT_TIME_LIMIT = 240.0  # seconds per item, as the seed's Celery task
-DEFAULT_HARD_TIME_LIMIT = 300.0
+# No hard limit locally: cancellation reaches every wait, so the soft limit cannot hang (the
+# Celery workers' hard limit, which kills a process, is distributed.app.HARD_TIME_LIMIT).
 DEFAULT_MAX_ATTEMPTS = 3  # per item, across runs, for retryable failures
 DEFAULT_GRACE = 30.0  # seconds in-flight items get to finish after the first SIGINT/SIGTERM
 
@@ -59,7 +60,6 @@ class Settings:
     max_side: int = DEFAULT_MAX_SIDE
     lease_seconds: float = DEFAULT_LEASE_SECONDS
     soft_time_limit: float = DEFAULT_SOFT_TIME_LIMIT
-    hard_time_limit: float = DEFAULT_HARD_TIME_LIMIT
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     grace: float = DEFAULT_GRACE
     rpm: float | None = None
