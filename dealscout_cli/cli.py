@@ -700,7 +700,17 @@ def export(
     ] = None,
     photo_base_url: Annotated[
         str | None,
-        typer.Option(help="URL prefix where your photos are hosted; file names are appended."),
+        typer.Option(
+            help="URL prefix where your photos are hosted; each photo's path below "
+            "--photo-root is appended (upload that folder as it is)."
+        ),
+    ] = None,
+    photo_root: Annotated[
+        str | None,
+        typer.Option(
+            help="The folder you upload the photos from. Default: the deepest folder holding "
+            "every exported photo (for a flat folder, the URLs end in plain file names)."
+        ),
     ] = None,
     include_offline: Annotated[
         bool,
@@ -727,8 +737,10 @@ def export(
     def run() -> Any:
         with _open_store(db) as store:
             found = store.listings()
-        options = ExportOptions(photo_base_url=photo_base_url, include_offline=include_offline)
-        check_options(fmt, options)  # before -o is opened, so a refused export leaves no empty file
+        options = ExportOptions(
+            photo_base_url=photo_base_url, photo_root=photo_root, include_offline=include_offline
+        )
+        check_options(fmt, options, found)  # before -o is opened: a refusal leaves no empty file
         if output is None:
             return export_listings(found, fmt, sys.stdout, options)
         with output.open("w", encoding="utf-8", newline="") as handle:

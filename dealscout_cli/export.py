@@ -24,10 +24,12 @@ Marketplace quirks, decided here once:
   for most branded goods whose barcode simply was not photographed.
 - Descriptions become HTML for eBay and Shopify: the text is HTML-escaped (so a
   "<" or "&" shows as typed) and newlines become `<br>`; defects are appended as a list.
-- Photo URLs are `photo_base_url` + the photo's file name: the seller uploads the
-  photo files there. eBay and Shopify need hosted URLs; without a base URL their
-  photo columns stay empty and the report says so. Meta cannot take an item
-  without an image and a link, so it refuses to run without a base URL.
+- Photo URLs are `photo_base_url` + the photo's path below `photo_root` (by default
+  the deepest folder holding every exported photo): the seller uploads that folder
+  as it is, and `shoes/front.jpg` and `mugs/front.jpg` stay two URLs. A flat
+  folder gives plain file names. eBay and Shopify need hosted URLs; without a base
+  URL their photo columns stay empty and the report says so. Meta cannot take an
+  item without an image and a link, so it refuses to run without a base URL.
 - Shopify `Product Category` must be a Standard Product Taxonomy category, so it
   stays empty; our category text goes in the free-form `Type` column.
 """
@@ -39,7 +41,7 @@ import html
 import json
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
@@ -84,6 +86,7 @@ class ExportOptions:
     marketplace formats; left None, priceless listings are skipped there and reported."""
 
     photo_base_url: str | None = None
+    photo_root: str | None = None  # photo URLs are paths below this folder (default: common)
     currency: str = "USD"
     quantity: int = 1
     ebay_site: str = "US"
@@ -133,14 +136,17 @@ def export_listings(
 ) -> ExportReport:
     """Write `listings` to `out` in `fmt`. `out` should be opened with newline="" and UTF-8."""
     fmt = ExportFormat(fmt)
-    check_options(fmt, options)
+    listings = list(listings)  # photo URLs depend on every photo exported (see _PhotoLinks)
+    check_options(fmt, options, listings)
     writer = _WRITERS[fmt]
     report = ExportReport()
     writer(listings, out, options, report)
     return report
 
 
-def check_options(fmt: ExportFormat, options: ExportOptions) -> None:
+def check_options(
+    fmt: ExportFormat, options: ExportOptions, listings: Sequence[Listing] = ()
+) -> None:
     """Raise `UsageError` if `fmt` cannot be written with `options`; call it before opening
     the output file, so a refused export leaves no empty file behind."""
     if fmt is ExportFormat.META and not options.photo_base_url:
@@ -148,6 +154,8 @@ def check_options(fmt: ExportFormat, options: ExportOptions) -> None:
             "Meta's catalog needs a link and an image URL for every item: "
             "pass --photo-base-url with the address where the photos are hosted"
         )
+    if options.photo_base_url:
+        _PhotoLinks(options, listings)  # a photo outside --photo-root is refused here
 
 
 # --- csv and jsonl: everything, as is ---------------------------------------------------------
@@ -165,7 +173,7 @@ def _write_csv(
 ) -> None:
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
     writer.writeheader()
-    links = _PhotoLinks(options.photo_base_url)
+    links = _PhotoLinks(options, listings)
     for listing in listings:
         ident, price = listing.identification, listing.price
         urls = links.urls(listing)
@@ -250,7 +258,7 @@ def _write_ebay(
     ])  # fmt: skip
     if not options.photo_base_url:
         report.note("eBay needs hosted photo URLs: pass --photo-base-url to fill 'Item photo URL'")
-    links = _PhotoLinks(options.photo_base_url)
+    links = _PhotoLinks(options, listings)
     for listing, price in _ready(listings, options, report):
         ident = listing.identification
         photos = links.urls(listing)
@@ -288,7 +296,7 @@ def _write_shopify(
     writer.writeheader()
     if not options.photo_base_url:
         report.note("Shopify needs hosted photo URLs: pass --photo-base-url to fill 'Image Src'")
-    links = _PhotoLinks(options.photo_base_url)
+    links = _PhotoLinks(options, listings)
     for listing, price in _ready(listings, options, report):
         ident = listing.identification
         handle = shopify_handle(ident.title, listing.item_key)
@@ -334,7 +342,7 @@ def _write_meta(
     assert options.photo_base_url  # check_options refuses Meta without one
     writer = csv.DictWriter(out, fieldnames=META_COLUMNS)
     writer.writeheader()
-    links = _PhotoLinks(options.photo_base_url)
+    links = _PhotoLinks(options, listings)
     for listing, price in _ready(listings, options, report, required=_meta_requirements):
         ident = listing.identification
         writer.writerow({
@@ -440,41 +448,70 @@ def _html_lines(text: str) -> str:
 
 
 class _PhotoLinks:
-    """Photo URLs as `base_url` + file name, watching for two different photos (by content)
-    sharing a file name across the export: they would share one URL, so the seller must rename."""
+    """Photo URLs: `photo_base_url` + each photo's path below the photo root, watching for
+    two different photos (by content) at one path (a file changed between runs)."""
 
-    def __init__(self, base_url: str | None) -> None:
-        self.base_url = base_url
-        self._sha256_by_name: dict[str, str] = {}
+    def __init__(self, options: ExportOptions, listings: Sequence[Listing]) -> None:
+        self.base_url = options.photo_base_url
+        self._sha256_by_path: dict[str, str] = {}
         self._clashes: list[str] = []
+        self._root: tuple[str, ...] = ()
+        if not self.base_url:
+            return
+        paths = [_parts(photo.path) for listing in listings for photo in listing.photos]
+        if options.photo_root is None:
+            self._root = _common_folder(paths)
+            return
+        self._root = _parts(options.photo_root.rstrip("/\\") or "/")
+        for listing in listings:
+            for photo in listing.photos:
+                if _parts(photo.path)[: len(self._root)] != self._root:
+                    raise UsageError(
+                        f"photo {photo.path} (item {listing.sku}) is not in --photo-root "
+                        f"{options.photo_root}: pass the folder the photos are uploaded from"
+                    )
 
     def urls(self, listing: Listing) -> list[str]:
         if not self.base_url:
             return []
         urls = []
         for photo in listing.photos:
-            name = _file_name(photo.path)
-            seen = self._sha256_by_name.setdefault(name, photo.sha256)
-            if seen != photo.sha256 and name not in self._clashes:
-                self._clashes.append(name)
-            urls.append(_url(self.base_url, name))
+            below = "/".join(_parts(photo.path)[len(self._root) :])
+            seen = self._sha256_by_path.setdefault(below, photo.sha256)
+            if seen != photo.sha256 and below not in self._clashes:
+                self._clashes.append(below)
+            urls.append(_url(self.base_url, below))
         return urls
 
     def note_clashes(self, report: ExportReport) -> None:
         if self._clashes:
             report.note(
-                "different photos share a file name, so they would share one URL: "
-                + ", ".join(self._clashes)
+                "different photos at the same path (changed since they were processed?) "
+                "would share one URL: " + ", ".join(self._clashes)
             )
 
 
-def _file_name(path: str) -> str:
-    # Paths may come from Windows or POSIX machines; either separator ends the folder part.
-    return PurePosixPath(PureWindowsPath(path).as_posix()).name
+def _url(base: str, path: str) -> str:
+    return f"{base.rstrip('/')}/{quote(path, safe='/')}"
 
 
-def _url(base: str, name: str) -> str:
-    return f"{base.rstrip('/')}/{quote(name, safe='')}"
+def _parts(path: str) -> tuple[str, ...]:
+    # Paths may come from Windows or POSIX machines; either separator ends a folder.
+    return PurePosixPath(PureWindowsPath(path).as_posix()).parts
+
+
+def _common_folder(paths: Sequence[tuple[str, ...]]) -> tuple[str, ...]:
+    """The deepest folder that holds every path (each path's last part is its file name)."""
+    if not paths:
+        return ()
+    common = paths[0][:-1]
+    for parts in paths[1:]:
+        folder = parts[:-1]
+        n = 0
+        while n < min(len(common), len(folder)) and common[n] == folder[n]:
+            n += 1
+        common = common[:n]
+    return common
 
 
 def _decimal(amount: float) -> Decimal:

@@ -333,10 +333,44 @@ def test_every_format_round_trips_non_ascii_text(fmt):
     assert "Café crème mug – 12 oz" in text
 
 
-def test_different_photos_sharing_a_file_name_are_noted():
-    listings = [make_listing("DS-0001", photos=["/a/IMG_1.jpg"]),
-                make_listing("DS-0002", photos=["/b/IMG_1.jpg"])]  # fmt: skip
-    _, report = export(ExportFormat.EBAY, listings, photo_base_url=BASE_URL)
+def test_one_folder_per_product_keeps_its_folder_in_the_photo_urls():
+    # The common layout: every product folder has its own front.jpg. File names alone
+    # would give two products one URL; paths below the shared folder keep them apart.
+    listings = [make_listing("DS-0001", photos=["/home/me/photos/mug/front.jpg"]),
+                make_listing("DS-0002", photos=["/home/me/photos/shoe/front.jpg",
+                                                "/home/me/photos/shoe/sole 2.jpg"])]  # fmt: skip
+    text, report = export(ExportFormat.EBAY, listings, photo_base_url=BASE_URL)
+    assert [r["Item photo URL"] for r in rows(text)] == [
+        f"{BASE_URL}/mug/front.jpg",
+        f"{BASE_URL}/shoe/front.jpg|{BASE_URL}/shoe/sole%202.jpg",
+    ]
+    assert report.notes == []
+
+
+def test_photo_root_sets_the_folder_urls_start_from():
+    listing = make_listing(photos=["/home/me/photos/mug/front.jpg"])
+    urls = column(ExportFormat.SHOPIFY, [listing], "Image Src",
+                  photo_base_url=BASE_URL, photo_root="/home/me/")  # fmt: skip
+    assert urls == [f"{BASE_URL}/photos/mug/front.jpg"]
+
+
+def test_photo_outside_the_photo_root_is_refused_naming_it():
+    listing = make_listing("DS-0007", photos=["/elsewhere/front.jpg"])
+    with pytest.raises(UsageError, match=r"/elsewhere/front.jpg \(item DS-0007\) is not in"):
+        export(ExportFormat.EBAY, [listing], photo_base_url=BASE_URL, photo_root="/home/me")
+
+
+def test_windows_paths_become_url_paths():
+    listings = [make_listing("DS-0001", photos=[r"C:\Photos\mug\front.jpg"]),
+                make_listing("DS-0002", photos=[r"C:\Photos\shoe\front.jpg"])]  # fmt: skip
+    urls = column(ExportFormat.EBAY, listings, "Item photo URL", photo_base_url=BASE_URL)
+    assert urls == [f"{BASE_URL}/mug/front.jpg", f"{BASE_URL}/shoe/front.jpg"]
+
+
+def test_a_photo_changed_at_the_same_path_is_noted():
+    first = make_listing("DS-0001", photos=["/p/a/IMG_1.jpg"])
+    second = make_listing("DS-0002", photos=["/p/a/IMG_1.jpg"])  # same path, other content
+    _, report = export(ExportFormat.EBAY, [first, second], photo_base_url=BASE_URL)
     assert any("IMG_1.jpg" in note for note in report.notes)
 
 
