@@ -224,14 +224,16 @@ def snap(
     if engine == "local" and not settings.offline and not settings.api_key:
         _fail(config.NO_API_KEY, EXIT_USAGE)
     from dealscout_cli.budget import usd_to_micros
-    from dealscout_cli.progress import make_reporter
+    from dealscout_cli.progress import ScanCounter, make_reporter
     from dealscout_cli.snap import snap as run_snap
 
     max_cost_micros = None if max_cost is None else _guarded(lambda: usd_to_micros(max_cost))
     log_handle = log_file.open("a", encoding="utf-8") if log_file else None
     reporter = make_reporter(quiet=quiet, log_json=log_json, log_file=log_handle, console=err.console)
+    counter = ScanCounter(err.console, enabled=not (quiet or log_json or log_file))
 
     def scanned(found: Any, report: Any) -> None:
+        counter.close()
         for problem in found.problems:
             where = f"{problem.path}:{problem.line}" if problem.line else problem.path
             if not log_json:
@@ -258,6 +260,7 @@ def snap(
                 force=force,
                 on_event=reporter,
                 on_scanned=scanned,
+                on_scanning=counter,
                 engine=engine,
                 broker=broker,
                 max_cost_micro_usd=max_cost_micros,
@@ -266,6 +269,7 @@ def snap(
             )
         )
     finally:
+        counter.close()
         reporter.close()
         if log_handle:
             log_handle.close()

@@ -25,7 +25,7 @@ saved only need pricing; items that failed earlier are not retried by `snap`
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,9 +143,15 @@ class Estimate:
         }
 
 
-def estimate(paths: Sequence[Path | str], settings: Settings, group: GroupBy = "photo") -> Estimate:
-    """Scan `paths` and predict the calls, tokens and cost of `snap`ping them. Calls no model."""
-    return estimate_scan(scan([Path(p) for p in paths], group=group), settings)
+def estimate(
+    paths: Sequence[Path | str],
+    settings: Settings,
+    group: GroupBy = "photo",
+    on_photo: Callable[[int], None] | None = None,
+) -> Estimate:
+    """Scan `paths` and predict the calls, tokens and cost of `snap`ping them. Calls no model.
+    `on_photo` counts the photos the scan reads (see `scan.scan`)."""
+    return estimate_scan(scan([Path(p) for p in paths], group=group, on_photo=on_photo), settings)
 
 
 def estimate_scan(found: ScanResult, settings: Settings) -> Estimate:

@@ -72,7 +72,13 @@ def estimate_command(
         max_side=max_side,
         prices_file=prices,
     )
-    result = guarded(lambda: estimate(paths, settings, group=group))  # type: ignore[arg-type]
+    from .progress import ScanCounter
+
+    counter = ScanCounter(err.console, enabled=not json_out)
+    try:
+        result = guarded(lambda: estimate(paths, settings, group=group, on_photo=counter))  # type: ignore[arg-type]
+    finally:
+        counter.close()
     if json_out:
         print_json(result.to_dict())
         return

@@ -29,6 +29,38 @@ from dealscout_cli.costs import format_usd
 from dealscout_cli.runner import Event, EventKind
 
 
+class ScanCounter:
+    """While `scan` reads and hashes photos: a spinner with the count, on a terminal only
+    (cron gets the one "found N items" line after the scan). Call `close` when it is done."""
+
+    REFRESH = 0.1  # seconds between updates: hashing runs at thousands of photos a second
+
+    def __init__(self, console: Console, *, enabled: bool = True) -> None:
+        self.console = console
+        self.enabled = enabled and console.is_terminal
+        self._status: Any = None
+        self._shown = 0.0
+
+    def __call__(self, photos_read: int) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self._shown < self.REFRESH:
+            return
+        self._shown = now
+        text = f"scanning: {photos_read:,} photo{'' if photos_read == 1 else 's'} read"
+        if self._status is None:
+            self._status = self.console.status(text)
+            self._status.start()
+        else:
+            self._status.update(text)
+
+    def close(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+
 class QuietReporter:
     """--quiet: nothing but errors."""
 

@@ -64,6 +64,7 @@ def snap(
     force: bool = False,
     on_event: Callable[[Event], None] = lambda event: None,
     on_scanned: Callable[[ScanResult, EnqueueReport], None] = lambda scan, report: None,
+    on_scanning: Callable[[int], None] | None = None,
     provider_factory: Callable[[Settings], Any] | None = None,
     handle_signals: bool = True,
     engine: str = "local",
@@ -78,7 +79,7 @@ def snap(
             raise UsageError(
                 f"{path} does not exist; pass a folder of photos or a manifest (.csv/.jsonl)"
             )
-    found = scan([Path(p) for p in paths], group=group)
+    found = scan([Path(p) for p in paths], group=group, on_photo=on_scanning)
     now = time.time()
     with Store.open(settings.db_path) as store:
         report = store.enqueue(found.items, now=now, force=force)

@@ -449,3 +449,42 @@ def test_bad_input_corpus_every_file_has_its_reason(tmp_path: Path) -> None:
     for name, outcome in expected.items():
         assert name in outcomes, f"{name} vanished"
         assert outcome in outcomes[name], f"{name}: {outcomes[name]!r} lacks {outcome!r}"
+
+
+def test_scan_counts_each_photo_it_reads_for_a_progress_counter(tmp_path: Path) -> None:
+    for name in ("a.jpg", "b.jpg", "c/d.jpg"):
+        make_jpeg(tmp_path / name)
+    (tmp_path / "broken.jpg").write_bytes(b"")  # read too, even though it is no use
+    (tmp_path / "notes.txt").write_text("not a photo")
+    counts: list[int] = []
+    scan([tmp_path, tmp_path / "a.jpg"], on_photo=counts.append)  # a.jpg twice: read once
+    assert counts == [1, 2, 3, 4]
+
+
+def test_scan_counter_stays_silent_off_a_terminal() -> None:
+    import io
+
+    from rich.console import Console
+
+    from dealscout_cli.progress import ScanCounter
+
+    console = Console(file=io.StringIO(), force_terminal=False)
+    counter = ScanCounter(console)
+    for n in range(1, 1000):
+        counter(n)
+    counter.close()
+    assert console.file.getvalue() == ""  # cron logs get the "found N items" line only
+
+
+def test_scan_counter_shows_the_count_on_a_terminal() -> None:
+    import io
+
+    from rich.console import Console
+
+    from dealscout_cli.progress import ScanCounter
+
+    console = Console(file=io.StringIO(), force_terminal=True, width=80)
+    counter = ScanCounter(console)
+    counter(1)
+    counter.close()
+    assert "scanning: 1 photo read" in console.file.getvalue()
