@@ -5,7 +5,6 @@ stderr. Known errors become one red line and an exit code; anything else is a
 bug and keeps its traceback (always under pytest or with DEALSCOUT_DEBUG=1).
 """
 
-
 import sys
 import time
 from pathlib import Path

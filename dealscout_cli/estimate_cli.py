@@ -4,7 +4,6 @@ Registered in cli.py with `app.command("estimate")(estimate_command)`; the
 counting lives in `estimate`, this module only parses and renders.
 """
 
-
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 

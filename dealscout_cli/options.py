@@ -4,7 +4,6 @@ CLI layer only. `cli.py` and the commands kept in their own modules (`estimate_c
 `distributed.cli`) import from here, so an option reads the same in every `--help`.
 """
 
-
 import json
 import os
 import sys

@@ -4,7 +4,6 @@
 dealscout_cli.distributed.cli worker ...`` runs it without the main CLI.
 """
 
-
 import os
 import socket
 from typing import Annotated
