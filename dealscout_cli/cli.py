@@ -5,6 +5,7 @@ stderr. Known errors become one red line and an exit code; anything else is a
 bug and keeps its traceback (always under pytest or with DEALSCOUT_DEBUG=1).
 """
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -740,8 +741,10 @@ def export(
     def run() -> Any:
         with _open_store(db) as store:
             found = store.listings()
+        # Photos are stored with absolute paths (as `scan` found them): so is the root.
+        root = os.path.abspath(os.path.expanduser(photo_root)) if photo_root else None
         options = ExportOptions(
-            photo_base_url=photo_base_url, photo_root=photo_root, include_offline=include_offline
+            photo_base_url=photo_base_url, photo_root=root, include_offline=include_offline
         )
         check_options(fmt, options, found)  # before -o is opened: a refusal leaves no empty file
         if output is None:

@@ -178,6 +178,22 @@ def test_export_csv_and_jsonl_round_trip(
     assert len(out.read_text().splitlines()) == 6
 
 
+def test_ebay_photo_urls_follow_the_folders_below_a_relative_photo_root(
+    photos: Path, db: Path, env_with_key, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run("snap", str(photos), "--group", "folder", "--quiet")
+    monkeypatch.chdir(photos.parent)
+    result = run("export", "--format", "ebay", "--photo-base-url", "https://cdn.example/s",
+                 "--photo-root", ".")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    urls = {u for row in csv.reader(io.StringIO(result.stdout)) for u in row[7].split("|")}
+    assert "https://cdn.example/s/photos/sneaker/front.jpg" in urls
+    assert "https://cdn.example/s/photos/mug.jpg" in urls
+    outside = run("export", "--format", "ebay", "--photo-base-url", "https://cdn.example/s",
+                  "--photo-root", str(photos / "sneaker"))  # fmt: skip
+    assert outside.exit_code == 2 and "is not in --photo-root" in outside.output
+
+
 def test_unknown_export_format_is_a_usage_error(db: Path) -> None:
     result = run("export", "--format", "xml")
     assert result.exit_code == 2 and "csv" in result.output
