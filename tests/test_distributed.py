@@ -192,6 +192,47 @@ def test_fleet_status_sees_workers_and_queue(
     assert not down["reachable"] and "cannot reach" in down["error"]
 
 
+def test_flower_monitors_the_workers_and_their_tasks(
+    tmp_path: Path, photos: Path, redis_server: str, workers: Workers
+) -> None:
+    import httpx
+
+    port = free_port()
+    env = {**os.environ, "DEALSCOUT_BROKER": redis_server, "FLOWER_UNAUTHENTICATED_API": "1"}
+    log = (tmp_path / "flower.log").open("w")
+    flower = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "dealscout_cli.distributed.app", "flower",
+         f"--port={port}", "--address=127.0.0.1"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    api = f"http://127.0.0.1:{port}/api"
+
+    def get(path: str) -> dict:
+        try:
+            return httpx.get(f"{api}/{path}", timeout=5).json()
+        except (httpx.HTTPError, ValueError):
+            return {}
+
+    try:
+        with Emulator(EmulatorConfig(seed=1)) as emu:
+            [worker] = workers(emu.url, 1)
+            wait_until(lambda: "w0@test" in get("workers?refresh=1"), 60, "Flower to see the worker")
+            # Workers send no task events until a monitor asks; Flower asks every few seconds.
+            wait_until(lambda: "Events of group {task} enabled" in worker.log_path.read_text(),
+                       60, "Flower to switch the worker's task events on")
+            coordinate(photos, tmp_path / "flower.db", redis_server)
+            wait_until(
+                lambda: sum(t["state"] == "SUCCESS" for t in get("tasks").values()) == 6,
+                30, "Flower to see six finished tasks",
+            )
+        tasks = get("tasks").values()
+        assert {t["name"] for t in tasks} == {"dealscout.process_item"}
+        assert {t["worker"] for t in tasks} == {"w0@test"}
+    finally:
+        stop(flower, group=True)
+        log.close()
+
+
 def test_worker_killed_mid_task_is_redelivered_and_recorded_once(
     tmp_path: Path, redis_server: str, workers: Workers
 ) -> None:
