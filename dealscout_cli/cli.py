@@ -61,7 +61,7 @@ def _open_store(db: Path, *, create: bool = False) -> Any:
 # ---------------------------------------------------------------- snap
 
 
-@app.command()
+@app.command(short_help="Turn photos into draft listings; resumable (try: --offline).")
 def snap(
     paths: PathsArgument,
     db: DbOption = Path(config.DEFAULT_DB),
@@ -463,7 +463,7 @@ def _render_made(summary: Any, *, offline: bool) -> None:
 # ---------------------------------------------------------------- status
 
 
-@app.command()
+@app.command(short_help="Items by state, throughput, cost, last errors (--watch).")
 def status(
     db: DbOption = Path(config.DEFAULT_DB),
     json_out: JsonFlag = False,
@@ -585,7 +585,7 @@ def _render_status(report: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- listings
 
 
-@app.command()
+@app.command(short_help="The drafts made so far (--item ID shows one in full).")
 def listings(
     db: DbOption = Path(config.DEFAULT_DB),
     item: Annotated[
@@ -691,7 +691,7 @@ def _render_one_listing(listing: Any, calls: list[dict[str, Any]]) -> None:
 # ---------------------------------------------------------------- export
 
 
-@app.command()
+@app.command(short_help="Write the listings as csv, jsonl, ebay, shopify or meta.")
 def export(
     db: DbOption = Path(config.DEFAULT_DB),
     format: Annotated[
@@ -764,7 +764,7 @@ def export(
 # ---------------------------------------------------------------- retry
 
 
-@app.command()
+@app.command(short_help="Put failed items back in the queue for the next snap.")
 def retry(
     db: DbOption = Path(config.DEFAULT_DB),
     all_items: Annotated[
@@ -810,7 +810,7 @@ def retry(
 # ---------------------------------------------------------------- emulator
 
 
-@app.command()
+@app.command(short_help="Run a local Gemini API stand-in with limits and faults.")
 def emulator(
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8089,
     host: Annotated[str, typer.Option(help="Address to bind (keep it on loopback).")] = "127.0.0.1",
@@ -885,8 +885,8 @@ def emulator(
 from dealscout_cli.distributed.cli import worker as _worker  # noqa: E402 (Celery loads lazily)
 from dealscout_cli.estimate_cli import estimate_command  # noqa: E402 (Pillow loads lazily)
 
-app.command("worker")(_worker)
-app.command("estimate")(estimate_command)
+app.command("worker", short_help="Run a Celery worker for snap --engine celery.")(_worker)
+app.command("estimate", short_help="Predict calls, tokens and cost; calls no model.")(estimate_command)
 
 
 def main() -> None:
