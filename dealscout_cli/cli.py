@@ -268,6 +268,10 @@ def snap(
                 grounded_prices=grounded_prices,
             )
         )
+    except KeyboardInterrupt:  # Ctrl-C while scanning or queueing, before the run's handlers
+        counter.close()
+        err.print("interrupted: nothing is lost (SQLite keeps what was saved); run snap again")
+        raise typer.Exit(130) from None
     finally:
         counter.close()
         reporter.close()

@@ -193,3 +193,33 @@ def test_second_signal_cancels_in_flight_items_and_releases_them(tmp_path: Path)
     assert proc.returncode == 130
     assert query(db, "SELECT state, COUNT(*) FROM jobs GROUP BY state") == [("queued", 6)]
     assert query(db, "SELECT COUNT(*) FROM calls WHERE outcome = 'cancelled'")[0][0] == 3
+
+
+def test_ctrl_c_while_scanning_exits_130_with_a_line_and_loses_nothing(tmp_path: Path) -> None:
+    # Enough photos that the scan (read + sha256 of each) is still running when SIGINT comes.
+    folder = tmp_path / "photos"
+    make_jpeg(folder / "seed.jpg", size=(64, 48))
+    seed = (folder / "seed.jpg").read_bytes()
+    for n in range(3000):
+        (folder / f"copy-{n:04d}.jpg").write_bytes(seed + n.to_bytes(4, "big"))  # all distinct
+    db = tmp_path / "scan.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dealscout_cli.cli", "snap", str(folder), "--offline", "--db", str(db)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    fds = Path(f"/proc/{proc.pid}/fd")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the moment it has a photo open, it is scanning
+        try:
+            if any(str(folder) in os.readlink(fd) for fd in fds.iterdir()):
+                break
+        except OSError:
+            pass  # an fd closed while we looked
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "interrupted" in stderr or "SIGINT received" in stderr  # scan, or the run just after
+    if db.exists():
+        assert query(db, "PRAGMA integrity_check") == [("ok",)]
