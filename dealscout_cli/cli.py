@@ -880,10 +880,17 @@ def emulator(
         )
     except ValueError as exc:
         _fail(str(exc), EXIT_USAGE)
-    err.print(
-        f"Gemini API emulator on http://{host}:{port}  (Ctrl-C stops; stats at /_emulator/stats)"
-    )
-    serve(cfg, host=host, port=port)
+
+    def ready(url: str) -> None:
+        err.print(f"Gemini API emulator on {url}  (Ctrl-C stops; stats at {url}/_emulator/stats)")
+
+    try:
+        serve(cfg, host=host, port=port, on_ready=ready)
+    except OSError as exc:
+        _fail(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
+            "pick another --port (0 picks a free one)"
+        )
 
 
 from dealscout_cli.distributed.cli import worker as _worker  # noqa: E402 (Celery loads lazily)

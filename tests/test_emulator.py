@@ -651,3 +651,21 @@ def test_command_line_flags_build_the_same_config() -> None:
     assert (args.rpm, args.latency_dist, args.safety_rate) == (60, "lognormal", 0.5)
     with pytest.raises(SystemExit):
         main(["--error-rate", "418=1"])
+
+
+def test_dealscout_emulator_on_a_busy_port_says_so_in_one_line() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "dealscout_cli.cli", "emulator", "--port", str(port)],
+            capture_output=True, text=True, timeout=60,
+        )
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use; "
+        "pick another --port (0 picks a free one)"
+    )

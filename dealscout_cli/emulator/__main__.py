@@ -48,10 +48,17 @@ def main(argv: list[str] | None = None) -> None:
             api_key=args.api_key, window_seconds=args.window_seconds)
     except ValueError as problem:
         parser.error(str(problem))
-    print(f"Gemini API emulator on http://{args.host}:{args.port} "
-          "(Ctrl-C stops; stats at /_emulator/stats)", file=sys.stderr)
-    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after shutdown
-        serve(config, host=args.host, port=args.port, log_level=args.log_level)
+    def ready(url: str) -> None:
+        print(f"Gemini API emulator on {url} (Ctrl-C stops; stats at {url}/_emulator/stats)",
+              file=sys.stderr)
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after shutdown
+            serve(config, host=args.host, port=args.port, log_level=args.log_level,
+                  on_ready=ready)
+    except OSError as exc:
+        parser.exit(1, f"error: cannot listen on {args.host}:{args.port}: "
+                       f"{exc.strerror or exc}; pick another --port (0 picks a free one)\n")
 
 
 if __name__ == "__main__":

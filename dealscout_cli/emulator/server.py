@@ -651,10 +651,14 @@ class Emulator:
 
 
 def serve(config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 8089,
-          *, log_level: str = "warning") -> None:
-    """Serve in the foreground until Ctrl-C (what `dealscout emulator` runs)."""
+          *, log_level: str = "warning", on_ready: Callable[[str], None] | None = None) -> None:
+    """Serve in the foreground until Ctrl-C (what `dealscout emulator` runs). OSError when the
+    address cannot be bound; `on_ready(url)` once it is (port 0 picks a free port)."""
     app = EmulatorApp(config or EmulatorConfig())
     sock = _bind(host, port)
+    if on_ready is not None:
+        bound = sock.getsockname()[1]
+        on_ready(f"http://[{host}]:{bound}" if ":" in host else f"http://{host}:{bound}")
     try:
         _uvicorn_server(app, log_level).run(sockets=[sock])
     finally:
