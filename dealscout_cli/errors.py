@@ -5,6 +5,7 @@
     ├── StoreError             database missing, not SQLite, read-only, locked
     ├── ScanError              a folder or manifest that cannot be read at all
     ├── BadPhoto               one photo cannot be used (per item, never ends a run)
+    ├── BrokerError            the Celery broker (Redis) cannot be reached
     └── ProviderError          a model call failed (carries HTTP status, retryable)
         ├── RateLimited        429 per-minute quota; retry after `retry_after`
         ├── QuotaExhausted     429 per-day quota; stop the run
@@ -34,6 +35,10 @@ class StoreError(DealscoutError):
 
 class ScanError(DealscoutError):
     """A folder or manifest cannot be read at all."""
+
+
+class BrokerError(DealscoutError):
+    """`--engine celery`: the broker (Redis) cannot be reached; the message names it."""
 
 
 class BadPhoto(DealscoutError):

@@ -47,33 +47,37 @@ def stop(proc: subprocess.Popen, *, group: bool = False) -> None:
     proc.wait(timeout=30)
 
 
+def start_redis(folder: Path) -> tuple[subprocess.Popen, str]:
+    """A throwaway redis-server on a free port: no snapshots, no AOF, its files in `folder`."""
+    port = free_port()
+    with (folder / "redis.log").open("w") as log:
+        proc = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+             "no", "--dir", str(folder)],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return proc, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.05)
+
+
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[str]:
-    """A throwaway redis-server on a free port: no snapshots, no AOF, its files in tmp_path."""
-    port = free_port()
-    log = (tmp_path / "redis.log").open("w")
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp_path)],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
+    proc, url = start_redis(tmp_path)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield url
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-        log.close()
 
 
 Workers = Callable[..., list[subprocess.Popen]]
@@ -363,3 +367,34 @@ def test_a_task_delivered_twice_pays_once_and_is_recorded_once(
             client.close()
         assert served(emu) == before
     assert query(db, "SELECT COUNT(*) FROM calls")[0][0] == before
+
+
+def test_coordinator_that_loses_redis_stops_cleanly_and_gives_the_jobs_back(tmp_path: Path) -> None:
+    redis_proc, broker = start_redis(tmp_path)
+    db = tmp_path / "lost.db"
+    folder = make_items(tmp_path / "photos", 5)
+    # No workers: the tasks wait in Redis, the coordinator polls for their results.
+    proc = start_coordinator(folder, db, broker)
+    try:
+        wait_until(lambda: db.exists() and query(db, "SELECT COUNT(*) FROM jobs WHERE state = 'running'")
+                   == [(5,)], 60, "the coordinator to send all five")
+    finally:
+        redis_proc.kill()
+        redis_proc.wait(timeout=10)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 3, stderr  # stopped early: run again
+    assert "Traceback" not in stderr
+    assert "lost the broker" in json.loads(stdout)["run"]["stop_reason"]
+    assert query(db, "SELECT state, COUNT(*) FROM jobs GROUP BY state") == [("queued", 5)]
+
+
+def test_snap_with_no_redis_listening_fails_in_one_line_before_claiming(tmp_path: Path) -> None:
+    db = tmp_path / "none.db"
+    folder = make_items(tmp_path / "photos", 2)
+    proc = start_coordinator(folder, db, f"redis://:secret@127.0.0.1:{free_port()}/0")
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert "error: cannot reach the broker at redis://:***@127.0.0.1:" in stderr
+    assert "secret" not in stderr and "Traceback" not in stderr
+    assert query(db, "SELECT state, COUNT(*) FROM jobs GROUP BY state") == [("queued", 2)]
+

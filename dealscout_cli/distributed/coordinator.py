@@ -31,6 +31,7 @@ from typing import Any
 
 import anyio
 import redis
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from dealscout_cli import prompts
 from dealscout_cli.config import Settings
@@ -43,7 +44,7 @@ from dealscout_cli.distributed.app import (
     make_app,
 )
 from dealscout_cli.distributed.tasks import calls_key, encode_images, stage_key
-from dealscout_cli.errors import BadPhoto, UsageError
+from dealscout_cli.errors import BadPhoto, BrokerError, UsageError
 from dealscout_cli.models import Identification, PriceEstimate
 from dealscout_cli.pipeline import Pipeline, PipelineConfig
 from dealscout_cli.runner import (
@@ -131,6 +132,10 @@ class Coordinator:
         restore = self._install_signals() if self.handle_signals else None
         try:
             self._loop()
+        except BROKER_ERRORS as exc:  # Redis went away mid-run: stop, give the jobs back
+            self.summary.stop_reason = (
+                f"lost the broker ({type(exc).__name__}: {exc}); run snap again once it is back"
+            )
         finally:
             if restore:
                 restore()
@@ -169,7 +174,12 @@ class Coordinator:
             )
             if lease is None:
                 return
-            self._dispatch(lease)
+            try:
+                self._dispatch(lease)
+            except BaseException:
+                if not any(out.lease.job_id == lease.job_id for out in self.out.values()):
+                    self.store.release(lease, now=self.clock(), reason="not sent to the fleet")
+                raise
 
     def _dispatch(self, lease: Lease) -> None:
         item = self.store.item(lease.item_id)
@@ -374,6 +384,10 @@ class Coordinator:
         return restore
 
 
+# What losing Redis raises: redis-py directly (results, our keys), kombu when sending a task.
+BROKER_ERRORS = (redis.RedisError, KombuOperationalError)
+
+
 async def _no_calls(call: CallRecord) -> None:
     raise AssertionError("the coordinator makes no model calls")
 
@@ -388,6 +402,7 @@ def run_fleet(
         raise UsageError("--engine celery needs a broker: pass --broker redis://HOST:6379/0 "
                          "or set DEALSCOUT_BROKER")
     options = FleetOptions(broker_url=broker_url, max_in_flight=max_in_flight or settings.concurrency)
+    _check_broker(broker_url)
     owner = new_owner()
     command = {"engine": "celery", "broker": _redact(broker_url), "vision_model": settings.vision_model,
                "pricing_model": settings.pricing_model, "concurrency": options.max_in_flight,
@@ -403,6 +418,20 @@ def run_fleet(
     finally:
         coordinator.close()
         store.finish_run(run_id, status, store.counts(), now=time.time())
+
+
+def _check_broker(url: str) -> None:
+    """Fail before any job is claimed when Redis is not there, with the fix in the message."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise BrokerError(
+            f"cannot reach the broker at {_redact(url)} ({exc}); start redis-server there, "
+            "or fix --broker / DEALSCOUT_BROKER"
+        ) from None
+    finally:
+        client.close()
 
 
 def _redact(url: str) -> str:
