@@ -398,3 +398,17 @@ def test_snap_with_no_redis_listening_fails_in_one_line_before_claiming(tmp_path
     assert "secret" not in stderr and "Traceback" not in stderr
     assert query(db, "SELECT state, COUNT(*) FROM jobs GROUP BY state") == [("queued", 2)]
 
+
+def test_a_worker_whose_key_is_rejected_stops_the_run_and_fails_no_item(
+    tmp_path: Path, photos: Path, redis_server: str, workers: Workers
+) -> None:
+    db = tmp_path / "key.db"
+    with Emulator(EmulatorConfig(seed=1, api_key="the-real-key")) as emu:  # workers hold another
+        workers(emu.url, 1)
+        proc = start_coordinator(photos, db, redis_server)
+        stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 3, stderr  # as a local run: stopped early, fix the key, run again
+    assert "on a worker: the API key was rejected" in json.loads(stdout)["run"]["stop_reason"]
+    assert query(db, "SELECT state, COUNT(*) FROM jobs GROUP BY state") == [("queued", 6)]
+    assert FAKE_KEY not in stdout + stderr
+

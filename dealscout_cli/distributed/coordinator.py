@@ -264,10 +264,16 @@ class Coordinator:
                     prompt_version=prompts.PROMPT_VERSION, offline=self.settings.offline, now=self.clock(),
                 )
             error = result["error"]
-            if error.get("quota"):
+            # As in a local run: a daily quota or a rejected key would fail every item that
+            # follows, so the item goes back to the queue and the run stops (exit 3).
+            if error.get("quota") or error.get("kind") == "key_rejected":
                 self.store.release(lease, now=self.clock(), reason=error["message"])
                 self.summary.released += 1
-                self._stop(f"daily quota exhausted; resume after it resets ({error['message']})")
+                self._stop(
+                    f"daily quota exhausted; resume after it resets ({error['message']})"
+                    if error.get("quota")
+                    else f"on a worker: {error['message']}"
+                )
                 return
             self._fail_or_retry(lease, item, error["kind"], error["message"], retryable=error["retryable"])
         except LeaseLost as exc:  # someone else holds the job now: this result is theirs to record
