@@ -851,6 +851,13 @@ def emulator(
     api_key: Annotated[
         str | None, typer.Option(help="Accept only this key (default: any non-empty key).")
     ] = None,
+    models: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve only these models (comma-separated); others get Google's 404, as an "
+            "unknown or retired model name does. Default: any name."
+        ),
+    ] = None,
 ) -> None:
     """Run a local stand-in for the Gemini API, with rate limits and fault injection.
 
@@ -877,6 +884,7 @@ def emulator(
             max_tokens_rate=max_tokens_rate,
             safety_rate=safety_rate,
             api_key=api_key,
+            models=_model_list(models),
         )
     except ValueError as exc:
         _fail(str(exc), EXIT_USAGE)
@@ -891,6 +899,16 @@ def emulator(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
             "pick another --port (0 picks a free one)"
         )
+
+
+def _model_list(text: str | None) -> tuple[str, ...] | None:
+    """--models a,b -> ("a", "b"); None (any model) when not given."""
+    if text is None:
+        return None
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        _fail("--models needs at least one model name, e.g. gemini-3.6-flash", EXIT_USAGE)
+    return names
 
 
 from dealscout_cli.distributed.cli import worker as _worker  # noqa: E402 (Celery loads lazily)

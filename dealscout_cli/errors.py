@@ -10,6 +10,7 @@
         ├── RateLimited        429 per-minute quota; retry after `retry_after`
         ├── QuotaExhausted     429 per-day quota; stop the run
         ├── KeyRejected        400/403 for the API key; stop the run
+        ├── ModelNotFound      404 for the model name; stop the run
         ├── ProviderTimeout    no answer within the call timeout
         ├── BadModelOutput     the answer is not valid JSON for the schema
         └── Blocked            safety block or no candidates
@@ -88,6 +89,21 @@ class KeyRejected(ProviderError):
 
     def __init__(self, message: str, *, status: int) -> None:
         super().__init__(message, status=status, retryable=False)
+
+
+class ModelNotFound(ProviderError):
+    """The API does not know the model name (404): every call to it would fail the same way."""
+
+    kind = "model_not_found"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=404, retryable=False)
+
+
+# Errors after which every further call fails the same way: the item goes back to the
+# queue and the run stops (exit 3) instead of failing every item in turn.
+STOPS_THE_RUN = (QuotaExhausted, KeyRejected, ModelNotFound)
+STOPS_THE_RUN_KINDS = frozenset(error.kind for error in STOPS_THE_RUN)
 
 
 class ProviderTimeout(ProviderError):

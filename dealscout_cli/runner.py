@@ -30,7 +30,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from dealscout_cli.budget import Budget
-from dealscout_cli.errors import BadPhoto, KeyRejected, ProviderError, QuotaExhausted
+from dealscout_cli.errors import STOPS_THE_RUN, BadPhoto, ProviderError, QuotaExhausted
 from dealscout_cli.models import Identification, PriceEstimate
 from dealscout_cli.pipeline import Pipeline
 from dealscout_cli.prompts import PROMPT_VERSION
@@ -376,7 +376,7 @@ class Runner:
                 f"took longer than {self.options.soft_time_limit:g} s (soft time limit)",
                 True,
             )
-        elif isinstance(value, QuotaExhausted | KeyRejected):
+        elif isinstance(value, STOPS_THE_RUN):
             # Every other item would fail the same way: put this one back and stop cleanly.
             await self.db(self.store.release, lease, now=now, reason=str(value))
             self.summary.released += 1

@@ -353,6 +353,26 @@ def test_rejected_key_stops_the_run_without_leaking_it(
     assert json.loads(run("status", "--json").stdout)["counts"]["queued"] == 4
 
 
+def test_unknown_model_name_stops_the_run_instead_of_failing_every_item(
+    tmp_path: Path, db: Path, monkeypatch
+) -> None:
+    from dealscout_cli.emulator import Emulator, EmulatorConfig
+
+    for n in range(4):
+        make_jpeg(tmp_path / "p" / f"{n}.jpg", seed=n)
+    served = EmulatorConfig(seed=7, models=("gemini-3.6-flash", "gemini-3.5-flash-lite"))
+    with Emulator(served) as emu:
+        monkeypatch.setenv("GEMINI_API_KEY", FAKE_KEY)
+        result = run("snap", str(tmp_path / "p"), "--base-url", emu.url, "--concurrency", "1",
+                     "--vision-model", "gemini-1.5-flash")  # retired: Google answers 404
+        answered = emu.stats().requests_by_status
+    assert result.exit_code == 3, result.output
+    assert "model gemini-1.5-flash not found (404)" in result.output
+    assert "--vision-model" in result.output
+    assert answered == {404: 1}  # one call learned it; no retries, no other items tried
+    assert json.loads(run("status", "--json").stdout)["counts"]["queued"] == 4
+
+
 def test_max_cost_stops_claiming_before_the_budget_is_passed(photos: Path, db: Path,
                                                              env_with_key) -> None:
     result = run("snap", str(photos), "--max-cost", "0.006", "--concurrency", "1")

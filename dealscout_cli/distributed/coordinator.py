@@ -44,7 +44,7 @@ from dealscout_cli.distributed.app import (
     make_app,
 )
 from dealscout_cli.distributed.tasks import calls_key, encode_images, stage_key
-from dealscout_cli.errors import BadPhoto, BrokerError, UsageError
+from dealscout_cli.errors import STOPS_THE_RUN_KINDS, BadPhoto, BrokerError, UsageError
 from dealscout_cli.models import Identification, PriceEstimate
 from dealscout_cli.pipeline import Pipeline, PipelineConfig
 from dealscout_cli.runner import (
@@ -264,9 +264,9 @@ class Coordinator:
                     prompt_version=prompts.PROMPT_VERSION, offline=self.settings.offline, now=self.clock(),
                 )
             error = result["error"]
-            # As in a local run: a daily quota or a rejected key would fail every item that
-            # follows, so the item goes back to the queue and the run stops (exit 3).
-            if error.get("quota") or error.get("kind") == "key_rejected":
+            # As in a local run: a daily quota, a rejected key or an unknown model would fail
+            # every item that follows, so the item goes back to the queue and the run stops.
+            if error.get("quota") or error.get("kind") in STOPS_THE_RUN_KINDS:
                 self.store.release(lease, now=self.clock(), reason=error["message"])
                 self.summary.released += 1
                 self._stop(

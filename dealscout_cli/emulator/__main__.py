@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--trickle-seconds", type=float, default=1.0, help="how long a trickled body takes")
     add("--window-seconds", type=float, default=60.0, help="length of the per-minute window")
     add("--api-key", help="accept only this key (default: any non-empty key)")
+    add("--models", help="serve only these models, comma-separated (default: any name)")
     add("--log-level", default="warning")
     return parser
 
@@ -45,7 +46,9 @@ def main(argv: list[str] | None = None) -> None:
             drop_rate=args.drop_rate, trickle_rate=args.trickle_rate,
             trickle_seconds=args.trickle_seconds, malformed_rate=args.malformed_rate,
             max_tokens_rate=args.max_tokens_rate, safety_rate=args.safety_rate,
-            api_key=args.api_key, window_seconds=args.window_seconds)
+            api_key=args.api_key, window_seconds=args.window_seconds,
+            models=tuple(m.strip() for m in args.models.split(",") if m.strip())
+            if args.models else None)
     except ValueError as problem:
         parser.error(str(problem))
     def ready(url: str) -> None:

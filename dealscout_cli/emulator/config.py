@@ -43,6 +43,7 @@ class EmulatorConfig:
     max_tokens_rate: float = 0.0
     safety_rate: float = 0.0
     api_key: str | None = None
+    models: tuple[str, ...] | None = None  # when set, other model names get Google's 404
     window_seconds: float = 60.0
     day_seconds: float = 86_400.0
     injected_retry_delay: int = 1

@@ -124,6 +124,7 @@ class EmulatorApp:
             return
         try:
             self.check_key(scope)
+            self.check_model(model, version, action)
             request = parse_request(body)
             facts = self.look_at(request)
         except BadRequest as problem:
@@ -144,6 +145,15 @@ class EmulatorApp:
             await respond(send, 200, {})
         else:
             await respond(send, 404, error_body(404, "NOT_FOUND", f"Unknown path {path}", []))
+
+    def check_model(self, model: str, version: str, action: str) -> None:
+        """With `EmulatorConfig.models` set, an unknown model name is a 404, worded as Google's."""
+        known = self.config.models
+        if known is not None and model not in known:
+            raise BadRequest(
+                404, "NOT_FOUND", f"models/{model} is not found for API version {version}, or is "
+                f"not supported for {action}. Call ListModels to see the list of available "
+                "models and their supported methods.")
 
     def check_key(self, scope: Scope) -> None:
         key = None
@@ -219,6 +229,7 @@ class EmulatorApp:
         """Accept inlined requests; their answers are drawn now and revealed when the job is done."""
         try:
             self.check_key(scope)
+            self.check_model(model, "v1beta", "batchGenerateContent")
             entries = _inlined_requests(body)
             parsed = []
             for i, entry in enumerate(entries):

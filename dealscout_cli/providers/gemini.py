@@ -25,6 +25,7 @@ from dealscout_cli.config import NO_API_KEY
 from dealscout_cli.errors import (
     Blocked,
     KeyRejected,
+    ModelNotFound,
     ProviderError,
     ProviderTimeout,
     QuotaExhausted,
@@ -284,10 +285,8 @@ class GeminiProvider:
                 status=code,
             )
         if code == 404:
-            return ProviderError(
-                f"{model}: model not found (404); choose another with --vision-model/--pricing-model",
-                status=code,
-                retryable=False,
+            return ModelNotFound(
+                f"model {model} not found (404); choose another with --vision-model/--pricing-model"
             )
         retryable = code in (408, 500, 502, 503, 504)
         return ProviderError(
