@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from dealscout_cli.config import ENV_BROKER
+from dealscout_cli.config import ENV_BROKER, api_key_from_env
 from dealscout_cli.distributed import INSTALL_HINT, QUEUE
 
 
@@ -31,6 +31,13 @@ def worker(
 
     Example: dealscout worker --concurrency 8 -n box2@%h --broker redis://10.0.0.5:6379/0
     """
+    if not api_key_from_env(os.environ):  # every task would fail: refuse to take any
+        typer.echo(
+            "error: no Gemini API key for this worker: set GEMINI_API_KEY (or GOOGLE_API_KEY) "
+            "in its environment; the coordinator's key is not sent to workers",
+            err=True,
+        )
+        raise typer.Exit(2)
     if broker:
         os.environ[ENV_BROKER] = broker  # read by app.py, here and in the pool processes
     try:
