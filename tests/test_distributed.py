@@ -280,6 +280,27 @@ def test_three_workers_share_one_rate_limit(tmp_path: Path, redis_server: str, w
     assert elapsed > (items - 95) / 9.5  # the limiter, not the workers' speed, set the pace
 
 
+def test_three_workers_without_rpm_keep_to_the_quota_by_the_shared_retry_info_pause(
+    tmp_path: Path, redis_server: str, workers: Workers
+) -> None:
+    # No --rpm: nothing spaces the starts. The first 429's RetryInfo (until the server's
+    # window has room) pauses the whole fleet, so each window fills and nobody hammers.
+    items = 200
+    folder, db = make_items(tmp_path / "p", items), tmp_path / "fleet.db"
+    quota = EmulatorConfig(seed=3, rpm=100, window_seconds=10, latency=0.05)
+    with Emulator(quota) as emu:
+        workers(emu.url, 3, concurrency=2)
+        started = time.monotonic()
+        coordinate(folder, db, redis_server)
+        elapsed = time.monotonic() - started
+        stats = emu.stats()
+    answered = stats.requests_by_status
+    print(f"no --rpm: {answered} in {elapsed:.1f} s for {items} items (ideal {items / 10:.0f} s)")
+    assert query(db, "SELECT state, COUNT(*) FROM jobs GROUP BY state") == [("done", items)]
+    assert answered.get(429, 0) <= 0.05 * sum(answered.values())
+    assert elapsed < 2 * items / 10  # near the quota's pace (measured: 25.6 s for 240 items)
+
+
 def test_rerun_after_coordinator_killed_collects_finished_results_without_new_calls(
     tmp_path: Path, redis_server: str, workers: Workers
 ) -> None:
