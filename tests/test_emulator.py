@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import httpx
+import jsonschema
 import pytest
 from google import genai
 from google.genai import errors, types
@@ -154,7 +155,6 @@ def test_async_client_identifies_photos_concurrently(emulator: Emulator) -> None
 
 
 def test_json_schema_dialect_with_refs_nullables_and_bounds(client: genai.Client) -> None:
-    jsonschema = pytest.importorskip("jsonschema")
     schema = {
         "type": "object",
         "$defs": {
@@ -669,3 +669,36 @@ def test_dealscout_emulator_on_a_busy_port_says_so_in_one_line() -> None:
         f"error: cannot listen on 127.0.0.1:{port}: Address already in use; "
         "pick another --port (0 picks a free one)"
     )
+
+
+def test_strings_with_a_pattern_match_it(client: genai.Client) -> None:
+    patterns = {
+        "sku": r"^DS-[0-9A-F]{10}$",
+        "zip": r"^\d{5}(-\d{4})?$",
+        "currency": r"^[A-Z]{3}$",  # "USD" by name already matches: kept
+        "colour": r"^(red|green|blue)$",
+        "email": r"^\w+@\w+\.com$",
+        "note": r"[^abc]+x",
+    }
+    schema = {
+        "type": "object",
+        "properties": {name: {"type": "string", "pattern": p} for name, p in patterns.items()},
+        "required": list(patterns),
+    }
+    response = client.models.generate_content(
+        model=MODEL, contents=[image_part(photo()), "Describe it."],
+        config=types.GenerateContentConfig(response_mime_type=JSON, response_json_schema=schema))
+
+    answer = json.loads(response.text)
+    jsonschema.validate(answer, schema)  # jsonschema checks `pattern` too
+    assert answer["currency"] == "USD"
+
+
+def test_a_pattern_it_cannot_generate_leaves_the_plain_text() -> None:
+    import random
+
+    from dealscout_cli.emulator.schema import string_for_pattern
+
+    assert string_for_pattern(r"^(a)\1$", random.Random(1)) is None  # backreference
+    assert string_for_pattern(r"(?=x)y", random.Random(1)) is None  # lookahead
+    assert string_for_pattern(r"[", random.Random(1)) is None  # not a regex

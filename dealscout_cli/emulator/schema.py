@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -248,6 +249,9 @@ class _Generator:
         return f"{item.name} {key.replace('_', ' ')}".strip()
 
     def fit_string(self, node: dict[str, Any], text: str) -> str:
+        pattern = node.get("pattern")
+        if isinstance(pattern, str) and not _matches(pattern, text):
+            return string_for_pattern(pattern, self.rng) or text
         high = node.get("maxLength")
         low = int(node.get("minLength", 0))
         if node.get("format") in ("date", "date-time", "email", "uri", "url"):
@@ -309,3 +313,98 @@ def plain_text_answer(subject: Subject) -> str:
     return (f"This looks like a {subject.title()}. {subject.description()} "
             f"Similar items sell for ${low:.2f}-${high:.2f}; a fair asking price is "
             f"${suggested:.2f}.")
+
+
+# ---------------------------------------------------------------- strings for a `pattern`
+
+_REPEAT_EXTRA = 2  # an open-ended quantifier (*, +, {n,}) repeats up to this many more
+
+
+def _matches(pattern: str, text: str) -> bool:
+    """JSON Schema's rule: the pattern matches anywhere in the string (not anchored)."""
+    try:
+        return re.search(pattern, text) is not None
+    except re.error:
+        return True  # not a pattern Python can read: leave the text alone
+
+
+def string_for_pattern(pattern: str, rng: random.Random) -> str | None:
+    """A short string `pattern` matches, or None when it uses what we cannot generate
+    (backreferences, lookarounds) or is not a regular expression Python reads."""
+    try:
+        tree = re._parser.parse(pattern)  # type: ignore[attr-defined]
+        text = _emit(tree, rng)
+    except (re.error, _Unsupported, RecursionError):
+        return None
+    return text if _matches(pattern, text) else None
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def _emit(tree: Any, rng: random.Random) -> str:
+    from re import _constants as c  # type: ignore[attr-defined]
+
+    out: list[str] = []
+    for op, arg in tree:
+        if op is c.LITERAL:
+            out.append(chr(arg))
+        elif op is c.NOT_LITERAL:
+            out.append("a" if arg != ord("a") else "b")
+        elif op is c.ANY:
+            out.append("x")
+        elif op is c.IN:
+            out.append(_from_set(arg, rng))
+        elif op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
+            low, high, sub = arg
+            top = low + _REPEAT_EXTRA if high is c.MAXREPEAT else min(high, low + _REPEAT_EXTRA)
+            out.extend(_emit(sub, rng) for _ in range(rng.randint(low, top)))
+        elif op is c.SUBPATTERN:
+            out.append(_emit(arg[-1], rng))
+        elif op is c.ATOMIC_GROUP:
+            out.append(_emit(arg, rng))
+        elif op is c.BRANCH:
+            out.append(_emit(rng.choice(arg[1]), rng))
+        elif op is c.AT:
+            continue  # ^ $ \b: positions, no characters
+        else:  # backreferences, lookarounds, conditionals
+            raise _Unsupported(str(op))
+    return "".join(out)
+
+
+def _from_set(items: list[tuple[Any, Any]], rng: random.Random) -> str:
+    from re import _constants as c  # type: ignore[attr-defined]
+
+    if items and items[0][0] is c.NEGATE:
+        allowed = re.compile("[" + "".join(_set_source(items[1:])) + "]")
+        for candidate in "aA0_- xZ9":
+            if not allowed.match(candidate):
+                return candidate
+        raise _Unsupported("negated set")
+    op, arg = rng.choice(items)
+    if op is c.LITERAL:
+        return chr(arg)
+    if op is c.RANGE:
+        return chr(rng.randint(arg[0], arg[1]))
+    if op is c.CATEGORY:
+        return {c.CATEGORY_DIGIT: "7", c.CATEGORY_SPACE: " ", c.CATEGORY_WORD: "k"}.get(arg, "x")
+    raise _Unsupported(str(op))
+
+
+def _set_source(items: list[tuple[Any, Any]]) -> list[str]:
+    from re import _constants as c  # type: ignore[attr-defined]
+
+    parts = []
+    for op, arg in items:
+        if op is c.LITERAL:
+            parts.append(re.escape(chr(arg)))
+        elif op is c.RANGE:
+            parts.append(f"{re.escape(chr(arg[0]))}-{re.escape(chr(arg[1]))}")
+        elif op is c.CATEGORY:
+            parts.append({c.CATEGORY_DIGIT: r"\d", c.CATEGORY_SPACE: r"\s",
+                          c.CATEGORY_WORD: r"\w"}.get(arg, ""))
+        else:
+            raise _Unsupported(str(op))
+    return parts
+
