@@ -190,8 +190,9 @@ def snap(
     Items are keyed by their photos' content, so a rerun (or a rename) never pays
     twice; a killed run resumes where it stopped. Exit codes: 0 all done
     (with --batch: or still pending in a batch), 1 some items failed, 2 usage
-    error, 3 stopped early (daily quota; with --batch: a batch could not be sent
-    or polled, or ended without results), 130/143 interrupted.
+    error, 3 stopped early (daily quota, key rejected, model unknown, broker lost;
+    with --batch: a batch could not be sent or polled, or ended without results),
+    130/143 interrupted.
 
     Example: dealscout snap ./photos --group folder --offline
     """
