@@ -92,10 +92,6 @@ def snap(
         if batch and (engine != "local" or max_cost_micro_usd is not None):
             raise UsageError("--batch works with the local engine and without --max-cost")
         if max_cost_micro_usd is not None:
-            if engine == "celery":
-                raise UsageError(
-                    "--max-cost is not supported with --engine celery yet; run locally"
-                )
             budget = _budget(store, found, settings, max_cost_micro_usd)
         batch_keys = {item.key for item in found.items}
         summary = None
@@ -112,6 +108,7 @@ def snap(
                     broker_url=broker,
                     on_event=on_event,
                     handle_signals=handle_signals,
+                    budget=budget,
                 )
             else:
                 summary = _run(

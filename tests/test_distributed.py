@@ -128,7 +128,7 @@ def make_items(folder: Path, count: int) -> Path:
 
 
 def start_coordinator(folder: Path, db: Path, broker: str, *, rpm: float | None = None,
-                      lease: float = 30) -> subprocess.Popen:
+                      lease: float = 30, extra: tuple[str, ...] = ()) -> subprocess.Popen:
     """`dealscout snap --engine celery`, as a user runs it (no API key: the workers hold it)."""
     env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
     command = [sys.executable, "-m", "dealscout_cli.cli", "snap", str(folder), "--engine", "celery",
@@ -136,6 +136,7 @@ def start_coordinator(folder: Path, db: Path, broker: str, *, rpm: float | None 
                "--quiet", "--json"]
     if rpm:
         command += ["--rpm", str(rpm)]
+    command += extra
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
@@ -444,3 +445,22 @@ def test_worker_without_a_key_refuses_to_start() -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert "no Gemini API key for this worker: set GEMINI_API_KEY" in done.stderr
+
+
+def test_max_cost_stops_the_fleet_claiming_before_the_budget_is_passed(
+    tmp_path: Path, photos: Path, redis_server: str, workers: Workers
+) -> None:
+    db = tmp_path / "budget.db"
+    with Emulator(EmulatorConfig(seed=1)) as emu:
+        workers(emu.url, 1)
+        # The budget counts the items out at full price: it stops sending before it is passed.
+        command = start_coordinator(photos, db, redis_server, extra=("--max-cost", "0.006"))
+        stdout, stderr = command.communicate(timeout=120)
+    assert command.returncode == 3, stderr
+    assert "raise --max-cost to go on" in json.loads(stdout)["run"]["stop_reason"]
+    report = json.loads(CliRunner().invoke(app, ["status", "--json", "--db", str(db)]).stdout)
+    assert 1 <= report["counts"]["done"] < 6 and report["counts"]["queued"] >= 1
+    assert report["counts"]["running"] == 0  # the items out came back before it stopped
+    assert report["cost_micro_usd"] <= 6000
+    print(f"fleet under --max-cost 0.006: {report['counts']}, spent {report['cost_micro_usd']} micro-USD")
+

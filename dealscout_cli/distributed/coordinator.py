@@ -34,6 +34,7 @@ import redis
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from dealscout_cli import prompts
+from dealscout_cli.budget import Budget
 from dealscout_cli.config import Settings
 from dealscout_cli.costs import call_cost_micros, load_prices
 from dealscout_cli.distributed.app import (
@@ -93,9 +94,12 @@ class Coordinator:
         self, store: Store, settings: Settings, options: FleetOptions, *, run_id: int,
         owner: str, on_event: Callable[[Event], None] = lambda event: None,
         clock: Callable[[], float] = time.time, handle_signals: bool = True,
+        budget: Budget | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
+        self.budget = budget
+        self.claiming = True  # False once --max-cost says no more: what is out still comes back
         self.options = options
         self.run_id = run_id
         self.owner = owner
@@ -149,7 +153,7 @@ class Coordinator:
         while True:
             self._fill()
             if not self.out:
-                if self.stopping or not self._others_still_busy():
+                if self.stopping or not self.claiming or not self._others_still_busy():
                     return
                 time.sleep(IDLE_POLL)
                 continue
@@ -169,6 +173,8 @@ class Coordinator:
 
     def _fill(self) -> None:
         while not self.stopping and len(self.out) < self.options.max_in_flight:
+            if not self._budget_allows_next_item():
+                return
             lease = self.store.claim_next_job(
                 self.owner, now=self.clock(), lease_seconds=self.settings.lease_seconds
             )
@@ -367,6 +373,23 @@ class Coordinator:
                 pass
         self.out.clear()
 
+    def _budget_allows_next_item(self) -> bool:
+        """--max-cost, as in a local run: no new item once the recorded spend plus the items
+        out (at full price) could pass the limit; the items out still finish."""
+        if not self.claiming:
+            return False
+        if self.budget is None:
+            return True
+        spent = self.summary.cost_micro_usd
+        finished = self.summary.done + self.summary.failed + self.summary.retried
+        if self.budget.allows_next_item(spent, in_flight=len(self.out), items_finished=finished):
+            return True
+        self.claiming = False
+        reason = self.budget.message(spent, in_flight=len(self.out), items_finished=finished)
+        self.summary.stop_reason = self.summary.stop_reason or reason
+        self.on_event(Event(EventKind.STOPPING, message=reason, fields={"how": "graceful"}))
+        return False
+
     def _stop(self, reason: str) -> None:
         if not self.stopping:
             self.stopping = True
@@ -401,7 +424,7 @@ async def _no_calls(call: CallRecord) -> None:
 def run_fleet(
     store: Store, settings: Settings, *, broker_url: str | None,
     on_event: Callable[[Event], None] = lambda event: None, handle_signals: bool = True,
-    max_in_flight: int | None = None,
+    max_in_flight: int | None = None, budget: Budget | None = None,
 ) -> RunSummary:
     """What `snap --engine celery` runs instead of the local Runner: one run, recorded in `runs`."""
     if not broker_url:
@@ -416,7 +439,7 @@ def run_fleet(
     run_id = store.start_run(owner, command, offline=settings.offline, now=time.time())
     status = "crashed"
     coordinator = Coordinator(store, settings, options, run_id=run_id, owner=owner, on_event=on_event,
-                              handle_signals=handle_signals)
+                              handle_signals=handle_signals, budget=budget)
     try:
         summary = coordinator.run()
         status = "interrupted" if summary.signal_number else ("stopped" if summary.stop_reason else "finished")
