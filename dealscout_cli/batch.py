@@ -29,12 +29,13 @@ from typing import Any
 
 import anyio
 
+from dealscout_cli.budget import Budget
 from dealscout_cli.costs import ModelPrice, call_cost_micros, grounding_fee_micros
 from dealscout_cli.errors import BadPhoto, ProviderError
 from dealscout_cli.models import Identification, PriceEstimate
 from dealscout_cli.pipeline import Pipeline, grounded_price_output, parse_answer
 from dealscout_cli.providers.base import ModelReply, ModelRequest
-from dealscout_cli.store import CallRecord, Lease, Stage, Store
+from dealscout_cli.store import BATCHED, CallRecord, Lease, Stage, Store
 
 BATCH_LEASE_SECONDS = 900.0  # held while photos are prepared and the batch is sent
 MAX_BATCH_BYTES = 15 * 1024 * 1024  # inlined batches must stay under 20 MB of request
@@ -53,6 +54,7 @@ class BatchReport:
     calls: int = 0
     cost_micro_usd: int = 0
     errors: list[str] = field(default_factory=list)  # submission/poll problems (run again)
+    stop_reason: str | None = None  # --max-cost held items back: raise it to go on
     done_items: list[dict[str, Any]] = field(default_factory=list)
     failed_items: list[dict[str, Any]] = field(default_factory=list)
 
@@ -73,8 +75,10 @@ class BatchRun:
         max_attempts: int,
         prompt_version: str,
         clock: Callable[[], float] = time.time,
+        budget: Budget | None = None,
     ) -> None:
         self.store = store
+        self.budget = budget  # at the batch price: see snap._budget
         self.pipeline = pipeline
         self.provider = provider
         self.prices = prices
@@ -306,7 +310,7 @@ class BatchRun:
 
     async def submit(self) -> None:
         leases: list[Lease] = []
-        while True:
+        while self._budget_allows_next_item(claimed=len(leases)):
             lease = self.store.claim_next_job(
                 self.owner, now=self.clock(), lease_seconds=BATCH_LEASE_SECONDS
             )
@@ -347,6 +351,21 @@ class BatchRun:
             await self._send(Stage.IDENTIFY, self.vision_model, chunk, grounded=False)
         if to_price:
             await self._submit_price(to_price)
+
+    def _budget_allows_next_item(self, *, claimed: int) -> bool:
+        """--max-cost: items waiting in batches are paid when collected, so they count as in
+        flight, with the items claimed for this submission."""
+        if self.budget is None:
+            return True
+        in_flight = claimed + self.store.counts().get(BATCHED, 0)
+        spent, finished = self.report.cost_micro_usd, self.report.done + self.report.failed
+        if self.budget.allows_next_item(spent, in_flight=in_flight, items_finished=finished):
+            return True
+        if self.store.counts()["queued"] > 0:  # only a stop when work is actually held back
+            self.report.stop_reason = self.budget.message(
+                spent, in_flight=in_flight, items_finished=finished
+            )
+        return False
 
     async def _submit_price(self, items: list[tuple[Lease, Identification]]) -> None:
         pairs = [(lease, self.pipeline.price_request(ident)) for lease, ident in items]

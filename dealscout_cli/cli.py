@@ -303,6 +303,7 @@ def _render_batch(result: Any, *, quiet: bool, json_out: bool) -> None:
                 "calls": report.calls,
                 "cost_usd": report.cost_micro_usd / 1_000_000,
                 "errors": report.errors,
+                "stop_reason": report.stop_reason,
             },
             "failed": result.failed_in_batch,
             "offline": result.offline,
@@ -312,6 +313,8 @@ def _render_batch(result: Any, *, quiet: bool, json_out: bool) -> None:
         return
     for problem in report.errors:
         err.print(f"[yellow]batch:[/] {plain(problem)}", highlight=False)
+    if report.stop_reason:
+        err.print(f"[yellow]stopped early:[/] {plain(report.stop_reason)}", highlight=False)
     if not quiet:
         for batch in report.collected:
             err.print(

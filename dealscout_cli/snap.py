@@ -8,6 +8,7 @@ pipeline, runner) and nothing else: each decision lives in its own module.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -19,7 +20,7 @@ import anyio
 
 from dealscout_cli.budget import Budget
 from dealscout_cli.config import NO_API_KEY, OFFLINE_API_KEY, Settings
-from dealscout_cli.costs import load_prices
+from dealscout_cli.costs import BATCH_DISCOUNT, load_prices
 from dealscout_cli.errors import UsageError
 from dealscout_cli.limits import Limits, ModelLimit
 from dealscout_cli.pipeline import Pipeline, PipelineConfig
@@ -89,15 +90,17 @@ def snap(
         )
         on_scanned(found, report)
         budget = None
-        if batch and (engine != "local" or max_cost_micro_usd is not None):
-            raise UsageError("--batch works with the local engine and without --max-cost")
+        if batch and engine != "local":
+            raise UsageError("--batch works with the local engine (Gemini runs the batch)")
         if max_cost_micro_usd is not None:
-            budget = _budget(store, found, settings, max_cost_micro_usd)
+            budget = _budget(store, found, settings, max_cost_micro_usd, batch=batch)
         batch_keys = {item.key for item in found.items}
         summary = None
         batch_report = None
         if batch:  # always: open batches need polling even when nothing new is queued
-            batch_report, summary = _run_batch(store, settings, provider_factory, grounded_prices)
+            batch_report, summary = _run_batch(
+                store, settings, provider_factory, grounded_prices, budget
+            )
         elif store.counts()["queued"] or store.counts()["running"]:
             if engine == "celery":
                 from dealscout_cli.distributed.coordinator import run_fleet
@@ -291,9 +294,12 @@ def _run_batch(
     settings: Settings,
     provider_factory: Callable[[Settings], Any] | None,
     grounded_prices: bool,
+    budget: Budget | None = None,
 ) -> tuple[Any, RunSummary]:
     with model_endpoint(settings, batch_seconds=OFFLINE_BATCH_SECONDS) as settings:
-        return anyio.run(_run_batch_async, store, settings, provider_factory, grounded_prices)
+        return anyio.run(
+            _run_batch_async, store, settings, provider_factory, grounded_prices, budget
+        )
 
 
 async def _run_batch_async(
@@ -301,6 +307,7 @@ async def _run_batch_async(
     settings: Settings,
     provider_factory: Callable[[Settings], Any] | None,
     grounded_prices: bool,
+    budget: Budget | None = None,
 ) -> tuple[Any, RunSummary]:
     from dealscout_cli.batch import BatchRun
     from dealscout_cli.prompts import PROMPT_VERSION
@@ -330,6 +337,7 @@ async def _run_batch_async(
             offline=settings.offline,
             max_attempts=settings.max_attempts,
             prompt_version=PROMPT_VERSION,
+            budget=budget,
         )
         report = await run.run(wait=OFFLINE_BATCH_WAIT if settings.offline else 0.0)
         status = "finished"
@@ -346,6 +354,7 @@ async def _run_batch_async(
         elapsed=time.monotonic() - started,
         failed_items=report.failed_items,
         done_items=report.done_items,
+        stop_reason=report.stop_reason,
     )
     return report, summary
 
@@ -360,11 +369,16 @@ async def _unset_recorder(call: Any) -> None:  # replaced by the Runner
     raise RuntimeError("Pipeline.record_call used before the Runner set it")
 
 
-def _budget(store: Store, found: ScanResult, settings: Settings, limit_micro_usd: int) -> Budget:
-    """--max-cost: the limit covers every real call the database has recorded, not just this run."""
+def _budget(
+    store: Store, found: ScanResult, settings: Settings, limit_micro_usd: int, *, batch: bool
+) -> Budget:
+    """--max-cost: the limit covers every real call the database has recorded, not just this
+    run; with --batch an item is expected at the batch price."""
     from dealscout_cli.estimate import estimate_scan
 
     per_item = estimate_scan(found, settings).cost_per_item_micro_usd
+    if per_item is not None and batch:
+        per_item = math.ceil(per_item * BATCH_DISCOUNT)
     if per_item is None:
         raise UsageError(
             f"--max-cost needs a price for {settings.vision_model} and {settings.pricing_model}; "

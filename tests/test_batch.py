@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -185,3 +186,29 @@ def test_batch_the_server_no_longer_has_gives_its_items_back(
         while status(db)["counts"]["done"] < 6:  # the new server answers at once
             assert run("snap", str(photos), "--batch").exit_code == 0
     assert rows(db, "SELECT COUNT(*) FROM listings") == [(6,)]
+
+
+def test_max_cost_holds_items_back_from_batches_at_the_batch_price(
+    photos: Path, db: Path, batch_env: dict[str, str], batch_emulator: Any
+) -> None:
+    # The budget expects an item at half the estimate's (deliberately high) online price;
+    # 2.5 items' worth lets two go into the batch.
+    per_item = json.loads(run("estimate", str(photos), "--json").stdout)["cost_per_item_micro_usd"]
+    limit = f"{2.5 * math.ceil(per_item / 2) / 1e6:.6f}"
+    first = run("snap", str(photos), "--batch", "--max-cost", limit, "--json")
+    assert first.exit_code == 3, first.output  # work held back: raise --max-cost to go on
+    payload = json.loads(first.stdout)["batch"]
+    assert "raise --max-cost to go on" in payload["stop_reason"]
+    assert sum(batch["items"] for batch in payload["submitted"]) == 2
+    assert status(db)["counts"]["batched"] == 2 and status(db)["counts"]["queued"] == 4
+    for _ in range(6):  # collect; real costs below the estimate may leave room for one more
+        run("snap", str(photos), "--batch", "--max-cost", limit)
+    report = status(db)
+    assert 2 <= report["counts"]["done"] < 6 and report["counts"]["queued"] >= 1
+    assert report["counts"].get("batched", 0) == 0
+    assert report["cost_micro_usd"] <= float(limit) * 1e6  # the budget held
+    raised = run("snap", str(photos), "--batch", "--max-cost", "1", "--json")
+    assert raised.exit_code == 0, raised.output
+    assert sum(b["items"] for b in json.loads(raised.stdout)["batch"]["submitted"]) == (
+        report["counts"]["queued"]
+    )
