@@ -310,7 +310,8 @@ class BatchRun:
 
     async def submit(self) -> None:
         leases: list[Lease] = []
-        while self._budget_allows_next_item(claimed=len(leases)):
+        waiting = self.store.counts().get(BATCHED, 0) if self.budget is not None else 0
+        while self._budget_allows_next_item(claimed=len(leases), waiting=waiting):
             lease = self.store.claim_next_job(
                 self.owner, now=self.clock(), lease_seconds=BATCH_LEASE_SECONDS
             )
@@ -352,12 +353,12 @@ class BatchRun:
         if to_price:
             await self._submit_price(to_price)
 
-    def _budget_allows_next_item(self, *, claimed: int) -> bool:
-        """--max-cost: items waiting in batches are paid when collected, so they count as in
-        flight, with the items claimed for this submission."""
+    def _budget_allows_next_item(self, *, claimed: int, waiting: int) -> bool:
+        """--max-cost: the `waiting` items in batches are paid when collected, so they count
+        as in flight, with the items claimed for this submission."""
         if self.budget is None:
             return True
-        in_flight = claimed + self.store.counts().get(BATCHED, 0)
+        in_flight = claimed + waiting
         spent, finished = self.report.cost_micro_usd, self.report.done + self.report.failed
         if self.budget.allows_next_item(spent, in_flight=in_flight, items_finished=finished):
             return True
