@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 
 from dealscout_cli.cli import app
 from dealscout_cli.emulator import Emulator, EmulatorConfig
+from dealscout_cli.emulator.stats import StatsSnapshot
 from dealscout_cli.store import Store
 
 pytestmark = pytest.mark.slow
@@ -259,20 +260,25 @@ def test_worker_killed_mid_task_is_redelivered_and_recorded_once(
     assert ok[0][0] == ok[0][1] == 8  # each stage recorded once per item
 
 
-def test_three_workers_share_one_rate_limit(tmp_path: Path, redis_server: str, workers: Workers) -> None:
-    items = 120
+def fleet_against_a_quota(tmp_path: Path, redis_server: str, workers: Workers, items: int,
+                          rpm: float | None = None) -> tuple[StatsSnapshot, float, Path]:
+    """`items` through three workers x 2 against an emulator quota of 100 requests per 10 s
+    window per model (600 RPM, 10x shorter than Google's minute so the test is quick)."""
     folder, db = make_items(tmp_path / "p", items), tmp_path / "fleet.db"
-    # The emulator's quota: 100 requests per 10 s window per model (600 RPM, 10x shorter than
-    # Google's minute so the test is quick). The fleet is told 95 per 10 s = 570 RPM: a GCRA
-    # spaced exactly at the quota can still land 101 arrivals in a window when network
-    # jitter bunches two of them, so like any client it keeps a small margin.
     quota = EmulatorConfig(seed=3, rpm=100, window_seconds=10, latency=0.05)
     with Emulator(quota) as emu:
         workers(emu.url, 3, concurrency=2)
         started = time.monotonic()
-        coordinate(folder, db, redis_server, rpm=570)
-        elapsed = time.monotonic() - started
-        stats = emu.stats()
+        coordinate(folder, db, redis_server, rpm=rpm)
+        return emu.stats(), time.monotonic() - started, db
+
+
+def test_three_workers_share_one_rate_limit(tmp_path: Path, redis_server: str, workers: Workers) -> None:
+    items = 120
+    # The fleet is told 95 per 10 s = 570 RPM: a GCRA spaced exactly at the quota can still
+    # land 101 arrivals in a window when network jitter bunches two of them, so like any
+    # client it keeps a small margin.
+    stats, elapsed, db = fleet_against_a_quota(tmp_path, redis_server, workers, items, rpm=570)
     peaks = stats.max_requests_per_window_by_model
     print(f"fleet peaks per 10 s window: {peaks} (limit 100), {elapsed:.1f} s for {items} items")
     assert peaks and all(peak <= 100 for peak in peaks.values())
@@ -287,14 +293,7 @@ def test_three_workers_without_rpm_keep_to_the_quota_by_the_shared_retry_info_pa
     # No --rpm: nothing spaces the starts. The first 429's RetryInfo (until the server's
     # window has room) pauses the whole fleet, so each window fills and nobody hammers.
     items = 200
-    folder, db = make_items(tmp_path / "p", items), tmp_path / "fleet.db"
-    quota = EmulatorConfig(seed=3, rpm=100, window_seconds=10, latency=0.05)
-    with Emulator(quota) as emu:
-        workers(emu.url, 3, concurrency=2)
-        started = time.monotonic()
-        coordinate(folder, db, redis_server)
-        elapsed = time.monotonic() - started
-        stats = emu.stats()
+    stats, elapsed, db = fleet_against_a_quota(tmp_path, redis_server, workers, items)
     answered = stats.requests_by_status
     print(f"no --rpm: {answered} in {elapsed:.1f} s for {items} items (ideal {items / 10:.0f} s)")
     assert query(db, "SELECT state, COUNT(*) FROM jobs GROUP BY state") == [("done", items)]
