@@ -272,12 +272,12 @@ class Coordinator:
             error = result["error"]
             # As in a local run: a daily quota, a rejected key or an unknown model would fail
             # every item that follows, so the item goes back to the queue and the run stops.
-            if error.get("quota") or error.get("kind") in STOPS_THE_RUN_KINDS:
+            if error["kind"] in STOPS_THE_RUN_KINDS:
                 self.store.release(lease, now=self.clock(), reason=error["message"])
                 self.summary.released += 1
                 self._stop(
                     f"daily quota exhausted; resume after it resets ({error['message']})"
-                    if error.get("quota")
+                    if error["kind"] == "quota_exhausted"
                     else f"on a worker: {error['message']}"
                 )
                 return

@@ -194,8 +194,7 @@ async def _identify_and_price(
     except ProviderError as exc:
         if exc.retryable and not isinstance(exc, BadModelOutput):
             raise  # Celery retries the task later (autoretry_for, with backoff and jitter)
-        return _failure(identification_json, exc.kind, str(exc), retryable=False,
-                        quota=exc.kind == "quota_exhausted")
+        return _failure(identification_json, exc.kind, str(exc), retryable=False)
     except DealscoutError as exc:
         return _failure(identification_json, "worker_error", str(exc), retryable=False)
     return {"identification": identification_json, "price": price.model_dump_json(), "error": None}
@@ -214,9 +213,9 @@ def _saved_identification(client: redis.Redis, task_id: str) -> str | None:
 
 
 def _failure(
-    identification: str | None, kind: str, message: str, *, retryable: bool, quota: bool = False
+    identification: str | None, kind: str, message: str, *, retryable: bool
 ) -> dict[str, Any]:
     return {
         "identification": identification, "price": None,
-        "error": {"kind": kind, "message": message[:500], "retryable": retryable, "quota": quota},
+        "error": {"kind": kind, "message": message[:500], "retryable": retryable},
     }
