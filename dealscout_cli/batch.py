@@ -358,14 +358,15 @@ class BatchRun:
         as in flight, with the items claimed for this submission."""
         if self.budget is None:
             return True
-        in_flight = claimed + waiting
-        spent, finished = self.report.cost_micro_usd, self.report.done + self.report.failed
-        if self.budget.allows_next_item(spent, in_flight=in_flight, items_finished=finished):
+        reason = self.budget.refusal(
+            self.report.cost_micro_usd,
+            in_flight=claimed + waiting,
+            items_finished=self.report.done + self.report.failed,
+        )
+        if reason is None:
             return True
         if self.store.counts()["queued"] > 0:  # only a stop when work is actually held back
-            self.report.stop_reason = self.budget.message(
-                spent, in_flight=in_flight, items_finished=finished
-            )
+            self.report.stop_reason = reason
         return False
 
     async def _submit_price(self, items: list[tuple[Lease, Identification]]) -> None:

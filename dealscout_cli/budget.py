@@ -55,6 +55,13 @@ class Budget:
         )
         return projected <= self.limit_micro_usd
 
+    def refusal(self, spent_so_far: int, *, in_flight: int, items_finished: int) -> str | None:
+        """None while one more item fits; else why not (`message`). What every run checks
+        before it claims: the local runner, the fleet's coordinator, a batch submission."""
+        if self.allows_next_item(spent_so_far, in_flight=in_flight, items_finished=items_finished):
+            return None
+        return self.message(spent_so_far, in_flight=in_flight, items_finished=items_finished)
+
     def spent_micro_usd(self, spent_so_far: int = 0) -> int:
         return self.spent_micro_usd_at_start + spent_so_far
 

@@ -256,12 +256,13 @@ class Runner:
     def _budget_allows_next_item(self) -> bool:
         if self.budget is None:
             return True
-        spent = self.summary.cost_micro_usd
         finished = self.summary.done + self.summary.failed + self.summary.retried
-        if self.budget.allows_next_item(spent, in_flight=self._claimed, items_finished=finished):
+        reason = self.budget.refusal(
+            self.summary.cost_micro_usd, in_flight=self._claimed, items_finished=finished
+        )
+        if reason is None:
             return True
-        message = self.budget.message(spent, in_flight=self._claimed, items_finished=finished)
-        self.request_stop(_Stop.GRACEFUL, message)
+        self.request_stop(_Stop.GRACEFUL, reason)
         return False
 
     async def _others_still_busy(self) -> bool:

@@ -380,12 +380,13 @@ class Coordinator:
             return False
         if self.budget is None:
             return True
-        spent = self.summary.cost_micro_usd
         finished = self.summary.done + self.summary.failed + self.summary.retried
-        if self.budget.allows_next_item(spent, in_flight=len(self.out), items_finished=finished):
+        reason = self.budget.refusal(
+            self.summary.cost_micro_usd, in_flight=len(self.out), items_finished=finished
+        )
+        if reason is None:
             return True
         self.claiming = False
-        reason = self.budget.message(spent, in_flight=len(self.out), items_finished=finished)
         self.summary.stop_reason = self.summary.stop_reason or reason
         self.on_event(Event(EventKind.STOPPING, message=reason, fields={"how": "graceful"}))
         return False
