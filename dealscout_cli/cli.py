@@ -870,7 +870,7 @@ def emulator(
 
     Example: dealscout emulator --port 8089 --rpm 60 --latency 0.8 --error-rate 429=0.1,503=0.02
     """
-    from dealscout_cli.emulator import EmulatorConfig, parse_error_rates, serve
+    from dealscout_cli.emulator import EmulatorConfig, parse_error_rates, parse_models, serve
 
     try:
         rates = parse_error_rates(error_rate) if error_rate else {}
@@ -888,7 +888,7 @@ def emulator(
             max_tokens_rate=max_tokens_rate,
             safety_rate=safety_rate,
             api_key=api_key,
-            models=_model_list(models),
+            models=parse_models(models) if models is not None else None,
         )
     except ValueError as exc:
         _fail(str(exc), EXIT_USAGE)
@@ -903,16 +903,6 @@ def emulator(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
             "pick another --port (0 picks a free one)"
         )
-
-
-def _model_list(text: str | None) -> tuple[str, ...] | None:
-    """--models a,b -> ("a", "b"); None (any model) when not given."""
-    if text is None:
-        return None
-    names = tuple(name.strip() for name in text.split(",") if name.strip())
-    if not names:
-        _fail("--models needs at least one model name, e.g. gemini-3.6-flash", EXIT_USAGE)
-    return names
 
 
 from dealscout_cli.distributed.cli import worker as _worker  # noqa: E402 (Celery loads lazily)

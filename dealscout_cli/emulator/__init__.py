@@ -14,7 +14,7 @@ bodies, malformed JSON, MAX_TOKENS, safety blocks). See docs/emulator.md.
 Importing this package does not import google-genai or uvicorn.
 """
 
-from .config import EmulatorConfig, parse_error_rates
+from .config import EmulatorConfig, parse_error_rates, parse_models
 from .server import Emulator, EmulatorApp, serve
 from .stats import StatsSnapshot
 from .tokens import image_tokens, text_tokens
@@ -26,6 +26,7 @@ __all__ = [
     "StatsSnapshot",
     "image_tokens",
     "parse_error_rates",
+    "parse_models",
     "serve",
     "text_tokens",
 ]

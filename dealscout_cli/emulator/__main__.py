@@ -9,7 +9,7 @@ import argparse
 import contextlib
 import sys
 
-from .config import LATENCY_DISTRIBUTIONS, EmulatorConfig, parse_error_rates
+from .config import LATENCY_DISTRIBUTIONS, EmulatorConfig, parse_error_rates, parse_models
 from .server import serve
 
 
@@ -47,8 +47,7 @@ def main(argv: list[str] | None = None) -> None:
             trickle_seconds=args.trickle_seconds, malformed_rate=args.malformed_rate,
             max_tokens_rate=args.max_tokens_rate, safety_rate=args.safety_rate,
             api_key=args.api_key, window_seconds=args.window_seconds,
-            models=tuple(m.strip() for m in args.models.split(",") if m.strip())
-            if args.models else None)
+            models=parse_models(args.models) if args.models is not None else None)
     except ValueError as problem:
         parser.error(str(problem))
     def ready(url: str) -> None:

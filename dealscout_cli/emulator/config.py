@@ -105,6 +105,14 @@ def _check_error_rates(rates: Mapping[int, float]) -> None:
         raise ValueError(f"error rates add up to {sum(rates.values()):.3f}, more than 1")
 
 
+def parse_models(text: str) -> tuple[str, ...]:
+    """Parse "gemini-a, gemini-b" into ("gemini-a", "gemini-b"); ValueError when it names none."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise ValueError("--models needs at least one model name, e.g. gemini-3.6-flash")
+    return names
+
+
 def parse_error_rates(text: str) -> dict[int, float]:
     """Parse "429=0.1,503=0.02" into {429: 0.1, 503: 0.02}; raise ValueError on bad input."""
     rates: dict[int, float] = {}
