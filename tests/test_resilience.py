@@ -184,6 +184,11 @@ def test_second_signal_cancels_in_flight_items_and_releases_them(tmp_path: Path)
         proc = start_snap(photos, db, emu.url, "--concurrency", "3", "--grace", "60")
         wait_for(db, "SELECT COUNT(*) FROM calls", 0)  # schema exists
         wait_for(db, "SELECT COUNT(*) FROM jobs WHERE state = 'running'", 3)
+        # Claimed is not yet calling (photos are prepared first): wait until all three calls
+        # have reached the server, so exactly three are in flight when the signals come.
+        deadline = time.monotonic() + 30
+        while emu.stats().requests < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
         proc.send_signal(signal.SIGINT)
         time.sleep(0.3)
         proc.send_signal(signal.SIGINT)
