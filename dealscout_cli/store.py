@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -262,6 +264,24 @@ def _migrate(conn: sqlite3.Connection) -> None:
         raise
 
 
+def _enter_wal(conn: sqlite3.Connection) -> str:
+    """Switch the file to WAL and return the journal mode it ends up in.
+
+    The switch needs the file to itself and SQLite answers "database is locked" at once instead
+    of waiting out the busy timeout, so several processes opening a new file together (two
+    `snap`s started by one cron line, a fleet of workers) would fail at random. Retry instead,
+    for as long as the busy timeout would have waited.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(random.uniform(0.005, 0.05))
+
+
 def _split_sql(script: str) -> list[str]:
     # sqlite3.executescript() commits on its own; splitting keeps the migration in our transaction.
     statements, current = [], []
@@ -368,7 +388,7 @@ class Store:
             )
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = _enter_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL survives process kills
             conn.execute("PRAGMA foreign_keys = ON")
             _migrate(conn)

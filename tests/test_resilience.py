@@ -97,13 +97,11 @@ def test_two_concurrent_snaps_never_process_an_item_twice(tmp_path: Path) -> Non
     with Emulator(EmulatorConfig(seed=2, latency=0.05)) as emu:
         first = start_snap(photos, db, emu.url, "--concurrency", "3")
         second = start_snap(photos, db, emu.url, "--concurrency", "3")
-        for proc in (first, second):
-            _, stderr = proc.communicate(timeout=180)
-            assert proc.returncode == 0, stderr
+        # Wait for both before asserting, so a failure never leaves the other process running.
+        stderrs = [proc.communicate(timeout=180)[1] for proc in (first, second)]
+        assert [first.returncode, second.returncode] == [0, 0], stderrs
         seen = emu.stats().images_seen
-    assert len(seen) == 40 and set(seen.values()) == {
-        1
-    }  # each photo sent to the model exactly once
+    assert len(seen) == 40 and set(seen.values()) == {1}  # each photo sent exactly once
     assert query(db, "SELECT COUNT(*), COUNT(DISTINCT item_id) FROM listings")[0] == (40, 40)
     per_run = query(db, "SELECT COUNT(DISTINCT run_id) FROM calls")[0][0]
     assert per_run == 2  # both processes did part of the work
