@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from photo_factory import make_jpeg
+from processes import reap_all
 
 FAKE_KEY = "AIzaTEST-dealscout-fake-key-0123456789"  # recognisable, so leaks can be searched for
 
@@ -33,6 +34,13 @@ def clean_environ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NO_COLOR", "1")
 
 
+@pytest.fixture(autouse=True)
+def reap_processes() -> Iterator[None]:
+    """No process a test started outlives it, even when the test fails half-way."""
+    yield
+    reap_all()
+
+
 @pytest.fixture
 def emulator() -> Iterator[Any]:
     from dealscout_cli.emulator import Emulator, EmulatorConfig
@@ -52,7 +60,7 @@ def photos(tmp_path: Path) -> Path:
     folder = tmp_path / "photos"
     make_jpeg(folder / "mug.jpg", kind="mug", seed=1)
     make_jpeg(folder / "book.jpg", kind="book", seed=2, orientation=6, gps=True)
-    make_jpeg(folder / "lamp.png".replace(".png", ".jpg"), kind="lamp", seed=3)
+    make_jpeg(folder / "lamp.jpg", kind="lamp", seed=3)
     for angle, seed in (("front", 4), ("side", 5), ("sole", 6)):
         make_jpeg(folder / "sneaker" / f"{angle}.jpg", kind="sneaker", seed=seed)
     return folder

@@ -17,11 +17,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 from conftest import FAKE_KEY
 from photo_factory import make_jpeg
+from processes import spawn
 from typer.testing import CliRunner
 
 from dealscout_cli.cli import app
@@ -52,7 +54,7 @@ def start_redis(folder: Path) -> tuple[subprocess.Popen, str]:
     """A throwaway redis-server on a free port: no snapshots, no AOF, its files in `folder`."""
     port = free_port()
     with (folder / "redis.log").open("w") as log:
-        proc = subprocess.Popen(
+        proc = spawn(
             ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
              "no", "--dir", str(folder)],
             stdout=log, stderr=subprocess.STDOUT,
@@ -138,8 +140,7 @@ def start_coordinator(folder: Path, db: Path, broker: str, *, rpm: float | None 
     if rpm:
         command += ["--rpm", str(rpm)]
     command += extra
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return spawn(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def coordinate(folder: Path, db: Path, broker: str, **options: float | None) -> str:
@@ -150,7 +151,7 @@ def coordinate(folder: Path, db: Path, broker: str, **options: float | None) -> 
 
 
 def query(db: Path, sql: str) -> list[tuple]:
-    with sqlite3.connect(db, timeout=30) as conn:
+    with closing(sqlite3.connect(db, timeout=30)) as conn:
         return conn.execute(sql).fetchall()
 
 
@@ -206,7 +207,7 @@ def test_flower_monitors_the_workers_and_their_tasks(
     port = free_port()
     env = {**os.environ, "DEALSCOUT_BROKER": redis_server, "FLOWER_UNAUTHENTICATED_API": "1"}
     log = (tmp_path / "flower.log").open("w")
-    flower = subprocess.Popen(
+    flower = spawn(
         [sys.executable, "-m", "celery", "-A", "dealscout_cli.distributed.app", "flower",
          f"--port={port}", "--address=127.0.0.1"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -390,6 +391,14 @@ def test_a_task_delivered_twice_pays_once_and_is_recorded_once(
     assert query(db, "SELECT COUNT(*) FROM calls")[0][0] == before
 
 
+def jobs_in_state(db: Path, state: str) -> int:
+    """How many jobs are in `state`; 0 while the coordinator is still creating the file."""
+    try:
+        return query(db, f"SELECT COUNT(*) FROM jobs WHERE state = '{state}'")[0][0] if db.exists() else 0
+    except sqlite3.OperationalError:  # the file exists, its tables not yet
+        return 0
+
+
 def test_coordinator_that_loses_redis_stops_cleanly_and_gives_the_jobs_back(tmp_path: Path) -> None:
     redis_proc, broker = start_redis(tmp_path)
     db = tmp_path / "lost.db"
@@ -397,8 +406,7 @@ def test_coordinator_that_loses_redis_stops_cleanly_and_gives_the_jobs_back(tmp_
     # No workers: the tasks wait in Redis, the coordinator polls for their results.
     proc = start_coordinator(folder, db, broker)
     try:
-        wait_until(lambda: db.exists() and query(db, "SELECT COUNT(*) FROM jobs WHERE state = 'running'")
-                   == [(5,)], 60, "the coordinator to send all five")
+        wait_until(lambda: jobs_in_state(db, "running") == 5, 60, "the coordinator to send all five")
     finally:
         redis_proc.kill()
         redis_proc.wait(timeout=10)

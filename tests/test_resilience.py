@@ -13,11 +13,13 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 from conftest import FAKE_KEY
 from photo_factory import make_jpeg
+from processes import spawn
 
 from dealscout_cli.emulator import Emulator, EmulatorConfig
 
@@ -37,7 +39,7 @@ def make_items(folder: Path, count: int) -> Path:
 
 def start_snap(folder: Path, db: Path, emulator_url: str, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "GEMINI_API_KEY": FAKE_KEY, "DEALSCOUT_DB": str(db)}
-    return subprocess.Popen(
+    return spawn(
         [
             sys.executable,
             "-m",
@@ -57,7 +59,7 @@ def start_snap(folder: Path, db: Path, emulator_url: str, *extra: str) -> subpro
 
 
 def query(db: Path, sql: str) -> list[tuple]:
-    with sqlite3.connect(db, timeout=30) as conn:
+    with closing(sqlite3.connect(db, timeout=30)) as conn:
         return conn.execute(sql).fetchall()
 
 
@@ -206,7 +208,7 @@ def test_ctrl_c_while_scanning_exits_130_with_a_line_and_loses_nothing(tmp_path:
     for n in range(3000):
         (folder / f"copy-{n:04d}.jpg").write_bytes(seed + n.to_bytes(4, "big"))  # all distinct
     db = tmp_path / "scan.db"
-    proc = subprocess.Popen(
+    proc = spawn(
         [sys.executable, "-m", "dealscout_cli.cli", "snap", str(folder), "--offline", "--db", str(db)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
