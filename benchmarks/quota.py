@@ -675,8 +675,9 @@ def _pillow_prepare_square_draft(path: Path) -> int:
 def bookkeeping(db: Path, n: int) -> dict[str, float]:
     """Mean ms of each store operation one item costs, on a real WAL file."""
     from dealscout_cli.models import Condition, Identification, PriceEstimate
+    from dealscout_cli.records import CallRecord, Stage
     from dealscout_cli.scan import FoundItem, FoundPhoto, item_key
-    from dealscout_cli.store import CallRecord, Stage, Store
+    from dealscout_cli.store import Store
 
     ident = Identification(
         title="Blue ceramic mug, 350 ml",

@@ -14,7 +14,7 @@ Each run does two things and exits; cron runs it again later:
    identification is already saved go straight to a pricing batch).
 
 While its request is in a batch, an item's job is in state `batched` (see
-`store.BATCHED`) with `jobs.batch_id` set: no claim takes it, and a normal run does
+`records.BATCHED`) with `jobs.batch_id` set: no claim takes it, and a normal run does
 not wait for it. Nothing is lost if a run dies: a batch is recorded in the same
 transaction that parks its items, and items claimed but not yet parked come back
 when their lease expires.
@@ -35,7 +35,8 @@ from dealscout_cli.errors import BadPhoto, ProviderError
 from dealscout_cli.models import Identification, PriceEstimate
 from dealscout_cli.pipeline import Pipeline, grounded_price_output, parse_answer
 from dealscout_cli.providers.base import ModelReply, ModelRequest
-from dealscout_cli.store import BATCHED, CallRecord, Lease, Stage, Store
+from dealscout_cli.records import BATCHED, CallRecord, Lease, Stage
+from dealscout_cli.store import Store
 
 BATCH_LEASE_SECONDS = 900.0  # held while photos are prepared and the batch is sent
 MAX_BATCH_BYTES = 15 * 1024 * 1024  # inlined batches must stay under 20 MB of request

@@ -132,3 +132,7 @@ class Blocked(ProviderError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, status=200, retryable=False)
+
+
+class LeaseLost(StoreError):
+    """This process no longer holds the job's lease; its result was not recorded."""

@@ -35,7 +35,7 @@ from dealscout_cli.images import PreparedImage, prepare_photo
 from dealscout_cli.limits import RetryPolicy
 from dealscout_cli.models import Identification, PriceEstimate
 from dealscout_cli.providers.base import ImagePart, ModelReply, ModelRequest, Provider
-from dealscout_cli.store import CallRecord, ItemRecord, Stage
+from dealscout_cli.records import CallRecord, ItemRecord, Stage
 
 RecordCall = Callable[[CallRecord], Awaitable[None]]
 BAD_OUTPUT_RETRIES = 1  # a schema-invalid answer is asked again once; twice is a permanent failure

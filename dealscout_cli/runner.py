@@ -30,11 +30,12 @@ import anyio
 from anyio.abc import TaskGroup
 
 from dealscout_cli.budget import Budget
-from dealscout_cli.errors import STOPS_THE_RUN, BadPhoto, ProviderError, QuotaExhausted
+from dealscout_cli.errors import STOPS_THE_RUN, BadPhoto, LeaseLost, ProviderError, QuotaExhausted
 from dealscout_cli.models import Identification, PriceEstimate
 from dealscout_cli.pipeline import Pipeline
 from dealscout_cli.prompts import PROMPT_VERSION
-from dealscout_cli.store import CallRecord, JobState, Lease, LeaseLost, Stage, Store
+from dealscout_cli.records import CallRecord, JobState, Lease, Stage
+from dealscout_cli.store import Store
 
 RETRY_DELAY_BASE = 5.0  # seconds before a failed item's next attempt, doubled per attempt
 RETRY_DELAY_CAP = 300.0

@@ -24,9 +24,10 @@ from dealscout_cli.costs import BATCH_DISCOUNT, load_prices
 from dealscout_cli.errors import UsageError
 from dealscout_cli.limits import Limits, ModelLimit
 from dealscout_cli.pipeline import Pipeline, PipelineConfig
+from dealscout_cli.records import EnqueueReport
 from dealscout_cli.runner import Event, Runner, RunOptions, RunSummary, exit_code, new_owner
 from dealscout_cli.scan import ScanResult, scan
-from dealscout_cli.store import EnqueueReport, Store
+from dealscout_cli.store import Store
 
 # Pillow and zxing release the GIL while they decode: one thread more than there are cores
 # keeps every core busy while the event loop does its share (requests, JSON, SQLite).

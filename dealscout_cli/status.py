@@ -6,7 +6,8 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from dealscout_cli.store import Store, iso_now
+from dealscout_cli.records import iso_now
+from dealscout_cli.store import Store
 
 THROUGHPUT_WINDOW = 300.0  # seconds
 GONE_AFTER = 120.0  # a "running" run silent this long was killed (its leases expire on their own)

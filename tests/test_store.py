@@ -14,10 +14,11 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from dealscout_cli.errors import StoreError
+from dealscout_cli.errors import LeaseLost, StoreError
 from dealscout_cli.models import Condition, Identification, PriceEstimate
+from dealscout_cli.records import JobState, Stage
 from dealscout_cli.scan import FoundItem, FoundPhoto
-from dealscout_cli.store import JobState, LeaseLost, Stage, Store
+from dealscout_cli.store import Store
 
 LEASE = 30.0
 

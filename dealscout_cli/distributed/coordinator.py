@@ -45,9 +45,10 @@ from dealscout_cli.distributed.app import (
     make_app,
 )
 from dealscout_cli.distributed.tasks import calls_key, encode_images, stage_key
-from dealscout_cli.errors import STOPS_THE_RUN_KINDS, BadPhoto, BrokerError, UsageError
+from dealscout_cli.errors import STOPS_THE_RUN_KINDS, BadPhoto, BrokerError, LeaseLost, UsageError
 from dealscout_cli.models import Identification, PriceEstimate
 from dealscout_cli.pipeline import Pipeline, PipelineConfig
+from dealscout_cli.records import CallRecord, ItemRecord, JobState, Lease, Stage
 from dealscout_cli.runner import (
     RETRY_DELAY_BASE,
     RETRY_DELAY_CAP,
@@ -56,7 +57,7 @@ from dealscout_cli.runner import (
     RunSummary,
     new_owner,
 )
-from dealscout_cli.store import CallRecord, ItemRecord, JobState, Lease, LeaseLost, Stage, Store
+from dealscout_cli.store import Store
 
 TASK_NAMESPACE = uuid.UUID("5b0c1f8e-8a53-4c8e-9a4c-6d1e2f0a7d11")
 SENT_PREFIX = "dealscout:sent:"

@@ -41,7 +41,7 @@ from dealscout_cli.errors import BadModelOutput, DealscoutError, ProviderError
 from dealscout_cli.images import PreparedImage
 from dealscout_cli.models import Identification
 from dealscout_cli.pipeline import Pipeline, PipelineConfig
-from dealscout_cli.store import CallRecord, ItemRecord
+from dealscout_cli.records import CallRecord, ItemRecord
 
 ENV_BASE_URL = "GOOGLE_GEMINI_BASE_URL"
 CALLS_PREFIX = "dealscout:calls:"
