@@ -197,6 +197,8 @@ def snap(
     Example: dealscout snap ./photos --group folder --offline
     """
     check_group(group)
+    from dealscout_cli.budget import usd_to_micros
+
     settings = config.resolve(
         db_path=db,
         offline=offline or None,
@@ -215,20 +217,15 @@ def snap(
         grace=grace,
         prices_file=prices,
         barcodes=barcodes,
+        engine=_guarded(lambda: config.engine_for(engine, batch=batch)),
+        broker=broker,
+        grounded_prices=grounded_prices or None,
+        max_cost_micro_usd=None if max_cost is None else _guarded(lambda: usd_to_micros(max_cost)),
     )
-    if engine not in ("local", "celery"):
-        _fail(f"--engine must be 'local' or 'celery', not {engine!r}", EXIT_USAGE)
-    if engine == "celery" and not broker:
-        _fail(
-            "--engine celery needs --broker redis://HOST:6379/0 (or DEALSCOUT_BROKER)", EXIT_USAGE
-        )
-    if engine == "local" and not settings.offline and not settings.api_key:
-        _fail(config.NO_API_KEY, EXIT_USAGE)
-    from dealscout_cli.budget import usd_to_micros
+    _guarded(settings.validated)
     from dealscout_cli.progress import ScanCounter, make_reporter
     from dealscout_cli.snap import snap as run_snap
 
-    max_cost_micros = None if max_cost is None else _guarded(lambda: usd_to_micros(max_cost))
     log_handle = log_file.open("a", encoding="utf-8") if log_file else None
     reporter = make_reporter(quiet=quiet, log_json=log_json, log_file=log_handle, console=err.console)
     counter = ScanCounter(err.console, enabled=not (quiet or log_json or log_file))
@@ -262,11 +259,6 @@ def snap(
                 on_event=reporter,
                 on_scanned=scanned,
                 on_scanning=counter,
-                engine=engine,
-                broker=broker,
-                max_cost_micro_usd=max_cost_micros,
-                batch=batch,
-                grounded_prices=grounded_prices,
             )
         )
     except KeyboardInterrupt:  # Ctrl-C while scanning or queueing, before the run's handlers
@@ -297,13 +289,13 @@ def _render_batch(result: Any, *, quiet: bool, json_out: bool) -> None:
                 "submitted": report.submitted,
                 "pending": report.pending,
                 "collected": report.collected,
-                "done": report.done,
-                "failed": report.failed,
-                "requeued": report.requeued,
-                "calls": report.calls,
-                "cost_usd": report.cost_micro_usd / 1_000_000,
+                "done": summary.done,
+                "failed": summary.failed,
+                "requeued": report.requeued + summary.retried,
+                "calls": summary.calls,
+                "cost_usd": summary.cost_micro_usd / 1_000_000,
                 "errors": report.errors,
-                "stop_reason": report.stop_reason,
+                "stop_reason": summary.stop_reason,
             },
             "failed": result.failed_in_batch,
             "offline": result.offline,
@@ -313,8 +305,8 @@ def _render_batch(result: Any, *, quiet: bool, json_out: bool) -> None:
         return
     for problem in report.errors:
         err.print(f"[yellow]batch:[/] {plain(problem)}", highlight=False)
-    if report.stop_reason:
-        err.print(f"[yellow]stopped early:[/] {plain(report.stop_reason)}", highlight=False)
+    if summary.stop_reason:
+        err.print(f"[yellow]stopped early:[/] {plain(summary.stop_reason)}", highlight=False)
     if not quiet:
         for batch in report.collected:
             err.print(
@@ -322,10 +314,10 @@ def _render_batch(result: Any, *, quiet: bool, json_out: bool) -> None:
                 f"{batch['state']})",
                 highlight=False,
             )
-        if report.calls:
+        if summary.calls:
             err.print(
-                f"{report.done} listings written, {report.failed} failed; {report.calls} batched "
-                f"calls cost {format_usd(report.cost_micro_usd)} (batch price)",
+                f"{summary.done} listings written, {summary.failed} failed; {summary.calls} batched "
+                f"calls cost {format_usd(summary.cost_micro_usd)} (batch price)",
                 highlight=False,
             )
         _render_made(summary, offline=result.offline)

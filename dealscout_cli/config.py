@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from dealscout_cli.errors import UsageError
+
 # Models. Gemini 3.6 Flash and 3.5 Flash-Lite were the current Flash and Flash-Lite
 # models when this was written (2026-11); older 2.x models are being retired.
 DEFAULT_VISION_MODEL = "gemini-3.6-flash"
@@ -30,6 +32,21 @@ DEFAULT_SOFT_TIME_LIMIT = 240.0  # seconds per item, as the seed's Celery task
 # Celery workers' hard limit, which kills a process, is distributed.app.HARD_TIME_LIMIT).
 DEFAULT_MAX_ATTEMPTS = 3  # per item, across runs, for retryable failures
 DEFAULT_GRACE = 30.0  # seconds in-flight items get to finish after the first SIGINT/SIGTERM
+
+DEFAULT_ITEM_RETRY_DELAY = 5.0  # a failed item's first retry; doubles up to 300 s (see retry.py)
+
+# Where items run. "batch" is Gemini Batch Mode (`snap --batch`), "celery" the fleet.
+DEFAULT_ENGINE = "local"
+ENGINES = ("local", "batch", "celery")
+# What each engine cannot honour, and why: such a setting is refused by name, never dropped.
+ENGINE_REFUSES: dict[str, dict[str, str]] = {
+    "local": {},
+    "batch": {
+        "rpm": "Batch Mode is not bound by the per-minute quota; drop --rpm",
+        "tpm": "Batch Mode is not bound by the per-minute quota; drop --tpm",
+    },
+    "celery": {},
+}
 
 ENV_DB = "DEALSCOUT_DB"
 ENV_API_KEYS = ("GOOGLE_API_KEY", "GEMINI_API_KEY")  # the SDK's own order: GOOGLE_API_KEY wins
@@ -66,9 +83,19 @@ class Settings:
     tpm: float | None = None
     barcodes: bool = True  # read UPC/EAN/ISBN locally (~30 ms a 12 MP photo) and hint the model
     prices_file: Path | None = None
+    engine: str = DEFAULT_ENGINE  # where items run: one of ENGINES
+    broker: str | None = field(default=None, repr=False)  # --engine celery; may hold a password
+    grounded_prices: bool = False  # pricing searches the web (Google Search), billed per request
+    max_cost_micro_usd: int | None = None  # --max-cost, for every run on the database
+    item_retry_delay: float = DEFAULT_ITEM_RETRY_DELAY  # seconds; doubled per failed attempt
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)
+
+    def validated(self) -> Settings:
+        """These settings, or a UsageError naming the first one that cannot work."""
+        validate(self)
+        return self
 
 
 NO_API_KEY = (
@@ -108,3 +135,67 @@ def resolve(env: Mapping[str, str] | None = None, **flags: object) -> Settings:
     if unknown:
         raise TypeError(f"unknown settings: {sorted(unknown)}")
     return Settings(**chosen)
+
+
+POSITIVE = ("concurrency", "max_side", "call_timeout", "lease_seconds", "soft_time_limit")
+AT_LEAST_ONE = ("max_attempts",)
+NOT_NEGATIVE = ("max_retries", "grace", "item_retry_delay")
+
+
+def validate(settings: Settings) -> None:
+    """Every rule about a combination of settings, checked once, before any work starts."""
+    if settings.engine not in ENGINES:
+        raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, not {settings.engine!r}")
+    if settings.engine == "celery" and not settings.broker:
+        raise UsageError(
+            f"--engine celery needs --broker redis://HOST:6379/0 (or {ENV_BROKER})"
+        )
+    for name, why in ENGINE_REFUSES[settings.engine].items():
+        if getattr(settings, name) not in (None, False):
+            raise UsageError(f"{_engine_name(settings.engine)} cannot honour {_flag(name)}: {why}")
+    for name in POSITIVE:
+        if not getattr(settings, name) > 0:
+            raise UsageError(f"{_flag(name)} must be more than 0, not {getattr(settings, name)}")
+    for name in AT_LEAST_ONE:
+        if getattr(settings, name) < 1:
+            raise UsageError(f"{_flag(name)} must be at least 1, not {getattr(settings, name)}")
+    for name in NOT_NEGATIVE:
+        if getattr(settings, name) < 0:
+            raise UsageError(f"{_flag(name)} cannot be negative ({getattr(settings, name)})")
+    for name in ("rpm", "tpm"):
+        value = getattr(settings, name)
+        if value is not None and not value > 0:
+            raise UsageError(f"{_flag(name)} must be more than 0, not {value}")
+    if settings.max_cost_micro_usd is not None and settings.max_cost_micro_usd < 0:
+        raise UsageError("--max-cost must be a positive amount in USD")
+    needs_key = settings.engine != "celery" and not settings.offline
+    if needs_key and not settings.api_key:
+        raise UsageError(NO_API_KEY)
+
+
+def engine_for(engine: str, *, batch: bool) -> str:
+    """`--engine` and `--batch` as one engine name (Batch Mode is an engine of its own)."""
+    if batch and engine not in ("local", "batch"):
+        raise UsageError(f"--batch runs the queue through Gemini Batch Mode; drop --engine {engine}")
+    return "batch" if batch else engine
+
+
+def _engine_name(engine: str) -> str:
+    return "--batch" if engine == "batch" else f"--engine {engine}"
+
+
+def _flag(name: str) -> str:
+    flags = {"call_timeout": "--timeout", "lease_seconds": "--lease"}
+    return flags.get(name, "--" + name.replace("_", "-"))
+
+
+def redact_url(url: str) -> str:
+    """A URL without its password (`redis://:***@host`), for the runs table and status."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        host = parts.hostname or ""
+        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url

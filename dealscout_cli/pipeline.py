@@ -1,25 +1,25 @@
 """One item from photos to listing: prepare images, identify, price.
 
-The stages are checkpoints: a finished identification is saved before pricing
-starts, so a pricing failure never pays for identification again. Every model
-call attempt is handed to `record_call` (tokens, latency, status, cost), the
-failed ones included. Retries of one call happen here (tenacity: exponential
-backoff with jitter, the server's RetryInfo delay when it is longer); what to do
-with an item whose calls all failed is the runner's decision.
+`Pipeline.process(item, checkpoints)` owns an item's attempt. The stages are
+checkpoints: a finished identification is saved (`Checkpoints`) before pricing starts,
+so a pricing failure never pays for identification again. The local store keeps the
+checkpoints on one machine (`jobs.StoreCheckpoints`), Redis on a Celery worker
+(`distributed.tasks`). Every model call attempt is handed to `record_call` (tokens,
+latency, status, cost), the failed ones included. Retries of one call happen here, by
+`retry.RetryPolicy`; what to do with an item whose calls all failed is `jobs.outcome_of`.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
-import tenacity
 from pydantic import BaseModel, ValidationError
 
 from dealscout_cli import prompts
@@ -32,13 +32,16 @@ from dealscout_cli.costs import (
 )
 from dealscout_cli.errors import BadModelOutput, BadPhoto, ProviderError, RateLimited
 from dealscout_cli.images import PreparedImage, prepare_photo
-from dealscout_cli.limits import RetryPolicy
+from dealscout_cli.jobs import call_outcome
 from dealscout_cli.models import Identification, PriceEstimate
 from dealscout_cli.providers.base import ImagePart, ModelReply, ModelRequest, Provider
 from dealscout_cli.records import CallRecord, ItemRecord, Stage
+from dealscout_cli.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from dealscout_cli.limits import Limits
 
 RecordCall = Callable[[CallRecord], Awaitable[None]]
-BAD_OUTPUT_RETRIES = 1  # a schema-invalid answer is asked again once; twice is a permanent failure
 
 
 @dataclass(frozen=True)
@@ -46,15 +49,30 @@ class PipelineConfig:
     vision_model: str
     pricing_model: str
     max_side: int
-    max_retries: int
     offline: bool = False
     read_barcodes: bool = True
-    backoff_base: float = 1.0
-    backoff_cap: float = 30.0
-    retry_budget: float = 120.0  # seconds of retrying one call before giving the item back
-    grounded_prices: bool = (
-        False  # pricing searches the web (Google Search tool), billed per request
-    )
+    grounded_prices: bool = False  # pricing searches the web (Google Search tool), billed per request
+
+
+@dataclass(frozen=True)
+class PreparedItem:
+    """An item's photos ready to send: images, their quality warnings, the barcodes read."""
+
+    images: list[PreparedImage]
+    warnings: list[str] = field(default_factory=list)
+    barcodes: list[str] = field(default_factory=list)
+
+
+class Checkpoints(Protocol):
+    """Where an attempt keeps what it has finished, so a retry does not pay for it again."""
+
+    async def identification(self) -> Identification | None: ...
+
+    async def save_identification(self, identification: Identification) -> None: ...
+
+    async def save_facts(self, warnings: list[str], barcodes: list[str]) -> None: ...
+
+    async def save_grounded_price(self, output: str) -> None: ...
 
 
 class Pipeline:
@@ -62,26 +80,52 @@ class Pipeline:
 
     def __init__(
         self,
-        provider: Provider,
+        provider: Provider | None,
         config: PipelineConfig,
         prices: dict[str, ModelPrice],
         record_call: RecordCall,
         *,
-        limits: object | None = None,
+        policy: RetryPolicy,
+        limits: Limits | None = None,
         image_limiter: anyio.CapacityLimiter | None = None,
         clock: Callable[[], float] = time.time,
-        rng: random.Random | None = None,
     ) -> None:
-        self.provider = provider
+        self.provider = provider  # None: this pipeline only prepares photos (the fleet's coordinator)
         self.config = config
         self.prices = prices
         self.record_call = record_call
+        self.policy = policy
         self.limits = limits
         self.image_limiter = image_limiter
         self.clock = clock
-        self.rng = rng or random.Random()
-        # --grounded-prices: called with (item id, price stage JSON with its web sources)
-        self.on_grounded_price: Callable[[int, str], Awaitable[None]] | None = None
+
+    async def process(
+        self,
+        item: ItemRecord,
+        checkpoints: Checkpoints,
+        *,
+        attempt: int,
+        prepared: PreparedItem | None = None,
+    ) -> tuple[Identification, PriceEstimate]:
+        """One attempt at an item: identify it (unless a checkpoint has it), then price it.
+        `prepared`: photos already prepared elsewhere (a worker gets them from the coordinator)."""
+        identification = await checkpoints.identification()
+        if identification is None:
+            if prepared is None:
+                prepared = await self.prepare_item(item)
+                await checkpoints.save_facts(prepared.warnings, prepared.barcodes)
+            identification, _text = await self.identify(
+                item, prepared.images, attempt=attempt, barcodes=prepared.barcodes
+            )
+            await checkpoints.save_identification(identification)
+        price, reply = await self.price(item, identification, attempt=attempt)
+        if self.config.grounded_prices:
+            await checkpoints.save_grounded_price(grounded_price_output(price, reply))
+        return identification, price
+
+    async def prepare_item(self, item: ItemRecord) -> PreparedItem:
+        images, warnings = await self.prepare(item)
+        return PreparedItem(images, warnings, await self.barcodes(item))
 
     # ------------------------------------------------------------ stages
 
@@ -135,16 +179,16 @@ class Pipeline:
     ) -> tuple[Identification, str]:
         request = self.identify_request(item, images, barcodes)
         parsed, reply = await self._call(request, Stage.IDENTIFY, item.id, attempt)
-        return parsed, reply.text  # type: ignore[return-value]
+        assert isinstance(parsed, Identification)
+        return parsed, reply.text
 
     async def price(
         self, item: ItemRecord, identification: Identification, *, attempt: int
-    ) -> tuple[PriceEstimate, str]:
+    ) -> tuple[PriceEstimate, ModelReply]:
         request = self.price_request(identification)
         parsed, reply = await self._call(request, Stage.PRICE, item.id, attempt)
-        if request.grounded and self.on_grounded_price is not None:
-            await self.on_grounded_price(item.id, grounded_price_output(parsed, reply))
-        return parsed, reply.text  # type: ignore[return-value]
+        assert isinstance(parsed, PriceEstimate)
+        return parsed, reply
 
     # ------------------------------------------------------------ the requests (online and batch)
 
@@ -175,39 +219,8 @@ class Pipeline:
     async def _call(
         self, request: ModelRequest, stage: Stage, item_id: int, item_attempt: int
     ) -> tuple[BaseModel, ModelReply]:
-        """One call with retries: tenacity drives the loop, `limits.RetryPolicy` decides each wait."""
-        policy = RetryPolicy(
-            max_retries=self.config.max_retries,
-            base=self.config.backoff_base,
-            cap=self.config.backoff_cap,
-            budget=self.config.retry_budget,
-        )
-        first_try = time.monotonic()
-        bad_outputs = 0
-        next_wait = 0.0
-
-        def should_retry(state: tenacity.RetryCallState) -> bool:
-            nonlocal bad_outputs, next_wait
-            exc = state.outcome.exception() if state.outcome else None
-            if not isinstance(exc, ProviderError) or not exc.retryable:
-                return False
-            if isinstance(exc, BadModelOutput):
-                bad_outputs += 1
-                if bad_outputs > BAD_OUTPUT_RETRIES:
-                    return False
-            server_delay = exc.retry_after if isinstance(exc, RateLimited) else None
-            wait = policy.next_wait(
-                state.attempt_number, time.monotonic() - first_try, server_delay, self.rng
-            )
-            if wait is None:
-                return False
-            next_wait = wait
-            return True
-
-        retrying = tenacity.AsyncRetrying(
-            retry=should_retry, wait=lambda state: next_wait, sleep=anyio.sleep, reraise=True
-        )
-        async for attempt in retrying:
+        """One call, retried by the policy's tenacity loop; every attempt is recorded."""
+        async for attempt in self.policy.call_retrying(sleep=anyio.sleep):
             with attempt:
                 return await self._attempt(
                     request, stage, item_id, attempt.retry_state.attempt_number
@@ -217,6 +230,8 @@ class Pipeline:
     async def _attempt(
         self, request: ModelRequest, stage: Stage, item_id: int, call_attempt: int
     ) -> tuple[BaseModel, ModelReply]:
+        if self.provider is None:
+            raise RuntimeError("this pipeline only prepares photos; it has no provider")
         limiter = self.limits.for_model(request.model) if self.limits is not None else None
         permit = await limiter.acquire(estimate_request_tokens(request)) if limiter else None
         started = self.clock()
@@ -271,15 +286,6 @@ class Pipeline:
     ) -> None:
         input_tokens = reply.input_tokens if reply else None
         output_tokens = reply.output_tokens if reply else None
-        outcome = "ok" if error is None else error.kind
-        if error is None and reply is None:
-            outcome = "cancelled"
-        if error is not None and error.kind == "provider_error":
-            outcome = (
-                "server_error"
-                if (error.status or 0) >= 500
-                else ("connection_error" if error.status is None else "client_error")
-            )
         await self.record_call(
             CallRecord(
                 item_id=item_id,
@@ -288,7 +294,7 @@ class Pipeline:
                 attempt=attempt,
                 started_epoch=started,
                 latency_ms=round(latency * 1000),
-                outcome=outcome,
+                outcome=call_outcome(error, answered=reply is not None),
                 http_status=(reply.http_status if reply else None)
                 if error is None
                 else error.status,

@@ -26,7 +26,7 @@ from rich.progress import (
 )
 
 from dealscout_cli.costs import format_usd
-from dealscout_cli.runner import Event, EventKind
+from dealscout_cli.events import Event, EventKind
 
 
 class ScanCounter:

@@ -4,8 +4,8 @@ Workers run ``celery -A dealscout_cli.distributed.app worker`` (or ``dealscout
 worker``); the coordinator builds its own app with `make_app(broker_url)` so it can
 talk to any broker without touching this module's global one. The broker URL comes
 from ``DEALSCOUT_BROKER`` (default ``redis://localhost:6379/0``); the result backend is
-the same Redis unless ``DEALSCOUT_RESULT_BACKEND`` says otherwise. docs/distributed.md
-explains each setting.
+the same Redis unless ``DEALSCOUT_RESULT_BACKEND`` says otherwise. The comments below
+say why each setting has its value; the README's distributed-mode section says how to run it.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ VISIBILITY_TIMEOUT = 2 * HARD_TIME_LIMIT
 RESTORE_INTERVAL = 10  # seconds between a worker's sweeps for unacked messages past the timeout
 RESULT_EXPIRES = 7 * 24 * 3600  # finished results stay this long, so a killed coordinator can resume
 MAX_TASKS_PER_CHILD = 200  # recycle pool processes: bounds leaks in Pillow / the SDK / httpx
-TASK_MAX_RETRIES = 3  # whole-task retries after the call-level retries gave up
-RETRY_BACKOFF_MAX = 300
+# No task-level retries (no autoretry_for): a failed attempt comes back as data and the
+# coordinator applies the item-level policy in `retry`, as every engine does.
 
 
 def settings_from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """`snap --engine celery`: the store stays here, the model calls go to Celery workers.
 
-The coordinator claims jobs from the store with leases exactly like `runner.Runner`,
+The coordinator claims jobs from the store with leases like the local pool,
 prepares each item's images with `Pipeline.prepare` (so EXIF never leaves this
 machine), and sends one task per item with a deterministic task id. It then polls the
 result backend, writes each result to the store (calls recorded, `store.complete` under
@@ -34,8 +34,7 @@ import redis
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from dealscout_cli import prompts
-from dealscout_cli.budget import Budget
-from dealscout_cli.config import Settings
+from dealscout_cli.config import Settings, redact_url
 from dealscout_cli.costs import call_cost_micros, load_prices
 from dealscout_cli.distributed.app import (
     HARD_TIME_LIMIT,
@@ -45,19 +44,13 @@ from dealscout_cli.distributed.app import (
     make_app,
 )
 from dealscout_cli.distributed.tasks import calls_key, encode_images, stage_key
-from dealscout_cli.errors import STOPS_THE_RUN_KINDS, BadPhoto, BrokerError, LeaseLost, UsageError
+from dealscout_cli.engines import pipeline_config
+from dealscout_cli.errors import BadPhoto, BrokerError, ErrorKind, LeaseLost, RemoteFailure
+from dealscout_cli.events import Event, EventKind
+from dealscout_cli.jobs import Action, JobLifecycle, RunSummary, done, outcome_of
 from dealscout_cli.models import Identification, PriceEstimate
-from dealscout_cli.pipeline import Pipeline, PipelineConfig
+from dealscout_cli.pipeline import Pipeline
 from dealscout_cli.records import CallRecord, ItemRecord, JobState, Lease, Stage
-from dealscout_cli.runner import (
-    RETRY_DELAY_BASE,
-    RETRY_DELAY_CAP,
-    Event,
-    EventKind,
-    RunSummary,
-    new_owner,
-)
-from dealscout_cli.store import Store
 
 TASK_NAMESPACE = uuid.UUID("5b0c1f8e-8a53-4c8e-9a4c-6d1e2f0a7d11")
 SENT_PREFIX = "dealscout:sent:"
@@ -92,32 +85,30 @@ class Coordinator:
     """One coordinator process: leases from the store, tasks to the fleet, results back."""
 
     def __init__(
-        self, store: Store, settings: Settings, options: FleetOptions, *, run_id: int,
-        owner: str, on_event: Callable[[Event], None] = lambda event: None,
-        clock: Callable[[], float] = time.time, handle_signals: bool = True,
-        budget: Budget | None = None,
+        self,
+        lifecycle: JobLifecycle,
+        settings: Settings,
+        options: FleetOptions,
+        *,
+        handle_signals: bool = True,
     ) -> None:
-        self.store = store
+        self.lifecycle = lifecycle
+        self.store = lifecycle.store
         self.settings = settings
-        self.budget = budget
         self.claiming = True  # False once --max-cost says no more: what is out still comes back
         self.options = options
-        self.run_id = run_id
-        self.owner = owner
-        self.on_event = on_event
-        self.clock = clock
+        self.owner = lifecycle.owner
+        self.clock = lifecycle.clock
         self.handle_signals = handle_signals
-        self.summary = RunSummary(run_id=run_id)
+        self.summary: RunSummary = lifecycle.summary
         self.prices = load_prices(settings.prices_file)
         self.out: dict[str, _Out] = {}
         self.stopping = False
         self.celery = make_app(options.broker_url)
         self.redis = redis.Redis.from_url(options.broker_url)
+        # Photos are prepared (and barcodes read) here, so EXIF never leaves this machine.
         self.preparer = Pipeline(
-            None,  # type: ignore[arg-type]  # only `prepare` is used: no model calls here
-            PipelineConfig(vision_model=settings.vision_model, pricing_model=settings.pricing_model,
-                           max_side=settings.max_side, max_retries=0),
-            self.prices, record_call=_no_calls,
+            None, pipeline_config(settings), self.prices, _no_calls, policy=lifecycle.policy
         )
 
     def close(self) -> None:
@@ -131,9 +122,6 @@ class Coordinator:
     # ------------------------------------------------------------ the loop
 
     def run(self) -> RunSummary:
-        started = time.monotonic()
-        self.on_event(Event(EventKind.RUN_STARTED, fields={"counts": self.store.counts(),
-                                                           "queued": self.store.counts()["queued"]}))
         restore = self._install_signals() if self.handle_signals else None
         try:
             self._loop()
@@ -145,8 +133,6 @@ class Coordinator:
             if restore:
                 restore()
             self._release_out()
-        self.summary.elapsed = time.monotonic() - started
-        self.on_event(Event(EventKind.RUN_FINISHED, fields={"summary": self.summary}))
         return self.summary
 
     def _loop(self) -> None:
@@ -190,7 +176,7 @@ class Coordinator:
 
     def _dispatch(self, lease: Lease) -> None:
         item = self.store.item(lease.item_id)
-        self.on_event(Event(EventKind.ITEM_STARTED, item.id, item.label, fields={"attempt": lease.attempt}))
+        self.lifecycle.item_started(item, lease)
         task_id = task_id_for(item.key, self._queued_at(lease.job_id), self.settings)
         out = _Out(lease, item, time.monotonic() + self.options.collect_timeout)
         state = self.celery.AsyncResult(task_id).state
@@ -200,7 +186,7 @@ class Coordinator:
         try:
             payload = self._payload(lease, item)
         except BadPhoto as exc:
-            self._fail_or_retry(lease, item, "bad_photo", str(exc), retryable=False)
+            self.lifecycle.apply(lease, item, outcome_of(exc, lease, self.lifecycle.policy))
             return
         self.celery.send_task(TASK_NAME, args=[payload], task_id=task_id, queue=QUEUE)
         self.redis.set(SENT_PREFIX + task_id, self.owner, ex=int(self.options.collect_timeout))
@@ -209,18 +195,21 @@ class Coordinator:
     def _payload(self, lease: Lease, item: ItemRecord) -> dict[str, Any]:
         saved = self.store.saved_stage(item.id, Stage.IDENTIFY)
         images: list[dict[str, Any]] = []
+        barcodes: list[str] = []
         if saved is None:
-            prepared, warnings = anyio.run(self.preparer.prepare, item)
-            self.store.set_item_facts(item.id, quality_warnings=warnings)
-            images = encode_images(prepared)
+            prepared = anyio.run(self.preparer.prepare_item, item)
+            self.store.set_item_facts(
+                item.id, quality_warnings=prepared.warnings, barcodes=prepared.barcodes
+            )
+            images, barcodes = encode_images(prepared.images), prepared.barcodes
         s = self.settings
         return {
             "item_id": item.id, "item_key": item.key, "label": item.label, "notes": item.notes,
-            "attempt": lease.attempt, "images": images,
+            "attempt": lease.attempt, "images": images, "barcodes": barcodes,
             "identification": json.dumps(saved["output"]) if saved else None,
             "vision_model": s.vision_model, "pricing_model": s.pricing_model, "max_side": s.max_side,
             "max_retries": s.max_retries, "call_timeout": s.call_timeout, "rpm": s.rpm,
-            "offline": s.offline,
+            "tpm": s.tpm, "offline": s.offline, "grounded_prices": s.grounded_prices,
         }
 
     def _queued_at(self, job_id: int) -> str:
@@ -245,9 +234,8 @@ class Coordinator:
             elif now > out.deadline:
                 self.out.pop(task_id)
                 self._forget(task_id)
-                self._fail_or_retry(out.lease, out.item, "lost",
-                                    f"no result from the fleet in {self.options.collect_timeout:g} s",
-                                    retryable=True)
+                lost = f"no result from the fleet in {self.options.collect_timeout:g} s"
+                self._failed(out, RemoteFailure(ErrorKind.LOST, lost, retryable=True))
 
     def _apply(self, task_id: str, out: _Out, meta: dict[str, Any]) -> None:
         lease, item = out.lease, out.item
@@ -255,9 +243,10 @@ class Coordinator:
         try:
             if meta["status"] != "SUCCESS":
                 exc = meta.get("result")
-                kind = "timeout" if "TimeLimit" in type(exc).__name__ else "fleet_error"
-                self._fail_or_retry(lease, item, kind, f"{type(exc).__name__}: {exc}"[:500], retryable=True)
+                kind = ErrorKind.TIMEOUT if "TimeLimit" in type(exc).__name__ else ErrorKind.FLEET_ERROR
+                message = f"{type(exc).__name__}: {exc}"[:500]
                 self._forget(task_id)
+                self._failed(out, RemoteFailure(kind, message, retryable=True))
                 return
             result = meta["result"]
             if result.get("error") is None:
@@ -271,33 +260,30 @@ class Coordinator:
                     prompt_version=prompts.PROMPT_VERSION, offline=self.settings.offline, now=self.clock(),
                 )
             error = result["error"]
-            # As in a local run: a daily quota, a rejected key or an unknown model would fail
-            # every item that follows, so the item goes back to the queue and the run stops.
-            if error["kind"] in STOPS_THE_RUN_KINDS:
-                self.store.release(lease, now=self.clock(), reason=error["message"])
-                self.summary.released += 1
-                self._stop(
-                    f"daily quota exhausted; resume after it resets ({error['message']})"
-                    if error["kind"] == "quota_exhausted"
-                    else f"on a worker: {error['message']}"
-                )
-                return
-            self._fail_or_retry(lease, item, error["kind"], error["message"], retryable=error["retryable"])
+            kind, message = ErrorKind(error["kind"]), error["message"]
+            if kind in (ErrorKind.KEY_REJECTED, ErrorKind.MODEL_NOT_FOUND):
+                message = f"on a worker: {message}"  # the coordinator's own key may be fine
+            remote = RemoteFailure(kind, message, retryable=error["retryable"])
+            self._failed(out, remote)
         except LeaseLost as exc:  # someone else holds the job now: this result is theirs to record
-            self.on_event(Event(EventKind.ITEM_RELEASED, item.id, item.label, message=str(exc)))
+            self.lifecycle.lease_lost(item, exc)
+
+    def _failed(self, out: _Out, error: RemoteFailure) -> None:
+        """A failed attempt, by the one lifecycle: retried, failed, or the run stopped."""
+        outcome = outcome_of(error, out.lease, self.lifecycle.policy, stopping=self.stopping)
+        self.lifecycle.apply(out.lease, out.item, outcome)
+        if outcome.action == Action.STOP:
+            self._stop(outcome.message)
 
     def _complete(self, lease: Lease, item: ItemRecord, result: dict[str, Any]) -> None:
         identification = Identification.model_validate_json(result["identification"])
         price = PriceEstimate.model_validate_json(result["price"])
-        self.store.complete(
-            lease, now=self.clock(), run_id=self.run_id, identification=identification, price=price,
-            prompt_version=prompts.PROMPT_VERSION, vision_model=self.settings.vision_model,
-            pricing_model=self.settings.pricing_model, offline=self.settings.offline,
-        )
-        self.summary.done += 1
-        self.on_event(Event(EventKind.ITEM_DONE, item.id, item.label, fields={
-            "title": identification.title, "price": price.suggested, "currency": price.currency,
-        }))
+        if result.get("grounded_price"):
+            self.store.save_grounded_price(
+                item.id, result["grounded_price"], model=self.settings.pricing_model,
+                prompt_version=prompts.PROMPT_VERSION, offline=self.settings.offline, now=self.clock(),
+            )
+        self.lifecycle.apply(lease, item, done(identification, price))
 
     def _record_calls(self, task_id: str, item_id: int) -> None:
         for line in self.redis.lrange(calls_key(task_id), 0, -1):
@@ -311,14 +297,7 @@ class Coordinator:
             call = CallRecord(**fields)
             if self._already_recorded(call):
                 continue
-            self.store.record_call(self.run_id, call)
-            self.summary.calls += 1
-            self.summary.cost_micro_usd += call.cost_micro_usd or 0
-            self.on_event(Event(EventKind.CALL, item_id, fields={
-                "stage": call.stage, "model": call.model, "outcome": call.outcome,
-                "attempt": call.attempt, "latency_ms": call.latency_ms, "input_tokens": call.input_tokens,
-                "output_tokens": call.output_tokens, "cost_micro_usd": call.cost_micro_usd,
-            }))
+            self.lifecycle.record_call(call)
         self.redis.delete(calls_key(task_id))
 
     def _already_recorded(self, call: CallRecord) -> bool:
@@ -335,27 +314,6 @@ class Coordinator:
 
     # ------------------------------------------------------------ outcomes, leases, stopping
 
-    def _fail_or_retry(self, lease: Lease, item: ItemRecord, kind: str, message: str, *, retryable: bool) -> None:
-        now = self.clock()
-        if retryable and lease.attempt < self.settings.max_attempts and not self.stopping:
-            delay = min(RETRY_DELAY_CAP, RETRY_DELAY_BASE * 2 ** (lease.attempt - 1))
-            self.store.retry_later(lease, now=now, delay=delay, kind=kind, error=message)
-            self.summary.retried += 1
-            self.on_event(Event(EventKind.ITEM_RETRY, item.id, item.label, message=message,
-                                fields={"kind": kind, "delay": delay, "attempt": lease.attempt}))
-            return
-        if retryable and self.stopping:
-            self.store.release(lease, now=now, reason=message)
-            self.summary.released += 1
-            return
-        self.store.fail(lease, now=now, kind=kind, error=message, retryable=retryable)
-        self.summary.failed += 1
-        photo = item.photos[0].path if item.photos else None
-        self.summary.failed_items.append(
-            {"item_id": item.id, "label": item.label, "photo": photo, "kind": kind, "error": message})
-        self.on_event(Event(EventKind.ITEM_FAILED, item.id, item.label, message=message,
-                            fields={"kind": kind, "retryable": retryable, "photo": photo}))
-
     def _heartbeat(self) -> None:
         for task_id, out in list(self.out.items()):
             alive = self.store.heartbeat(out.lease, now=self.clock(), lease_seconds=self.settings.lease_seconds)
@@ -367,11 +325,11 @@ class Coordinator:
         for out in self.out.values():
             try:
                 self.store.release(out.lease, now=self.clock(), reason=self.summary.stop_reason)
-                self.summary.released += 1
-                self.on_event(Event(EventKind.ITEM_RELEASED, out.item.id, out.item.label,
-                                    message="back in the queue; the fleet's result is kept"))
             except LeaseLost:
-                pass
+                continue
+            self.summary.released += 1
+            self.lifecycle.on_event(Event(EventKind.ITEM_RELEASED, out.item.id, out.item.label,
+                                          message="back in the queue; the fleet's result is kept"))
         self.out.clear()
 
     def _budget_allows_next_item(self) -> bool:
@@ -379,24 +337,17 @@ class Coordinator:
         out (at full price) could pass the limit; the items out still finish."""
         if not self.claiming:
             return False
-        if self.budget is None:
-            return True
-        finished = self.summary.done + self.summary.failed + self.summary.retried
-        reason = self.budget.refusal(
-            self.summary.cost_micro_usd, in_flight=len(self.out), items_finished=finished
-        )
+        reason = self.lifecycle.budget_refusal(in_flight=len(self.out))
         if reason is None:
             return True
         self.claiming = False
-        self.summary.stop_reason = self.summary.stop_reason or reason
-        self.on_event(Event(EventKind.STOPPING, message=reason, fields={"how": "graceful"}))
+        self.lifecycle.stop(reason, how="graceful")
         return False
 
     def _stop(self, reason: str) -> None:
         if not self.stopping:
             self.stopping = True
-            self.summary.stop_reason = self.summary.stop_reason or reason
-            self.on_event(Event(EventKind.STOPPING, message=reason, fields={"how": "graceful"}))
+            self.lifecycle.stop(reason, how="graceful")
 
     def _install_signals(self) -> Callable[[], None] | None:
         if threading.current_thread() is not threading.main_thread():
@@ -424,54 +375,28 @@ async def _no_calls(call: CallRecord) -> None:
 
 
 def run_fleet(
-    store: Store, settings: Settings, *, broker_url: str | None,
-    on_event: Callable[[Event], None] = lambda event: None, handle_signals: bool = True,
-    max_in_flight: int | None = None, budget: Budget | None = None,
+    lifecycle: JobLifecycle, settings: Settings, *, handle_signals: bool = True,
+    max_in_flight: int | None = None,
 ) -> RunSummary:
-    """What `snap --engine celery` runs instead of the local Runner: one run, recorded in `runs`."""
-    if not broker_url:
-        raise UsageError("--engine celery needs a broker: pass --broker redis://HOST:6379/0 "
-                         "or set DEALSCOUT_BROKER")
-    options = FleetOptions(broker_url=broker_url, max_in_flight=max_in_flight or settings.concurrency)
-    _check_broker(broker_url)
-    owner = new_owner()
-    command = {"engine": "celery", "broker": _redact(broker_url), "vision_model": settings.vision_model,
-               "pricing_model": settings.pricing_model, "concurrency": options.max_in_flight,
-               "max_side": settings.max_side, "rpm": settings.rpm}
-    run_id = store.start_run(owner, command, offline=settings.offline, now=time.time())
-    status = "crashed"
-    coordinator = Coordinator(store, settings, options, run_id=run_id, owner=owner, on_event=on_event,
-                              handle_signals=handle_signals, budget=budget)
+    """What `snap --engine celery` runs: the queue through the fleet, under `lifecycle`."""
+    assert settings.broker, "config.validate requires a broker for --engine celery"
+    options = FleetOptions(broker_url=settings.broker, max_in_flight=max_in_flight or settings.concurrency)
+    coordinator = Coordinator(lifecycle, settings, options, handle_signals=handle_signals)
     try:
-        summary = coordinator.run()
-        status = "interrupted" if summary.signal_number else ("stopped" if summary.stop_reason else "finished")
-        return summary
+        return coordinator.run()
     finally:
         coordinator.close()
-        store.finish_run(run_id, status, store.counts(), now=time.time())
 
 
-def _check_broker(url: str) -> None:
+def check_broker(url: str) -> None:
     """Fail before any job is claimed when Redis is not there, with the fix in the message."""
     client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
     try:
         client.ping()
     except redis.RedisError as exc:
         raise BrokerError(
-            f"cannot reach the broker at {_redact(url)} ({exc}); start redis-server there, "
+            f"cannot reach the broker at {redact_url(url)} ({exc}); start redis-server there, "
             "or fix --broker / DEALSCOUT_BROKER"
         ) from None
     finally:
         client.close()
-
-
-def _redact(url: str) -> str:
-    """A broker URL without its password, for the runs table and status output."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        host = parts.hostname or ""
-        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url

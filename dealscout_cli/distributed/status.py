@@ -19,7 +19,7 @@ def fleet_status(broker_url: str, *, timeout: float = INSPECT_TIMEOUT) -> dict[s
     """Workers that answered a ping, their active/reserved tasks, and the queue depth."""
     import redis
 
-    from dealscout_cli.distributed.coordinator import _redact
+    from dealscout_cli.config import redact_url as _redact
 
     report: dict[str, Any] = {
         "broker": _redact(broker_url), "queue": QUEUE, "reachable": False, "error": None,

@@ -8,10 +8,11 @@ with the fleet-wide Redis limiter, and returns the validated identification and 
 
 Every call attempt is appended to a Redis list keyed by the task id as it happens, so
 calls made by a worker that is later killed are still recorded by the coordinator.
-A finished identification is kept in Redis too, so a task retried after a pricing
-failure does not pay for identification again. Item-level failures that retrying cannot
-fix come back as data (``error``); retryable ones raise, and Celery retries the task
-with exponential backoff and jitter (``autoretry_for``).
+A finished identification is kept in Redis too (the pipeline's checkpoints, `RedisCheckpoints`),
+so a task delivered again after a pricing failure does not pay for identification again.
+Every failure comes back as data (``error``: its kind, message and whether retrying can help):
+the task never retries itself. The coordinator applies the one item-level retry policy
+(`jobs.outcome_of`), so a call gets the same worst case here as in a local run.
 """
 
 from __future__ import annotations
@@ -27,23 +28,17 @@ import redis
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from celery import signals
 
-from dealscout_cli.config import api_key_from_env
+from dealscout_cli.config import api_key_from_env, resolve
 from dealscout_cli.costs import load_prices
-from dealscout_cli.distributed.app import (
-    RESULT_EXPIRES,
-    RETRY_BACKOFF_MAX,
-    TASK_MAX_RETRIES,
-    TASK_NAME,
-    app,
-)
+from dealscout_cli.distributed.app import RESULT_EXPIRES, TASK_NAME, app
 from dealscout_cli.distributed.ratelimit import RedisLimits
-from dealscout_cli.errors import BadModelOutput, DealscoutError, ProviderError
+from dealscout_cli.errors import DealscoutError, ErrorKind, ProviderError
 from dealscout_cli.images import PreparedImage
 from dealscout_cli.models import Identification
-from dealscout_cli.pipeline import Pipeline, PipelineConfig
+from dealscout_cli.pipeline import Pipeline, PipelineConfig, PreparedItem
 from dealscout_cli.records import CallRecord, ItemRecord
+from dealscout_cli.retry import policy_for
 
-ENV_BASE_URL = "GOOGLE_GEMINI_BASE_URL"
 CALLS_PREFIX = "dealscout:calls:"
 STAGE_PREFIX = "dealscout:stage:"
 
@@ -67,12 +62,10 @@ class _ProcessResources:
 
     def provider(self, timeout: float) -> Any:
         if timeout not in self.providers:
-            from dealscout_cli.providers.gemini import GeminiProvider
+            from dealscout_cli.providers import open_provider
 
-            api_key = api_key_from_env(os.environ) or ""
-            self.providers[timeout] = GeminiProvider(  # raises UsageError without a key
-                api_key, base_url=os.environ.get(ENV_BASE_URL) or None, timeout=timeout, max_connections=8,
-            )
+            settings = resolve(call_timeout=timeout)  # the key and base URL of this worker's env
+            self.providers[timeout] = open_provider(settings, max_connections=8)
         return self.providers[timeout]
 
     def close(self) -> None:
@@ -90,10 +83,6 @@ def resources() -> _ProcessResources:
     if _resources is None or _resources.pid != os.getpid():
         _resources = _ProcessResources()
     return _resources
-
-
-def scratch_redis() -> redis.Redis:
-    return resources().redis
 
 
 @signals.worker_init.connect
@@ -134,26 +123,51 @@ def decode_images(encoded: list[dict[str, Any]]) -> list[PreparedImage]:
     ]
 
 
-@app.task(
-    bind=True,
-    name=TASK_NAME,
-    autoretry_for=(ProviderError,),  # only retryable ones get out of `run_item`
-    max_retries=TASK_MAX_RETRIES,
-    retry_backoff=5,
-    retry_backoff_max=RETRY_BACKOFF_MAX,
-    retry_jitter=True,
-)
+class RedisCheckpoints:
+    """The pipeline's checkpoints on a worker: the identification in Redis (by task id),
+    photo facts already kept by the coordinator, grounded sources returned with the result."""
+
+    def __init__(self, client: redis.Redis, task_id: str, identification: str | None) -> None:
+        self.client = client
+        self.task_id = task_id
+        self.identification_json = identification or _saved_identification(client, task_id)
+        self.grounded_price: str | None = None
+
+    async def identification(self) -> Identification | None:
+        if not self.identification_json:
+            return None
+        return Identification.model_validate_json(self.identification_json)
+
+    async def save_identification(self, identification: Identification) -> None:
+        self.identification_json = identification.model_dump_json()
+        await anyio.to_thread.run_sync(
+            lambda: self.client.set(
+                stage_key(self.task_id), self.identification_json or "", ex=RESULT_EXPIRES
+            )
+        )
+
+    async def save_facts(self, warnings: list[str], barcodes: list[str]) -> None:
+        return None  # read by the coordinator, which has the photos
+
+    async def save_grounded_price(self, output: str) -> None:
+        self.grounded_price = output
+
+
+@app.task(bind=True, name=TASK_NAME)
 def process_item(self: Any, payload: dict[str, Any]) -> dict[str, Any]:
     """Identify (unless already done) and price one item; the result is plain JSON."""
     task_id = self.request.id
     earlier = self.backend.get_task_meta(task_id)
     if earlier.get("status") == "SUCCESS":  # a duplicate delivery of finished work: no new calls
-        return earlier["result"]
+        return dict(earlier["result"])
     if not api_key_from_env(os.environ):
-        return _failure(None, "worker_config", "this worker has no GEMINI_API_KEY", retryable=True)
+        message = "this worker has no GEMINI_API_KEY"
+        return _failure(None, ErrorKind.WORKER_CONFIG, message, retryable=True)
     process = resources()
     provider = process.provider(float(payload["call_timeout"]))
-    future = process.portal.start_task_soon(_identify_and_price, payload, task_id, process.redis, provider)
+    future = process.portal.start_task_soon(
+        _identify_and_price, payload, task_id, process.redis, provider
+    )
     try:
         return future.result()
     except BaseException:
@@ -171,33 +185,38 @@ async def _identify_and_price(
     pipeline = Pipeline(
         provider,
         PipelineConfig(
-            vision_model=payload["vision_model"], pricing_model=payload["pricing_model"],
-            max_side=payload["max_side"], max_retries=payload["max_retries"],
+            vision_model=payload["vision_model"],
+            pricing_model=payload["pricing_model"],
+            max_side=payload["max_side"],
             offline=payload.get("offline", False),
+            read_barcodes=False,  # read by the coordinator, sent in the payload
+            grounded_prices=payload.get("grounded_prices", False),
         ),
         load_prices(None),  # the coordinator prices calls with its own table
         record_call,
-        limits=RedisLimits(client, payload.get("rpm")),
+        policy=policy_for(max_retries=payload["max_retries"], max_attempts=1),
+        limits=RedisLimits(client, payload.get("rpm"), tpm=payload.get("tpm")),
     )
-    item = ItemRecord(payload["item_id"], payload["item_key"], payload["label"], "", payload.get("notes"), ())
-    attempt = int(payload.get("attempt", 1))
-    identification_json = payload.get("identification") or _saved_identification(client, task_id)
+    item = ItemRecord(
+        payload["item_id"], payload["item_key"], payload["label"], "", payload.get("notes"), ()
+    )
+    checkpoints = RedisCheckpoints(client, task_id, payload.get("identification"))
+    prepared = PreparedItem(decode_images(payload["images"]), [], payload.get("barcodes", []))
     try:
-        if identification_json:
-            identification = Identification.model_validate_json(identification_json)
-        else:
-            images = decode_images(payload["images"])
-            identification, _text = await pipeline.identify(item, images, attempt=attempt)
-            identification_json = identification.model_dump_json()
-            client.set(stage_key(task_id), identification_json, ex=RESULT_EXPIRES)
-        price, _text = await pipeline.price(item, identification, attempt=attempt)
+        identification, price = await pipeline.process(
+            item, checkpoints, attempt=int(payload.get("attempt", 1)), prepared=prepared
+        )
     except ProviderError as exc:
-        if exc.retryable and not isinstance(exc, BadModelOutput):
-            raise  # Celery retries the task later (autoretry_for, with backoff and jitter)
-        return _failure(identification_json, exc.kind, str(exc), retryable=False)
+        return _failure(checkpoints.identification_json, exc.kind, str(exc), retryable=exc.retryable)
     except DealscoutError as exc:
-        return _failure(identification_json, "worker_error", str(exc), retryable=False)
-    return {"identification": identification_json, "price": price.model_dump_json(), "error": None}
+        message = str(exc)
+        return _failure(checkpoints.identification_json, ErrorKind.WORKER_ERROR, message, retryable=False)
+    return {
+        "identification": identification.model_dump_json(),
+        "price": price.model_dump_json(),
+        "grounded_price": checkpoints.grounded_price,
+        "error": None,
+    }
 
 
 def _push_call(client: redis.Redis, task_id: str, line: str) -> None:
@@ -213,9 +232,9 @@ def _saved_identification(client: redis.Redis, task_id: str) -> str | None:
 
 
 def _failure(
-    identification: str | None, kind: str, message: str, *, retryable: bool
+    identification: str | None, kind: ErrorKind, message: str, *, retryable: bool
 ) -> dict[str, Any]:
     return {
         "identification": identification, "price": None,
-        "error": {"kind": kind, "message": message[:500], "retryable": retryable},
+        "error": {"kind": kind.value, "message": message[:500], "retryable": retryable},
     }

@@ -23,41 +23,38 @@ when their lease expires.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from dealscout_cli.budget import Budget
 from dealscout_cli.costs import ModelPrice, call_cost_micros, grounding_fee_micros
 from dealscout_cli.errors import BadPhoto, ProviderError
+from dealscout_cli.jobs import JobLifecycle, call_outcome, done, outcome_of
 from dealscout_cli.models import Identification, PriceEstimate
 from dealscout_cli.pipeline import Pipeline, grounded_price_output, parse_answer
 from dealscout_cli.providers.base import ModelReply, ModelRequest
 from dealscout_cli.records import BATCHED, CallRecord, Lease, Stage
-from dealscout_cli.store import Store
+
+if TYPE_CHECKING:
+    from dealscout_cli.config import Settings
+    from dealscout_cli.providers.gemini import GeminiProvider
 
 BATCH_LEASE_SECONDS = 900.0  # held while photos are prepared and the batch is sent
 MAX_BATCH_BYTES = 15 * 1024 * 1024  # inlined batches must stay under 20 MB of request
 MAX_BATCH_REQUESTS = 1000
-RETRY_DELAY = 5.0  # a retryable per-request error goes back to the queue after this
 
 
 @dataclass
 class BatchReport:
+    """What a pass did with batches; the items' outcomes are in the run's `RunSummary`."""
+
     submitted: list[dict[str, Any]] = field(default_factory=list)  # stage, name, items
     pending: list[dict[str, Any]] = field(default_factory=list)  # batches still running
     collected: list[dict[str, Any]] = field(default_factory=list)  # batches read this run
-    done: int = 0
-    failed: int = 0
-    requeued: int = 0
-    calls: int = 0
-    cost_micro_usd: int = 0
+    requeued: int = 0  # items given back because their batch failed or was not accepted
     errors: list[str] = field(default_factory=list)  # submission/poll problems (run again)
-    stop_reason: str | None = None  # --max-cost held items back: raise it to go on
-    done_items: list[dict[str, Any]] = field(default_factory=list)
-    failed_items: list[dict[str, Any]] = field(default_factory=list)
 
 
 class BatchRun:
@@ -65,30 +62,21 @@ class BatchRun:
 
     def __init__(
         self,
-        store: Store,
+        lifecycle: JobLifecycle,
         pipeline: Pipeline,
-        provider: Any,
+        provider: GeminiProvider,
         prices: dict[str, ModelPrice],
-        *,
-        owner: str,
-        run_id: int | None,
-        offline: bool,
-        max_attempts: int,
-        prompt_version: str,
-        clock: Callable[[], float] = time.time,
-        budget: Budget | None = None,
     ) -> None:
-        self.store = store
-        self.budget = budget  # at the batch price: see snap._budget
+        self.lifecycle = lifecycle
+        self.store = lifecycle.store
         self.pipeline = pipeline
         self.provider = provider
         self.prices = prices
-        self.owner = owner
-        self.run_id = run_id
-        self.offline = offline
-        self.max_attempts = max_attempts
-        self.prompt_version = prompt_version
-        self.clock = clock
+        self.owner = lifecycle.owner
+        self.run_id = lifecycle.run_id
+        self.offline = lifecycle.stamp.offline
+        self.prompt_version = lifecycle.stamp.prompt_version
+        self.clock = lifecycle.clock
         self.report = BatchReport()
 
     @property
@@ -169,7 +157,7 @@ class BatchRun:
             if lease is None:
                 continue  # taken over by another run since: its answer is not ours to save
             if error is not None:
-                self._fail_or_retry(lease, error)
+                self._apply_error(lease, error)
                 continue
             now = self.clock()
             if stage == Stage.IDENTIFY:
@@ -227,9 +215,6 @@ class BatchRun:
             )
             if cost is not None and grounded:
                 cost += grounding_fee_micros(batch["model"], reply.search_queries)
-        outcome = "ok" if error is None else error.kind
-        if error is not None and error.kind == "provider_error":
-            outcome = "server_error" if (error.status or 0) >= 500 else "client_error"
         call = CallRecord(
             item_id=item_id,
             stage=stage.value,
@@ -237,7 +222,7 @@ class BatchRun:
             attempt=lease.attempt if lease else 0,
             started_epoch=batch["created_epoch"],
             latency_ms=round((now - batch["created_epoch"]) * 1000),  # the batch's turnaround
-            outcome=outcome,
+            outcome=call_outcome(error, answered=True),
             http_status=200 if reply is not None else (error.status if error else None),
             input_tokens=reply.input_tokens if reply else None,
             output_tokens=reply.output_tokens if reply else None,
@@ -245,9 +230,7 @@ class BatchRun:
             error=str(error)[:500] if error else None,
             offline=self.offline,
         )
-        self.store.record_call(self.run_id, call, batch_id=batch["id"])
-        self.report.calls += 1
-        self.report.cost_micro_usd += cost or 0
+        self.lifecycle.record_call(call, batch_id=batch["id"])
 
     def _complete(
         self,
@@ -259,28 +242,7 @@ class BatchRun:
     ) -> None:
         if grounded:
             self._save_price_stage(lease, price, reply)
-        self.store.complete(
-            lease,
-            now=self.clock(),
-            run_id=self.run_id,
-            identification=identification,
-            price=price,
-            prompt_version=self.prompt_version,
-            vision_model=self.vision_model,
-            pricing_model=self.pricing_model,
-            offline=self.offline,
-        )
-        self.report.done += 1
-        self.report.done_items.append(
-            {
-                "item_id": lease.item_id,
-                "label": self.store.item(lease.item_id).label,
-                "title": identification.title,
-                "condition": identification.condition.value,
-                "price": price.suggested,
-                "currency": price.currency,
-            }
-        )
+        self.lifecycle.apply(lease, self.store.item(lease.item_id), done(identification, price))
 
     def _save_price_stage(self, lease: Lease, price: PriceEstimate, reply: ModelReply) -> None:
         self.store.save_stage(
@@ -293,25 +255,15 @@ class BatchRun:
             now=self.clock(),
         )
 
-    def _fail_or_retry(self, lease: Lease, error: ProviderError) -> None:
-        kind = error.kind
-        retryable = error.retryable and kind != "bad_output"
-        now = self.clock()
-        if retryable and lease.attempt < self.max_attempts:
-            self.store.retry_later(lease, now=now, delay=RETRY_DELAY, kind=kind, error=str(error))
-            self.report.requeued += 1
-            return
-        self.store.fail(lease, now=now, kind=kind, error=str(error), retryable=retryable)
-        self.report.failed += 1
-        self.report.failed_items.append(
-            {"item_id": lease.item_id, "kind": kind, "error": str(error)}
-        )
+    def _apply_error(self, lease: Lease, error: ProviderError | BadPhoto) -> None:
+        outcome = outcome_of(error, lease, self.lifecycle.policy)
+        self.lifecycle.apply(lease, self.store.item(lease.item_id), outcome)
 
     # ------------------------------------------------------------ submit
 
     async def submit(self) -> None:
         leases: list[Lease] = []
-        waiting = self.store.counts().get(BATCHED, 0) if self.budget is not None else 0
+        waiting = self.store.counts().get(BATCHED, 0) if self.lifecycle.budget else 0
         while self._budget_allows_next_item(claimed=len(leases), waiting=waiting):
             lease = self.store.claim_next_job(
                 self.owner, now=self.clock(), lease_seconds=BATCH_LEASE_SECONDS
@@ -331,19 +283,15 @@ class BatchRun:
                 to_price.append((lease, Identification.model_validate(saved["output"])))
                 return
             try:
-                images, warnings = await self.pipeline.prepare(item)
-                codes = await self.pipeline.barcodes(item)
+                prepared = await self.pipeline.prepare_item(item)
             except BadPhoto as exc:
-                self.store.fail(
-                    lease, now=self.clock(), kind="bad_photo", error=str(exc), retryable=False
-                )
-                self.report.failed += 1
-                self.report.failed_items.append(
-                    {"item_id": item.id, "kind": "bad_photo", "error": str(exc)}
-                )
+                self._apply_error(lease, exc)
                 return
-            self.store.set_item_facts(item.id, quality_warnings=warnings, barcodes=codes)
-            to_identify.append((lease, self.pipeline.identify_request(item, images, codes)))
+            self.store.set_item_facts(
+                item.id, quality_warnings=prepared.warnings, barcodes=prepared.barcodes
+            )
+            request = self.pipeline.identify_request(item, prepared.images, prepared.barcodes)
+            to_identify.append((lease, request))
 
         async with anyio.create_task_group() as tg:
             for lease in leases:
@@ -357,17 +305,11 @@ class BatchRun:
     def _budget_allows_next_item(self, *, claimed: int, waiting: int) -> bool:
         """--max-cost: the `waiting` items in batches are paid when collected, so they count
         as in flight, with the items claimed for this submission."""
-        if self.budget is None:
-            return True
-        reason = self.budget.refusal(
-            self.report.cost_micro_usd,
-            in_flight=claimed + waiting,
-            items_finished=self.report.done + self.report.failed,
-        )
+        reason = self.lifecycle.budget_refusal(in_flight=claimed + waiting)
         if reason is None:
             return True
         if self.store.counts()["queued"] > 0:  # only a stop when work is actually held back
-            self.report.stop_reason = reason
+            self.lifecycle.stop(reason)
         return False
 
     async def _submit_price(self, items: list[tuple[Lease, Identification]]) -> None:
@@ -443,3 +385,29 @@ def _brief(batch: dict[str, Any]) -> dict[str, Any]:
         "state": batch["state"],
         "created_at": batch["created_at"],
     }
+
+
+async def run_batch(lifecycle: JobLifecycle, settings: Settings, wait: float) -> BatchReport:
+    """One pass: collect finished batches, submit the queue (`wait`: poll until collected)."""
+    from dealscout_cli.costs import load_prices
+    from dealscout_cli.engines import IMAGE_THREADS, pipeline_config
+    from dealscout_cli.providers import open_provider
+
+    provider = open_provider(settings)
+    try:
+        prices = load_prices(settings.prices_file)
+        pipeline = Pipeline(
+            provider,
+            pipeline_config(settings),
+            prices,
+            _no_calls,
+            policy=lifecycle.policy,
+            image_limiter=anyio.CapacityLimiter(IMAGE_THREADS),
+        )
+        return await BatchRun(lifecycle, pipeline, provider, prices).run(wait=wait)
+    finally:
+        await provider.aclose()
+
+
+async def _no_calls(call: CallRecord) -> None:
+    raise AssertionError("Batch Mode makes no online calls; its answers are recorded per batch")
