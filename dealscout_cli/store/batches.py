@@ -112,19 +112,6 @@ class BatchJobs(StoreConnection):
                 [iso_now(now), batch_id],
             )
 
-    def batch_summary(self) -> dict[str, int]:
-        """Open batches by state, and how many items wait on them."""
-        counts = {
-            state: n
-            for state, n in self.conn.execute(
-                "SELECT state, COUNT(*) FROM batches WHERE collected = 0 GROUP BY state"
-            )
-        }
-        counts["items_waiting"] = self.conn.execute(
-            "SELECT COUNT(*) FROM jobs WHERE state = ?", [BATCHED]
-        ).fetchone()[0]
-        return counts
-
 
 def _park(conn: sqlite3.Connection, lease: Lease, batch_id: int, name: str) -> bool:
     """Move a leased job onto the batch; False when the lease was lost meanwhile."""

@@ -209,16 +209,6 @@ class JobQueue(StoreConnection):
             )
             conn.execute(_UPSERT_LISTING, listing)
 
-    def requeue_expired_leases(self, *, now: float) -> int:
-        """Turn jobs whose lease ran out back into queued ones (claim does this lazily too)."""
-        with self.transaction() as conn:
-            cur = conn.execute(
-                """UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL
-                   WHERE state = 'running' AND lease_expires_at < ?""",
-                [now],
-            )
-            return cur.rowcount
-
 
 _UPSERT_LISTING = """
     INSERT INTO listings (item_id, sku, title, condition, ebay_condition_id,

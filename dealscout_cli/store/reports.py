@@ -136,9 +136,6 @@ class Reports(StoreConnection):
             [now],
         )
 
-    def integrity_check(self) -> str:
-        return str(self._value("PRAGMA integrity_check"))
-
     def _dicts(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         return [dict(row) for row in self.conn.execute(sql, params)]
 
