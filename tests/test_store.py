@@ -16,7 +16,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from dealscout_cli.errors import LeaseLost, StoreError
 from dealscout_cli.models import Condition, Identification, PriceEstimate
-from dealscout_cli.records import JobState, Stage
+from dealscout_cli.records import JobState, Stage, iso_now
 from dealscout_cli.scan import FoundItem, FoundPhoto
 from dealscout_cli.store import Store
 
@@ -136,6 +136,15 @@ def test_saved_identification_survives_a_failed_price(store: Store) -> None:
     store.fail(lease, now=2, kind="server_error", error="503", retryable=True)
     assert store.requeue_retryable(now=3) == 1
     assert store.saved_stage(lease.item_id, Stage.IDENTIFY)["output"]["title"] == IDENT.title
+
+
+def test_requeue_stamps_a_new_queue_time(store: Store) -> None:
+    store.enqueue([found_item(1)], now=0)
+    lease = store.claim_next_job("a", now=0, lease_seconds=LEASE)
+    first = store.job_queued_at(lease.job_id)
+    store.fail(lease, now=1, kind="timeout", error="slow", retryable=True)
+    store.requeue_retryable(now=60)
+    assert first < store.job_queued_at(lease.job_id) == iso_now(60)
 
 
 def test_skipped_file_is_kept_with_its_reason(store: Store) -> None:

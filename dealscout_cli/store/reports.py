@@ -25,6 +25,10 @@ class Reports(StoreConnection):
             counts[state] = n
         return counts
 
+    def job_queued_at(self, job_id: int) -> str:
+        """When the job last entered the queue (ISO-8601 text)."""
+        return str(self._value("SELECT queued_at FROM jobs WHERE id = ?", [job_id]))
+
     def listings(
         self, *, item_id: int | None = None, include_offline: bool = True
     ) -> list[Listing]:
