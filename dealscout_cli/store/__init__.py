@@ -31,13 +31,14 @@ Where things live (each part is a class over the one shared connection; `Store` 
 
 from __future__ import annotations
 
+from dealscout_cli.records import Stage  # its home is records; estimate.py imports it from here
 from dealscout_cli.store.batches import BatchJobs
 from dealscout_cli.store.items import ItemRecords
 from dealscout_cli.store.queue import JobQueue
 from dealscout_cli.store.reports import Reports
 from dealscout_cli.store.runs import RunRecords
 
-__all__ = ["Store"]
+__all__ = ["Stage", "Store"]
 
 
 class Store(JobQueue, ItemRecords, BatchJobs, RunRecords, Reports):
