@@ -16,9 +16,10 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from dealscout_cli.errors import LeaseLost, StoreError
 from dealscout_cli.models import Condition, Identification, PriceEstimate
-from dealscout_cli.records import JobState, Stage
+from dealscout_cli.records import JobState, Stage, iso_now
 from dealscout_cli.scan import FoundItem, FoundPhoto
 from dealscout_cli.store import Store
+from dealscout_cli.store.schema import MIGRATIONS, MIGRATIONS_TABLE
 
 LEASE = 30.0
 
@@ -138,6 +139,15 @@ def test_saved_identification_survives_a_failed_price(store: Store) -> None:
     assert store.saved_stage(lease.item_id, Stage.IDENTIFY)["output"]["title"] == IDENT.title
 
 
+def test_requeue_stamps_a_new_queue_time(store: Store) -> None:
+    store.enqueue([found_item(1)], now=0)
+    lease = store.claim_next_job("a", now=0, lease_seconds=LEASE)
+    first = store.job_queued_at(lease.job_id)
+    store.fail(lease, now=1, kind="timeout", error="slow", retryable=True)
+    store.requeue_retryable(now=60)
+    assert first < store.job_queued_at(lease.job_id) == iso_now(60)
+
+
 def test_skipped_file_is_kept_with_its_reason(store: Store) -> None:
     assert store.record_skipped("/p/x.tiff", "unsupported format (.tiff)", source="/p", now=0)
     assert not store.record_skipped("/p/x.tiff", "unsupported format (.tiff)", source="/p", now=1)
@@ -163,6 +173,20 @@ def test_database_opens_with_sqlite_utils(store: Store) -> None:
     store.enqueue([found_item(1)], now=0)
     tables = set(sqlite_utils.Database(store.path).table_names())
     assert {"items", "photos", "jobs", "stages", "calls", "listings", "runs"} <= tables
+
+
+def test_database_from_an_older_release_is_migrated_on_open(db: Path) -> None:
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute(f"CREATE TABLE {MIGRATIONS_TABLE} (name TEXT PRIMARY KEY, applied_at TEXT)")
+    name, sql = MIGRATIONS[0]
+    conn.executescript(sql)
+    conn.execute(f"INSERT INTO {MIGRATIONS_TABLE} VALUES (?, ?)", [name, "2025-01-01T00:00:00Z"])
+    conn.close()
+    with Store.open(db) as store:
+        applied = [row[0] for row in store.conn.execute(f"SELECT name FROM {MIGRATIONS_TABLE}")]
+        assert applied == [name for name, _ in MIGRATIONS]
+        store.enqueue([found_item(1)], now=0)
+        assert store.open_batches() == [] and store.counts()["queued"] == 1
 
 
 def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:

@@ -213,8 +213,7 @@ class Coordinator:
         }
 
     def _queued_at(self, job_id: int) -> str:
-        # read-only: the store has no query for one job's queue time
-        return self.store.conn.execute("SELECT queued_at FROM jobs WHERE id = ?", [job_id]).fetchone()[0]
+        return self.store.job_queued_at(job_id)
 
     # ------------------------------------------------------------ collecting
 

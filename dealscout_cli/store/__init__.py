@@ -1,0 +1,45 @@
+"""The SQLite record: the schema, and every query dealscout runs, behind one `Store`.
+
+Tables (open the file with `sqlite-utils` or Datasette to look around):
+    runs      one row per `snap` process: when, where, how it ended
+    items     one row per product, keyed by its photos' content (sha256)
+    photos    the files that make up each item
+    jobs      one per item: its state, lease, attempts and last error (the queue)
+    stages    finished pipeline stages per item (identification kept when pricing fails)
+    calls     every paid model call: stage, model, status, tokens, latency, cost
+    listings  the drafts
+    batches   Gemini Batch Mode jobs, and which items wait on them
+
+Concurrency: WAL mode and a busy timeout, so several processes can share one
+file; every claim runs in `BEGIN IMMEDIATE`, so two claimers never take the same
+job. A lease carries a fencing token (`lease_token`): completion only counts
+when the token still matches, so a process whose lease expired cannot overwrite
+the work of the one that took the job over.
+
+Time: lease and retry times are unix seconds (REAL) passed in by the caller, so
+tests inject a clock; human-facing times are ISO-8601 UTC text.
+
+Where things live (each part is a class over the one shared connection; `Store` is all of them):
+    connection.py  opening the file (WAL, busy timeout, migrations), transactions, error text
+    schema.py      the append-only migrations and `migrate`
+    runs.py        starting, updating and finishing a run
+    queue.py       enqueue, claim, leases and fencing, the outcomes of an attempt, requeue
+    items.py       one item's photos, saved stages, recorded calls and facts
+    batches.py     Gemini Batch Mode: batches and the jobs parked on them
+    reports.py     the read side: status numbers, listings, failures, calls
+"""
+
+from __future__ import annotations
+
+from dealscout_cli.records import Stage  # its home is records; estimate.py imports it from here
+from dealscout_cli.store.batches import BatchJobs
+from dealscout_cli.store.items import ItemRecords
+from dealscout_cli.store.queue import JobQueue
+from dealscout_cli.store.reports import Reports
+from dealscout_cli.store.runs import RunRecords
+
+__all__ = ["Stage", "Store"]
+
+
+class Store(JobQueue, ItemRecords, BatchJobs, RunRecords, Reports):
+    """One SQLite file. Open with `Store.open(path)`; safe to share between processes."""

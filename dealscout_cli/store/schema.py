@@ -1,0 +1,217 @@
+"""The schema: append-only migrations, and the function that applies them on open.
+
+A shipped step is never edited (databases in the field already ran it); change the schema by
+appending `m004_...`. Applied steps are recorded by name in `_dealscout_migrations`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from dealscout_cli.records import iso_now
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "m001_initial",
+        """
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            owner TEXT NOT NULL UNIQUE,
+            command TEXT NOT NULL,          -- JSON: the options of the run (never the API key)
+            offline INTEGER NOT NULL DEFAULT 0,
+            status TEXT NOT NULL DEFAULT 'running',   -- running, finished, interrupted, stopped, crashed
+            summary TEXT                    -- JSON: counts at the end
+        );
+        CREATE TABLE items (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL UNIQUE,       -- sha256 over the sorted sha256s of its photos
+            label TEXT NOT NULL,            -- file stem, folder name or manifest item
+            source TEXT NOT NULL,           -- folder or manifest:line it was found in
+            notes TEXT,
+            quality_warnings TEXT NOT NULL DEFAULT '[]',   -- JSON list
+            barcodes TEXT NOT NULL DEFAULT '[]',           -- JSON list
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE photos (
+            id INTEGER PRIMARY KEY,
+            item_id INTEGER NOT NULL REFERENCES items(id),
+            position INTEGER NOT NULL,
+            path TEXT NOT NULL,             -- where it was last seen (printable form)
+            path_bytes BLOB,                -- the exact file name when it is not valid UTF-8
+            sha256 TEXT NOT NULL,
+            size_bytes INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            UNIQUE (item_id, sha256)
+        );
+        CREATE INDEX photos_sha256 ON photos(sha256);
+        CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY,
+            item_id INTEGER NOT NULL UNIQUE REFERENCES items(id),
+            state TEXT NOT NULL,            -- queued, running, done, failed, skipped
+            attempts INTEGER NOT NULL DEFAULT 0,
+            lease_owner TEXT,
+            lease_token INTEGER NOT NULL DEFAULT 0,   -- fencing token, +1 on every claim
+            lease_expires_at REAL,          -- unix seconds
+            not_before REAL NOT NULL DEFAULT 0,       -- unix seconds; retry delay
+            error_kind TEXT,                -- bad_photo, rate_limited, timeout, bad_output, blocked, ...
+            error TEXT,
+            retryable INTEGER,
+            queued_at TEXT NOT NULL,
+            started_at TEXT,
+            finished_at TEXT,
+            run_id INTEGER REFERENCES runs(id)
+        );
+        CREATE INDEX jobs_claim ON jobs(state, not_before);
+        CREATE TABLE stages (
+            item_id INTEGER NOT NULL REFERENCES items(id),
+            stage TEXT NOT NULL,            -- identify, price
+            output TEXT NOT NULL,           -- JSON, validated
+            model TEXT NOT NULL,
+            prompt_version TEXT NOT NULL,
+            offline INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (item_id, stage)
+        );
+        CREATE TABLE calls (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER REFERENCES runs(id),
+            item_id INTEGER REFERENCES items(id),
+            stage TEXT NOT NULL,
+            model TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            started_at TEXT NOT NULL,
+            started_epoch REAL NOT NULL,
+            latency_ms INTEGER NOT NULL,
+            outcome TEXT NOT NULL,          -- ok, rate_limited, quota_exhausted, server_error, timeout, ...
+            http_status INTEGER,
+            input_tokens INTEGER,
+            output_tokens INTEGER,
+            cost_micro_usd INTEGER,         -- millionths of a USD; NULL when the model has no price
+            error TEXT,
+            offline INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX calls_item ON calls(item_id);
+        CREATE INDEX calls_time ON calls(started_epoch);
+        CREATE TABLE listings (
+            id INTEGER PRIMARY KEY,
+            item_id INTEGER NOT NULL UNIQUE REFERENCES items(id),
+            sku TEXT NOT NULL,
+            title TEXT NOT NULL,
+            condition TEXT NOT NULL,
+            ebay_condition_id INTEGER NOT NULL,
+            price_suggested_cents INTEGER,
+            currency TEXT,
+            identification TEXT NOT NULL,   -- JSON
+            price TEXT,                     -- JSON, NULL when pricing failed
+            prompt_version TEXT NOT NULL,
+            vision_model TEXT NOT NULL,
+            pricing_model TEXT,
+            offline INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL
+        );
+        CREATE VIEW item_overview AS
+            SELECT items.id, items.label, jobs.state, jobs.attempts, jobs.error_kind, jobs.error,
+                   listings.title, listings.price_suggested_cents, listings.currency,
+                   (SELECT COUNT(*) FROM photos WHERE photos.item_id = items.id) AS photo_count,
+                   (SELECT COALESCE(SUM(cost_micro_usd), 0) FROM calls
+                     WHERE calls.item_id = items.id) AS cost_micro_usd
+            FROM items JOIN jobs ON jobs.item_id = items.id
+            LEFT JOIN listings ON listings.item_id = items.id;
+        """,
+    ),
+]
+
+MIGRATIONS.append(
+    (
+        "m002_run_limits",
+        """
+        -- JSON list: each model's limiter as the run last saw it (rate, in flight, cap, pause)
+        ALTER TABLE runs ADD COLUMN limits TEXT;
+        -- the last time a run wrote anything: a run that stopped writing long ago was killed
+        ALTER TABLE runs ADD COLUMN seen_at TEXT;
+        """,
+    )
+)
+
+MIGRATIONS.append(
+    (
+        "m003_batches",
+        """
+        -- Gemini Batch Mode jobs (`snap --batch`): one row per submitted batch
+        CREATE TABLE batches (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,             -- Google's batches/...
+            model TEXT NOT NULL,
+            stage TEXT NOT NULL,            -- identify, price
+            state TEXT NOT NULL,            -- pending, running, succeeded, failed, cancelled, expired
+            collected INTEGER NOT NULL DEFAULT 0,   -- 1 once its results are in the store
+            created_at TEXT NOT NULL,
+            created_epoch REAL NOT NULL,
+            polled_at TEXT,
+            finished_at TEXT,
+            item_ids TEXT NOT NULL,         -- JSON list, in request order
+            run_id INTEGER REFERENCES runs(id),
+            offline INTEGER NOT NULL DEFAULT 0,
+            grounded INTEGER NOT NULL DEFAULT 0,
+            error TEXT
+        );
+        CREATE INDEX batches_open ON batches(collected, state);
+        -- the batch a job waits on while its state is 'batched'
+        ALTER TABLE jobs ADD COLUMN batch_id INTEGER REFERENCES batches(id);
+        -- the batch a call was part of (NULL: an online call)
+        ALTER TABLE calls ADD COLUMN batch_id INTEGER REFERENCES batches(id);
+        """,
+    )
+)
+
+MIGRATIONS_TABLE = "_dealscout_migrations"
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Apply the steps this file lacks, all in one write transaction."""
+    if {name for name, _ in MIGRATIONS} <= _applied(conn):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (name TEXT PRIMARY KEY, applied_at TEXT)"
+        )
+        done = _applied(conn)  # again, inside the lock: another process may have won
+        for name, sql in MIGRATIONS:
+            if name not in done:
+                _apply(conn, name, sql)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _apply(conn: sqlite3.Connection, name: str, sql: str) -> None:
+    for statement in _split_sql(sql):
+        conn.execute(statement)
+    conn.execute(f"INSERT INTO {MIGRATIONS_TABLE} VALUES (?, ?)", [name, iso_now()])
+
+
+def _applied(conn: sqlite3.Connection) -> set[str]:
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", [MIGRATIONS_TABLE]
+    ).fetchone()
+    if not exists:
+        return set()
+    return {row[0] for row in conn.execute(f"SELECT name FROM {MIGRATIONS_TABLE}")}
+
+
+def _split_sql(script: str) -> list[str]:
+    # sqlite3.executescript() commits on its own; splitting keeps the migration in our transaction.
+    statements, current = [], []
+    for line in script.splitlines():
+        current.append(line)
+        candidate = "\n".join(current)
+        if sqlite3.complete_statement(candidate):
+            statements.append(candidate.strip())
+            current = []
+    return [s for s in statements if s]
