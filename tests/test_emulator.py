@@ -19,14 +19,9 @@ from google import genai
 from google.genai import errors, types
 from PIL import Image
 
-from dealscout_cli.emulator import (
-    Emulator,
-    EmulatorConfig,
-    image_tokens,
-    parse_error_rates,
-    text_tokens,
-)
+from dealscout_cli.emulator import Emulator, EmulatorConfig, parse_error_rates
 from dealscout_cli.models import Identification, PriceEstimate
+from dealscout_cli.tokens import image_tokens, text_tokens
 
 MODEL = "gemini-2.5-flash"
 JSON = "application/json"

@@ -15,7 +15,6 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from dealscout_cli.config import Settings
-from dealscout_cli.costs import image_tokens
 from dealscout_cli.estimate import (
     IDENTIFY_OUTPUT_TOKENS,
     PRICE_OUTPUT_TOKENS,
@@ -28,6 +27,7 @@ from dealscout_cli.estimate import (
 from dealscout_cli.estimate_cli import estimate_command
 from dealscout_cli.images import prepare_photo
 from dealscout_cli.snap import snap
+from dealscout_cli.tokens import image_tokens
 
 SIZES = ((300, 200), (1024, 768), (4000, 3000))
 

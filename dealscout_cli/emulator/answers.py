@@ -14,9 +14,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from dealscout_cli.tokens import DEFAULT_RULE, text_tokens
+
 from .catalogue import CATALOGUE, ImageFacts, find_named_item
 from .schema import Subject, generate, normalize_schema, plain_text_answer
-from .tokens import CHARS_PER_TOKEN, text_tokens
 from .wire import ModelRequest
 
 # Used when JSON is asked for without a schema: the shape of a listing identification.
@@ -73,7 +74,7 @@ def answer(request: ModelRequest, subject: Subject) -> Answer:
         text = plain_text_answer(subject)
     limit = request.max_output_tokens
     if limit is not None and text_tokens(text) > limit:
-        text = text[: limit * CHARS_PER_TOKEN]
+        text = text[: limit * DEFAULT_RULE.chars_per_token]
         return Answer(text, "MAX_TOKENS", text_tokens(text))
     return Answer(text, "STOP", text_tokens(text))
 

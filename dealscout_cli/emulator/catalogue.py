@@ -11,8 +11,6 @@ import io
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from .tokens import image_size
-
 
 @dataclass(frozen=True)
 class CatalogueItem:
@@ -131,6 +129,17 @@ def image_facts(data: bytes, sha256: str) -> ImageFacts | None:
     if len(_FACTS_CACHE) > _FACTS_CACHE_SIZE:
         _FACTS_CACHE.popitem(last=False)
     return facts
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) read from the image header only, or None if Pillow cannot read it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
 
 
 def _read_image_facts(data: bytes) -> ImageFacts | None:

@@ -133,7 +133,7 @@ class EmulatorApp:
             await respond(send, problem.code, problem.body)
             return
         if action == "countTokens":
-            await self.count_tokens(request, facts, send)
+            await self.count_tokens(model, request, facts, send)
         else:
             await self.generate(model, request, facts, send, receive)
 
@@ -186,10 +186,10 @@ class EmulatorApp:
             facts.append(seen)
         return facts
 
-    async def count_tokens(self, request: ModelRequest, facts: list[ImageFacts | None],
-                           send: Send) -> None:
+    async def count_tokens(self, model: str, request: ModelRequest,
+                           facts: list[ImageFacts | None], send: Send) -> None:
         self.stats.count_tokens_call()
-        details = usage_details(request, [_size(f) for f in facts])
+        details = usage_details(model, request, [_size(f) for f in facts])
         await respond(send, 200, {"totalTokens": sum(details.values()),
                                   "promptTokensDetails": modality_list(details)})
 
@@ -199,7 +199,7 @@ class EmulatorApp:
         now = self.clock()
         self.stats.arrival(model, now, request.image_hashes)
         draws = self.draw_faults(config)
-        details = usage_details(request, [_size(f) for f in facts])
+        details = usage_details(model, request, [_size(f) for f in facts])
         prompt_tokens = sum(details.values())
 
         injected = pick_status(config.error_rates, draws["error"])
@@ -264,7 +264,7 @@ class EmulatorApp:
             self.stats.fault(f"injected_{injected}")
             message = INJECTED_MESSAGES.get(injected, RATE_LIMIT_MESSAGE)
             return {**out, "error": {"code": injected, "message": message}}
-        details = usage_details(request, [_size(f) for f in facts])
+        details = usage_details(model, request, [_size(f) for f in facts])
         return {**out, "response": self.answer_payload(model, request, facts, details, config,
                                                        draws)}
 

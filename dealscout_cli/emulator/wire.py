@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .tokens import image_tokens, text_tokens
+from dealscout_cli.tokens import rule_for
 
 MAX_REQUEST_BYTES = 20 * 1024 * 1024  # Gemini's inline request limit
 TROUBLESHOOTING = "https://developers.generativeai.google/guide/troubleshooting"
@@ -177,13 +177,16 @@ def _read_config(config: dict[str, Any], request: ModelRequest) -> None:
     request.media_resolution = _get(config, "mediaResolution", "media_resolution")
 
 
-def usage_details(request: ModelRequest, sizes: list[tuple[int, int] | None]) -> dict[str, int]:
-    """Prompt tokens by modality, Google's way (see `tokens`)."""
-    text = sum(text_tokens(t) for t in request.texts + request.system_texts)
+def usage_details(
+    model: str, request: ModelRequest, sizes: list[tuple[int, int] | None]
+) -> dict[str, int]:
+    """Prompt tokens by modality, by `model`'s rule in `dealscout_cli.tokens`."""
+    rule = rule_for(model)
+    text = sum(rule.text_tokens(t) for t in request.texts + request.system_texts)
     image = 0
     for size in sizes:
         # A non-image inline part (e.g. PDF page) is billed like one small image.
-        image += image_tokens(*size, request.media_resolution) if size else 258
+        image += rule.image_tokens(*size, request.media_resolution) if size else rule.tokens_per_tile
     details = {"TEXT": text}
     if request.images:
         details["IMAGE"] = image
