@@ -205,12 +205,6 @@ class GeminiProvider:
                     results.append(exc)
         return BatchStatus(name, state, tuple(results), error)
 
-    async def count_tokens(self, request: ModelRequest) -> int:
-        result = await self._client.aio.models.count_tokens(
-            model=request.model, contents=self._contents(request)
-        )
-        return int(result.total_tokens or 0)
-
     def _contents(self, request: ModelRequest) -> list[Any]:
         """The images, then the prompt, as one user turn."""
         types = self._types
