@@ -570,7 +570,8 @@ def _uvicorn_server(app: EmulatorApp, log_level: str = "warning") -> Any:
                 server.close()
             for connection in list(self.server_state.connections):
                 connection.shutdown()
-            deadline = time.monotonic() + self.config.timeout_graceful_shutdown
+            # uvicorn types it optional; _uvicorn_server always sets it (1 s).
+            deadline = time.monotonic() + (self.config.timeout_graceful_shutdown or 0)
             while ((self.server_state.connections or self.server_state.tasks)
                    and time.monotonic() < deadline):
                 await asyncio.sleep(0.005)
