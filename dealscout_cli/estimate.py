@@ -181,8 +181,13 @@ def estimate_scan(found: ScanResult, settings: Settings) -> Estimate:
     prices = load_prices(settings.prices_file)
     result.rows = [
         _row(prices, settings.vision_model, Stage.IDENTIFY, result.to_identify, vision_input),
-        _row(prices, settings.pricing_model, Stage.PRICE, result.to_identify + result.to_price,
-             price_input),
+        _row(
+            prices,
+            settings.pricing_model,
+            Stage.PRICE,
+            result.to_identify + result.to_price,
+            price_input,
+        ),
     ]
     result.cost_per_item_micro_usd = _cost_per_item(result.rows, prices, settings)
     return result

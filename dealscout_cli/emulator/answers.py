@@ -29,9 +29,15 @@ DEFAULT_JSON_SCHEMA: dict[str, Any] = {
         "model": {"type": "string"},
         "category": {"type": "string"},
         "description": {"type": "string"},
-        "price": {"type": "object", "properties": {
-            "low": {"type": "number"}, "suggested": {"type": "number"},
-            "high": {"type": "number"}, "currency": {"type": "string"}}},
+        "price": {
+            "type": "object",
+            "properties": {
+                "low": {"type": "number"},
+                "suggested": {"type": "number"},
+                "high": {"type": "number"},
+                "currency": {"type": "string"},
+            },
+        },
     },
 }
 
@@ -67,7 +73,9 @@ def answer(request: ModelRequest, subject: Subject) -> Answer:
     if request.response_schema is not None:
         text = json.dumps(generate(normalize_schema(request.response_schema), subject))
     elif prompt_schema is not None:  # JSON asked for in words (tools rule out JSON mode)
-        text = "```json\n" + json.dumps(generate(normalize_schema(prompt_schema), subject)) + "\n```"
+        text = (
+            "```json\n" + json.dumps(generate(normalize_schema(prompt_schema), subject)) + "\n```"
+        )
     elif request.response_mime_type == "application/json":
         text = json.dumps(generate(DEFAULT_JSON_SCHEMA, subject))
     else:
@@ -119,7 +127,8 @@ def grounding_metadata(subject: Subject) -> dict[str, Any]:
     return {
         "webSearchQueries": queries,
         "groundingChunks": chunks,
-        "groundingSupports": [{"segment": {"startIndex": 0, "endIndex": 1},
-                               "groundingChunkIndices": [0, 1]}],
+        "groundingSupports": [
+            {"segment": {"startIndex": 0, "endIndex": 1}, "groundingChunkIndices": [0, 1]}
+        ],
         "searchEntryPoint": {"renderedContent": "<div>search suggestions</div>"},
     }

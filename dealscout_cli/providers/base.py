@@ -75,4 +75,3 @@ class BatchStatus:
     @property
     def done(self) -> bool:
         return self.state in BATCH_DONE_STATES
-

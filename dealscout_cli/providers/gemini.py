@@ -101,6 +101,7 @@ class GeminiProvider:
 
     def _config(self, request: ModelRequest) -> types.GenerateContentConfig:
         from google.genai import types
+
         if request.grounded:
             # Search grounding and JSON mode do not mix on most models: the prompt asks for
             # JSON and `pipeline` validates the text (code fences stripped) itself.
