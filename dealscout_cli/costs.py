@@ -14,8 +14,13 @@ import json
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dealscout_cli.errors import UsageError
+from dealscout_cli.tokens import rule_for
+
+if TYPE_CHECKING:
+    from dealscout_cli.providers.base import ModelRequest
 
 PRICES_CHECKED = (
     "2026-11-29"  # list prices (standard tier, prompts <= 200k tokens), from public price listings
@@ -117,30 +122,15 @@ def format_usd(micros: int | None) -> str:
 
 
 # ---------------------------------------------------------------- token estimates
-# Google's documented counting rule (258 tokens per image up to 384 px a side, else per
-# 768x768 tile; ~4 characters a token) has one home, dealscout_cli.emulator.tokens, shared
-# with the emulator that plays Google. Loaded on first use: the emulator package costs ~60 ms
-# to import, and `--help` and `status` import this module.
-
-TILE_SIDE = 768
 
 
-def __getattr__(name: str) -> object:
-    if name in ("image_tokens", "text_tokens"):
-        from dealscout_cli.emulator import tokens
+def estimate_request_tokens(request: ModelRequest) -> int:
+    """Input tokens a ModelRequest will cost, before sending it (corrected later from usage).
 
-        return getattr(tokens, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def estimate_request_tokens(request: object) -> int:
-    """Input tokens a ModelRequest will cost, before sending it (corrected later from usage)."""
-    from dealscout_cli.emulator.tokens import image_tokens, text_tokens
-
-    images = getattr(request, "images", ())
-    total = sum(image_tokens(i.width or TILE_SIDE, i.height or TILE_SIDE) for i in images)
-    return (
-        total
-        + text_tokens(getattr(request, "system", ""))
-        + text_tokens(getattr(request, "prompt", ""))
-    )
+    Counted by the model family's rule in `tokens`; an image of unknown size counts as one
+    full tile.
+    """
+    rule = rule_for(request.model)
+    side = rule.tile_side
+    images = sum(rule.image_tokens(i.width or side, i.height or side) for i in request.images)
+    return images + rule.text_tokens(request.system) + rule.text_tokens(request.prompt)

@@ -1,7 +1,7 @@
 """What a `snap` of some photos would cost, predicted without calling any model.
 
-Input tokens are counted the way Gemini bills them (`costs.image_tokens`,
-`costs.text_tokens`): per item, every distinct photo at the size
+Input tokens are counted the way Gemini bills them, by each model family's rule
+(`tokens.rule_for`): per item, every distinct photo at the size
 `images.prepare_photo` will send (long side shrunk to `max_side` through the same
 libjpeg draft scale and Pillow rounding, never upscaled, EXIF-rotated), plus the
 identify system text and prompt with the item's notes. Photo sizes come from the
@@ -34,11 +34,13 @@ from PIL import Image, UnidentifiedImageError
 
 from . import prompts
 from .config import Settings
-from .costs import ModelPrice, call_cost_micros, image_tokens, load_prices, text_tokens
+from .costs import ModelPrice, call_cost_micros, load_prices
 from .images import DEFAULT_MAX_PIXELS, MIN_SIDE, display_path, register_heif
 from .models import Attribute, Condition, Identification
+from .records import Stage
 from .scan import FoundItem, GroupBy, ScanResult, scan
-from .store import Stage, Store
+from .store import Store
+from .tokens import rule_for
 
 IDENTIFY_OUTPUT_TOKENS = 250  # emulator mean 157; real descriptions run longer
 PRICE_OUTPUT_TOKENS = 80  # emulator mean 51
@@ -170,32 +172,49 @@ def estimate_scan(found: ScanResult, settings: Settings) -> Estimate:
         if identified:
             result.to_price += 1
         else:
-            tokens = _identify_tokens(item, settings.max_side, result)
+            tokens = _identify_tokens(item, settings, result)
             if tokens is None:
                 continue  # no usable photo: the run marks it bad_photo without a call
             result.to_identify += 1
             vision_input += tokens
-        price_input += pricing_input_tokens()
+        price_input += pricing_input_tokens(model=settings.pricing_model)
     prices = load_prices(settings.prices_file)
     result.rows = [
         _row(prices, settings.vision_model, Stage.IDENTIFY, result.to_identify, vision_input),
-        _row(prices, settings.pricing_model, Stage.PRICE, result.to_identify + result.to_price,
-             price_input),
+        _row(
+            prices,
+            settings.pricing_model,
+            Stage.PRICE,
+            result.to_identify + result.to_price,
+            price_input,
+        ),
     ]
     result.cost_per_item_micro_usd = _cost_per_item(result.rows, prices, settings)
     return result
 
 
-def identify_input_tokens(photo_sizes: Sequence[tuple[int, int]], notes: str | None = None) -> int:
-    """Input tokens of one identify call: the prepared photos plus the system text and prompt."""
-    images = sum(image_tokens(width, height) for width, height in photo_sizes)
-    text = text_tokens(prompts.IDENTIFY_SYSTEM) + text_tokens(prompts.identify_prompt(notes))
+def identify_input_tokens(
+    photo_sizes: Sequence[tuple[int, int]], notes: str | None = None, *, model: str | None = None
+) -> int:
+    """Input tokens of one identify call to `model`: the prepared photos plus the system
+    text and prompt."""
+    rule = rule_for(model)
+    images = sum(rule.image_tokens(width, height) for width, height in photo_sizes)
+    text = rule.text_tokens(prompts.IDENTIFY_SYSTEM) + rule.text_tokens(
+        prompts.identify_prompt(notes)
+    )
     return images + text
 
 
-def pricing_input_tokens(identification: Identification = TYPICAL_IDENTIFICATION) -> int:
-    """Input tokens of one pricing call for `identification` (a typical one by default)."""
-    return text_tokens(prompts.price_system()) + text_tokens(prompts.price_prompt(identification))
+def pricing_input_tokens(
+    identification: Identification = TYPICAL_IDENTIFICATION, *, model: str | None = None
+) -> int:
+    """Input tokens of one pricing call to `model` for `identification` (a typical one by
+    default)."""
+    rule = rule_for(model)
+    return rule.text_tokens(prompts.price_system()) + rule.text_tokens(
+        prompts.price_prompt(identification)
+    )
 
 
 def prepared_size(path: Path | str, max_side: int) -> tuple[int, int]:
@@ -243,26 +262,28 @@ def fit_within(size: tuple[int, int], max_side: int) -> tuple[int, int]:
     return max_side, max(best, 1)
 
 
-def _identify_tokens(item: FoundItem, max_side: int, result: Estimate) -> int | None:
+def _identify_tokens(item: FoundItem, settings: Settings, result: Estimate) -> int | None:
     sizes = []
     for photo in item.photos:  # already distinct by content (scan)
         try:
-            sizes.append(prepared_size(photo.path, max_side))
+            sizes.append(prepared_size(photo.path, settings.max_side))
         except ValueError as exc:
             result.unusable.append(UnusablePhoto(display_path(photo.path), str(exc)))
     if len(sizes) < len(item.photos):
         # prepare_photo fails the whole item on one bad photo: no call is made for it.
         return None
     result.photos += len(sizes)
-    return identify_input_tokens(sizes, item.notes)
+    return identify_input_tokens(sizes, item.notes, model=settings.vision_model)
 
 
 def _cost_per_item(
     rows: list[ModelRow], prices: dict[str, ModelPrice], settings: Settings
 ) -> int | None:
     typical = {
-        Stage.IDENTIFY.value: identify_input_tokens([fit_within(TYPICAL_PHOTO, settings.max_side)]),
-        Stage.PRICE.value: pricing_input_tokens(),
+        Stage.IDENTIFY.value: identify_input_tokens(
+            [fit_within(TYPICAL_PHOTO, settings.max_side)], model=settings.vision_model
+        ),
+        Stage.PRICE.value: pricing_input_tokens(model=settings.pricing_model),
     }
     total = 0
     for row in rows:

@@ -34,9 +34,10 @@ Adaptive mode (no ``rpm`` given) is AIMD on the *allowed request rate*, not on t
 concurrency cap. A rate, unlike a cap, keeps starts evenly spaced, so after the first
 429 dealscout stops arriving in bursts, and the cap then follows from the rate like in
 the configured case. Until the first 429 the rate is unbounded (only the cap applies);
-the first 429 sets the rate to half the rate observed over the last minute, each later
-429 halves it again. Only requests started after the last cut can cause another cut, so
-a burst of 429s from one overload halves once (TCP's "one cut per window"). Each clean
+the first 429 that is part of a pattern (``CUT_SHARE`` of recent answers) sets the rate to
+what the server accepted over the last minute, and each later one cuts it by
+``DECREASE_FACTOR``. Only requests started after the last cut can cause another cut, so
+a burst of 429s from one overload cuts once (TCP's "one cut per window"). Each clean
 answer adds ``ADDITIVE_INCREASE x ceiling / rate`` requests per minute, where ceiling is
 the rate just before the last cut: a straight-line climb of 10% of the ceiling per
 minute, past it if the server allows more, until the next 429.
@@ -52,15 +53,11 @@ import random
 import statistics
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Literal
 
 import anyio
-
-from dealscout_cli.errors import RateLimited
 
 Clock = Callable[[], float]
 """Monotonic seconds, injected so tests run on fake time."""
@@ -123,11 +120,6 @@ def aimd_increase(rate: float, ceiling: float, step: float = ADDITIVE_INCREASE) 
     return rate + step * ceiling / rate
 
 
-def observed_rpm(starts: int, span: float) -> float:
-    """Requests per minute from `starts` over the last `span` seconds (at least 1 s)."""
-    return starts * WINDOW / max(1.0, min(span, WINDOW))
-
-
 # -- values -----------------------------------------------------------------------------
 
 
@@ -168,12 +160,7 @@ class LimiterStats:
 
 @dataclass(eq=False)
 class Permit:
-    """Leave to send one request; give it back with `ModelLimiter.record`.
-
-    Also an async context manager: on exit it records the outcome if the caller has
-    not (``ok`` on success, ``rate_limited`` for `RateLimited`, ``error`` otherwise),
-    using `actual_tokens` if the caller set it.
-    """
+    """Leave to send one request; give it back with `ModelLimiter.record`."""
 
     limiter: ModelLimiter = field(repr=False)
     estimated_tokens: int
@@ -184,35 +171,6 @@ class Permit:
     @property
     def model(self) -> str:
         return self.limiter.model
-
-    async def __aenter__(self) -> Permit:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self.released:
-            return
-        latency = self.limiter.clock() - self.started_at
-        if exc is None:
-            self.limiter.record(
-                self, actual_tokens=self.actual_tokens, outcome="ok", latency=latency
-            )
-        elif isinstance(exc, RateLimited):
-            self.limiter.record(
-                self,
-                actual_tokens=self.actual_tokens,
-                outcome="rate_limited",
-                latency=latency,
-                retry_after=exc.retry_after,
-            )
-        else:
-            self.limiter.record(
-                self, actual_tokens=self.actual_tokens, outcome="error", latency=latency
-            )
 
 
 # -- one model --------------------------------------------------------------------------
@@ -271,13 +229,6 @@ class ModelLimiter:
             self._release_slot()
             raise
         return Permit(self, estimated_tokens, started_at)
-
-    @asynccontextmanager
-    async def slot(self, estimated_tokens: int) -> AsyncIterator[Permit]:
-        """``async with limiter.slot(est) as permit:`` acquire, and record on the way out."""
-        permit = await self.acquire(estimated_tokens)
-        async with permit:
-            yield permit
 
     async def _take_slot(self) -> None:
         if not self._slot_waiters and self._in_flight < self.concurrency_cap():
@@ -441,13 +392,6 @@ class ModelLimiter:
             return math.inf
         drained = (now - self._token_tat) / emission_interval(self.limit.tpm)
         return min(self.limit.tpm, drained)
-
-    def observed_rpm(self, now: float) -> float:
-        """Start rate over the last minute, from the requests actually started."""
-        self._forget_old_starts(now)
-        if not self._starts:
-            return MIN_ADAPTIVE_RPM
-        return observed_rpm(len(self._starts), now - self._starts[0][0])
 
     def _forget_old_starts(self, now: float) -> None:
         while self._starts and self._starts[0][0] <= now - WINDOW:

@@ -69,7 +69,8 @@ def test_usd_to_micros_refuses_what_is_not_an_amount(usd: str) -> None:
 
 
 def test_refusal_is_none_while_an_item_fits_and_the_message_when_not():
-    budget = Budget(limit_micro_usd=1_000, spent_micro_usd_at_start=0, estimate_per_item_micro_usd=100)
+    budget = Budget(
+        limit_micro_usd=1_000, spent_micro_usd_at_start=0, estimate_per_item_micro_usd=100
+    )
     assert budget.refusal(900, in_flight=0, items_finished=0) is None
     assert budget.refusal(901, in_flight=0, items_finished=0) == budget.message(901)
-

@@ -19,14 +19,9 @@ from google import genai
 from google.genai import errors, types
 from PIL import Image
 
-from dealscout_cli.emulator import (
-    Emulator,
-    EmulatorConfig,
-    image_tokens,
-    parse_error_rates,
-    text_tokens,
-)
+from dealscout_cli.emulator import Emulator, EmulatorConfig, parse_error_rates
 from dealscout_cli.models import Identification, PriceEstimate
+from dealscout_cli.tokens import image_tokens, text_tokens
 
 MODEL = "gemini-2.5-flash"
 JSON = "application/json"
@@ -42,8 +37,12 @@ class FakeClock:
         return self.now
 
 
-def photo(width: int = 640, height: int = 480, colour: tuple[int, int, int] = (30, 60, 200),
-          fmt: str = "JPEG") -> bytes:
+def photo(
+    width: int = 640,
+    height: int = 480,
+    colour: tuple[int, int, int] = (30, 60, 200),
+    fmt: str = "JPEG",
+) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), colour).save(buffer, fmt)
     return buffer.getvalue()
@@ -78,8 +77,9 @@ def emulator(start_emulator: Callable[..., Emulator]) -> Emulator:
 
 
 def client_for(emulator: Emulator, key: str = "test-key", timeout_ms: int = 10_000) -> genai.Client:
-    return genai.Client(api_key=key,
-                        http_options=types.HttpOptions(base_url=emulator.url, timeout=timeout_ms))
+    return genai.Client(
+        api_key=key, http_options=types.HttpOptions(base_url=emulator.url, timeout=timeout_ms)
+    )
 
 
 @pytest.fixture
@@ -88,12 +88,16 @@ def client(emulator: Emulator) -> Iterator[genai.Client]:
         yield sdk_client
 
 
-def identify(sdk_client: genai.Client, data: bytes, model: str = MODEL,
-             **config: object) -> types.GenerateContentResponse:
+def identify(
+    sdk_client: genai.Client, data: bytes, model: str = MODEL, **config: object
+) -> types.GenerateContentResponse:
     return sdk_client.models.generate_content(
-        model=model, contents=[image_part(data), "Identify this item for a resale listing."],
-        config=types.GenerateContentConfig(response_mime_type=JSON, response_schema=Identification,
-                                           **config))  # type: ignore[arg-type]
+        model=model,
+        contents=[image_part(data), "Identify this item for a resale listing."],
+        config=types.GenerateContentConfig(
+            response_mime_type=JSON, response_schema=Identification, **config
+        ),
+    )  # type: ignore[arg-type]
 
 
 # --- the happy path -------------------------------------------------------------------------
@@ -116,8 +120,10 @@ def test_async_client_gets_a_parsed_price_estimate(emulator: Emulator) -> None:
     async def price() -> types.GenerateContentResponse:
         async with client_for(emulator).aio as aio:
             return await aio.models.generate_content(
-                model=MODEL, contents='{"title": "Sony WH-1000XM4 headphones"}',
-                config=as_json(PriceEstimate))
+                model=MODEL,
+                contents='{"title": "Sony WH-1000XM4 headphones"}',
+                config=as_json(PriceEstimate),
+            )
 
     response = asyncio.run(price())
 
@@ -129,8 +135,9 @@ def test_async_client_gets_a_parsed_price_estimate(emulator: Emulator) -> None:
 
 def test_pricing_text_naming_a_catalogue_item_uses_its_range(client: genai.Client) -> None:
     text = json.dumps({"title": "KitchenAid Artisan KSM150PS Stand Mixer", "brand": "KitchenAid"})
-    response = client.models.generate_content(model=MODEL, contents=text,
-                                              config=as_json(PriceEstimate))
+    response = client.models.generate_content(
+        model=MODEL, contents=text, config=as_json(PriceEstimate)
+    )
 
     estimate = response.parsed
     assert isinstance(estimate, PriceEstimate)
@@ -142,10 +149,16 @@ def test_async_client_identifies_photos_concurrently(emulator: Emulator) -> None
 
     async def identify_all() -> list[types.GenerateContentResponse]:
         async with client_for(emulator).aio as aio:
-            return await asyncio.gather(*(
-                aio.models.generate_content(model=MODEL, contents=[image_part(p), "What is it?"],
-                                            config=as_json(Identification))
-                for p in photos))
+            return await asyncio.gather(
+                *(
+                    aio.models.generate_content(
+                        model=MODEL,
+                        contents=[image_part(p), "What is it?"],
+                        config=as_json(Identification),
+                    )
+                    for p in photos
+                )
+            )
 
     responses = asyncio.run(identify_all())
 
@@ -158,17 +171,26 @@ def test_json_schema_dialect_with_refs_nullables_and_bounds(client: genai.Client
     schema = {
         "type": "object",
         "$defs": {
-            "Money": {"type": "object", "properties": {
-                "low": {"type": "number", "minimum": 0}, "suggested": {"type": "number"},
-                "high": {"type": "number", "maximum": 100000},
-                "currency": {"type": "string", "enum": ["USD"]}},
-                "required": ["low", "suggested", "high", "currency"]},
+            "Money": {
+                "type": "object",
+                "properties": {
+                    "low": {"type": "number", "minimum": 0},
+                    "suggested": {"type": "number"},
+                    "high": {"type": "number", "maximum": 100000},
+                    "currency": {"type": "string", "enum": ["USD"]},
+                },
+                "required": ["low", "suggested", "high", "currency"],
+            },
         },
         "properties": {
             "title": {"type": "string", "minLength": 3, "maxLength": 20},
             "brand": {"anyOf": [{"type": "string", "maxLength": 100}, {"type": "null"}]},
-            "tags": {"type": "array", "items": {"type": "string", "maxLength": 12},
-                     "minItems": 1, "maxItems": 2},
+            "tags": {
+                "type": "array",
+                "items": {"type": "string", "maxLength": 12},
+                "minItems": 1,
+                "maxItems": 2,
+            },
             "count": {"type": "integer", "minimum": 3, "maximum": 5},
             "grade": {"type": "string", "enum": ["A", "B", "C"]},
             "price": {"$ref": "#/$defs/Money"},
@@ -177,8 +199,10 @@ def test_json_schema_dialect_with_refs_nullables_and_bounds(client: genai.Client
         "required": ["title", "brand", "tags", "count", "grade", "price", "confidence"],
     }
     response = client.models.generate_content(
-        model=MODEL, contents=[image_part(photo()), "Describe it."],
-        config=types.GenerateContentConfig(response_mime_type=JSON, response_json_schema=schema))
+        model=MODEL,
+        contents=[image_part(photo()), "Describe it."],
+        config=types.GenerateContentConfig(response_mime_type=JSON, response_json_schema=schema),
+    )
 
     answer = json.loads(response.text)
     jsonschema.validate(answer, schema)
@@ -191,15 +215,20 @@ def test_openapi_dialect_with_uppercase_types(client: genai.Client) -> None:
         "properties": {
             "title": {"type": "STRING", "maxLength": "10"},
             "colour": {"type": "STRING"},
-            "sizes": {"type": "ARRAY", "items": {"type": "INTEGER", "minimum": 1, "maximum": 9},
-                      "maxItems": "2"},
+            "sizes": {
+                "type": "ARRAY",
+                "items": {"type": "INTEGER", "minimum": 1, "maximum": 9},
+                "maxItems": "2",
+            },
             "model": {"type": "STRING", "nullable": True},
         },
         "required": ["title", "colour", "sizes", "model"],
     }
     response = client.models.generate_content(
-        model=MODEL, contents=[image_part(photo(colour=(40, 150, 60))), "Describe it."],
-        config=types.GenerateContentConfig(response_mime_type=JSON, response_schema=schema))
+        model=MODEL,
+        contents=[image_part(photo(colour=(40, 150, 60))), "Describe it."],
+        config=types.GenerateContentConfig(response_mime_type=JSON, response_schema=schema),
+    )
 
     answer = json.loads(response.text)
     assert len(answer["title"]) <= 10
@@ -208,8 +237,9 @@ def test_openapi_dialect_with_uppercase_types(client: genai.Client) -> None:
 
 
 def test_plain_text_answer_without_a_schema(client: genai.Client) -> None:
-    response = client.models.generate_content(model=MODEL,
-                                              contents=[image_part(photo()), "What is this?"])
+    response = client.models.generate_content(
+        model=MODEL, contents=[image_part(photo()), "What is this?"]
+    )
     assert "This looks like" in response.text
 
 
@@ -250,8 +280,10 @@ def test_fault_sequence_replays_for_a_seed(start_emulator: Callable[..., Emulato
 
 def test_wrong_key_is_api_key_invalid(start_emulator: Callable[..., Emulator]) -> None:
     emulator = start_emulator(api_key="right-key")
-    with client_for(emulator, key="wrong-key") as sdk_client, pytest.raises(
-            errors.ClientError) as caught:
+    with (
+        client_for(emulator, key="wrong-key") as sdk_client,
+        pytest.raises(errors.ClientError) as caught,
+    ):
         sdk_client.models.generate_content(model=MODEL, contents="hi")
 
     assert caught.value.code == 400
@@ -262,16 +294,20 @@ def test_wrong_key_is_api_key_invalid(start_emulator: Callable[..., Emulator]) -
 
 
 def test_missing_key_is_permission_denied(emulator: Emulator) -> None:
-    response = httpx.post(f"{emulator.url}/v1beta/models/{MODEL}:generateContent",
-                          json={"contents": [{"parts": [{"text": "hi"}]}]})
+    response = httpx.post(
+        f"{emulator.url}/v1beta/models/{MODEL}:generateContent",
+        json={"contents": [{"parts": [{"text": "hi"}]}]},
+    )
     assert response.status_code == 403
     assert response.json()["error"]["status"] == "PERMISSION_DENIED"
 
 
 @pytest.mark.parametrize("version", ["v1", "v1beta"])
 def test_both_api_versions_and_key_in_query(emulator: Emulator, version: str) -> None:
-    response = httpx.post(f"{emulator.url}/{version}/models/{MODEL}:generateContent?key=k",
-                          json={"contents": [{"parts": [{"text": "hi"}]}]})
+    response = httpx.post(
+        f"{emulator.url}/{version}/models/{MODEL}:generateContent?key=k",
+        json={"contents": [{"parts": [{"text": "hi"}]}]},
+    )
     assert response.status_code == 200
     assert response.json()["candidates"][0]["content"]["parts"][0]["text"]
 
@@ -285,35 +321,61 @@ def test_v1beta_through_the_sdk(emulator: Emulator) -> None:
 def test_snake_case_body_and_urlsafe_base64_are_accepted(emulator: Emulator) -> None:
     data = photo(1024, 768)
     encoded = base64.urlsafe_b64encode(data).decode().rstrip("=")
-    body = {"contents": [{"parts": [{"inline_data": {"mime_type": "image/jpeg", "data": encoded}},
-                                    {"text": "hi"}]}],
-            "generation_config": {"response_mime_type": JSON}}
-    response = httpx.post(f"{emulator.url}/v1beta/models/{MODEL}:generateContent",
-                          json=body, headers={"x-goog-api-key": "k"})
+    body = {
+        "contents": [
+            {
+                "parts": [
+                    {"inline_data": {"mime_type": "image/jpeg", "data": encoded}},
+                    {"text": "hi"},
+                ]
+            }
+        ],
+        "generation_config": {"response_mime_type": JSON},
+    }
+    response = httpx.post(
+        f"{emulator.url}/v1beta/models/{MODEL}:generateContent",
+        json=body,
+        headers={"x-goog-api-key": "k"},
+    )
     assert response.status_code == 200
     assert response.json()["usageMetadata"]["promptTokensDetails"][1] == {
-        "modality": "IMAGE", "tokenCount": 516}
+        "modality": "IMAGE",
+        "tokenCount": 516,
+    }
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    (b"{not json", "Invalid JSON payload"),
-    (b'{"contents": []}', "contents is not specified"),
-    (b'{"contents": [{"parts": [{"inlineData": {"mimeType": "image/png", "data": "@@"}}]}]}',
-     "Base64 decoding failed"),
-    (b'{"contents": [{"parts": [{"inlineData": {"mimeType": "image/png", "data": "AAAA"}}]}]}',
-     "Unable to process input image"),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"{not json", "Invalid JSON payload"),
+        (b'{"contents": []}', "contents is not specified"),
+        (
+            b'{"contents": [{"parts": [{"inlineData": {"mimeType": "image/png", "data": "@@"}}]}]}',
+            "Base64 decoding failed",
+        ),
+        (
+            b'{"contents": [{"parts": [{"inlineData": {"mimeType": "image/png", "data": "AAAA"}}]}]}',
+            "Unable to process input image",
+        ),
+    ],
+)
 def test_bad_requests_are_invalid_argument(emulator: Emulator, body: bytes, message: str) -> None:
-    response = httpx.post(f"{emulator.url}/v1beta/models/{MODEL}:generateContent", content=body,
-                          headers={"x-goog-api-key": "k"})
+    response = httpx.post(
+        f"{emulator.url}/v1beta/models/{MODEL}:generateContent",
+        content=body,
+        headers={"x-goog-api-key": "k"},
+    )
     assert response.status_code == 400
     assert response.json()["error"]["status"] == "INVALID_ARGUMENT"
     assert message in response.json()["error"]["message"]
 
 
 def test_unknown_method_is_not_found(emulator: Emulator) -> None:
-    response = httpx.post(f"{emulator.url}/v1beta/models/{MODEL}:embedContent",
-                          headers={"x-goog-api-key": "k"}, json={})
+    response = httpx.post(
+        f"{emulator.url}/v1beta/models/{MODEL}:embedContent",
+        headers={"x-goog-api-key": "k"},
+        json={},
+    )
     assert response.status_code == 404
     assert response.json()["error"]["status"] == "NOT_FOUND"
 
@@ -321,21 +383,27 @@ def test_unknown_method_is_not_found(emulator: Emulator) -> None:
 # --- tokens ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("width", "height", "tokens"), [
-    (300, 200, 258),            # both sides <= 384: one flat charge
-    (768, 768, 258),            # one 768 tile
-    (1024, 768, 516),           # two tiles
-    (3000, 4000, 4 * 6 * 258),  # ceil(3000/768) * ceil(4000/768) tiles
-])
+@pytest.mark.parametrize(
+    ("width", "height", "tokens"),
+    [
+        (300, 200, 258),  # both sides <= 384: one flat charge
+        (768, 768, 258),  # one 768 tile
+        (1024, 768, 516),  # two tiles
+        (3000, 4000, 4 * 6 * 258),  # ceil(3000/768) * ceil(4000/768) tiles
+    ],
+)
 def test_image_token_counts(client: genai.Client, width: int, height: int, tokens: int) -> None:
     assert image_tokens(width, height) == tokens
-    counted = client.models.count_tokens(model=MODEL,
-                                         contents=[image_part(photo(width, height))])
+    counted = client.models.count_tokens(model=MODEL, contents=[image_part(photo(width, height))])
     assert counted.total_tokens == tokens
-    response = client.models.generate_content(model=MODEL,
-                                              contents=[image_part(photo(width, height))])
-    image_detail = [d for d in response.usage_metadata.prompt_tokens_details
-                    if d.modality == types.MediaModality.IMAGE]
+    response = client.models.generate_content(
+        model=MODEL, contents=[image_part(photo(width, height))]
+    )
+    image_detail = [
+        d
+        for d in response.usage_metadata.prompt_tokens_details
+        if d.modality == types.MediaModality.IMAGE
+    ]
     assert image_detail[0].token_count == tokens
 
 
@@ -347,8 +415,9 @@ def test_text_tokens_are_four_characters_each(client: genai.Client) -> None:
 
 
 def test_low_media_resolution_caps_image_tokens(client: genai.Client) -> None:
-    response = identify(client, photo(3000, 4000),
-                        media_resolution=types.MediaResolution.MEDIA_RESOLUTION_LOW)
+    response = identify(
+        client, photo(3000, 4000), media_resolution=types.MediaResolution.MEDIA_RESOLUTION_LOW
+    )
     details = {d.modality: d.token_count for d in response.usage_metadata.prompt_tokens_details}
     assert details[types.MediaModality.IMAGE] == 64
 
@@ -372,7 +441,8 @@ def test_burst_over_rpm_gets_429_with_retry_info(start_emulator: Callable[..., E
         details = {d["@type"].rsplit(".", 1)[1]: d for d in last.details["error"]["details"]}
         assert last.status == "RESOURCE_EXHAUSTED"
         assert details["QuotaFailure"]["violations"][0]["quotaId"] == (
-            "GenerateRequestsPerMinutePerProjectPerModel")
+            "GenerateRequestsPerMinutePerProjectPerModel"
+        )
         assert details["RetryInfo"]["retryDelay"] == "60s"
 
         clock.now += 45.5  # the oldest request leaves the window in 14.5 s, rounded up
@@ -447,15 +517,18 @@ def test_requests_per_day_use_the_daily_quota_id(start_emulator: Callable[..., E
 # --- injected faults ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("status", "exception", "google_status"), [
-    (429, errors.ClientError, "RESOURCE_EXHAUSTED"),
-    (500, errors.ServerError, "INTERNAL"),
-    (503, errors.ServerError, "UNAVAILABLE"),
-    (504, errors.ServerError, "DEADLINE_EXCEEDED"),
-])
+@pytest.mark.parametrize(
+    ("status", "exception", "google_status"),
+    [
+        (429, errors.ClientError, "RESOURCE_EXHAUSTED"),
+        (500, errors.ServerError, "INTERNAL"),
+        (503, errors.ServerError, "UNAVAILABLE"),
+        (504, errors.ServerError, "DEADLINE_EXCEEDED"),
+    ],
+)
 def test_injected_errors_reach_the_sdk_as_its_exceptions(
-        start_emulator: Callable[..., Emulator], status: int, exception: type,
-        google_status: str) -> None:
+    start_emulator: Callable[..., Emulator], status: int, exception: type, google_status: str
+) -> None:
     emulator = start_emulator(error_rates={status: 1.0})
     with client_for(emulator) as sdk_client, pytest.raises(exception) as caught:
         sdk_client.models.generate_content(model=MODEL, contents="hi")
@@ -469,7 +542,9 @@ def test_injected_429_carries_retry_info(start_emulator: Callable[..., Emulator]
     with client_for(emulator) as sdk_client, pytest.raises(errors.ClientError) as caught:
         sdk_client.models.generate_content(model=MODEL, contents="hi")
     assert caught.value.details["error"]["details"][-1] == {
-        "@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "2s"}
+        "@type": "type.googleapis.com/google.rpc.RetryInfo",
+        "retryDelay": "2s",
+    }
 
 
 def test_dropped_connection(start_emulator: Callable[..., Emulator]) -> None:
@@ -562,8 +637,9 @@ def test_faults_scoped_to_one_model(start_emulator: Callable[..., Emulator]) -> 
 # --- stats -------------------------------------------------------------------------------------
 
 
-def test_stats_endpoint_matches_the_python_snapshot(client: genai.Client,
-                                                    emulator: Emulator) -> None:
+def test_stats_endpoint_matches_the_python_snapshot(
+    client: genai.Client, emulator: Emulator
+) -> None:
     first, second = photo(colour=(1, 2, 3)), photo(colour=(250, 250, 250))
     identify(client, first)
     identify(client, first)
@@ -600,15 +676,18 @@ def test_parse_error_rates() -> None:
     assert parse_error_rates("") == {}
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("429", "expected STATUS=RATE"),
-    ("abc=0.1", "STATUS must be an integer"),
-    ("503=lots", "STATUS must be an integer and RATE a number"),
-    ("418=0.1", "cannot inject HTTP 418"),
-    ("503=1.5", "between 0 and 1"),
-    ("503=0.6,500=0.6", "more than 1"),
-    ("503=0.1,503=0.2", "given twice"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("429", "expected STATUS=RATE"),
+        ("abc=0.1", "STATUS must be an integer"),
+        ("503=lots", "STATUS must be an integer and RATE a number"),
+        ("418=0.1", "cannot inject HTTP 418"),
+        ("503=1.5", "between 0 and 1"),
+        ("503=0.6,500=0.6", "more than 1"),
+        ("503=0.1,503=0.2", "given twice"),
+    ],
+)
 def test_parse_error_rates_rejects_bad_input(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_error_rates(text)
@@ -636,18 +715,31 @@ def test_start_is_quick_and_stop_leaves_no_threads() -> None:
 
 
 def test_import_does_not_load_the_sdk_or_uvicorn() -> None:
-    code = ("import sys, dealscout_cli.emulator; "
-            "print('google.genai' in sys.modules, 'uvicorn' in sys.modules)")
-    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True).stdout
+    code = (
+        "import sys, dealscout_cli.emulator; "
+        "print('google.genai' in sys.modules, 'uvicorn' in sys.modules)"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert output.split() == ["False", "False"]
 
 
 def test_command_line_flags_build_the_same_config() -> None:
     from dealscout_cli.emulator.__main__ import build_parser, main
 
-    args = build_parser().parse_args(["--rpm", "60", "--latency-dist", "lognormal",
-                                      "--error-rate", "429=0.1", "--safety-rate", "0.5"])
+    args = build_parser().parse_args(
+        [
+            "--rpm",
+            "60",
+            "--latency-dist",
+            "lognormal",
+            "--error-rate",
+            "429=0.1",
+            "--safety-rate",
+            "0.5",
+        ]
+    )
     assert (args.rpm, args.latency_dist, args.safety_rate) == (60, "lognormal", 0.5)
     with pytest.raises(SystemExit):
         main(["--error-rate", "418=1"])
@@ -662,7 +754,9 @@ def test_dealscout_emulator_on_a_busy_port_says_so_in_one_line() -> None:
         port = taken.getsockname()[1]
         done = subprocess.run(
             [sys.executable, "-m", "dealscout_cli.cli", "emulator", "--port", str(port)],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
     assert done.returncode == 1
     assert done.stderr.strip() == (
@@ -686,8 +780,10 @@ def test_strings_with_a_pattern_match_it(client: genai.Client) -> None:
         "required": list(patterns),
     }
     response = client.models.generate_content(
-        model=MODEL, contents=[image_part(photo()), "Describe it."],
-        config=types.GenerateContentConfig(response_mime_type=JSON, response_json_schema=schema))
+        model=MODEL,
+        contents=[image_part(photo()), "Describe it."],
+        config=types.GenerateContentConfig(response_mime_type=JSON, response_json_schema=schema),
+    )
 
     answer = json.loads(response.text)
     jsonschema.validate(answer, schema)  # jsonschema checks `pattern` too

@@ -15,7 +15,6 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from dealscout_cli.config import Settings
-from dealscout_cli.costs import image_tokens
 from dealscout_cli.estimate import (
     IDENTIFY_OUTPUT_TOKENS,
     PRICE_OUTPUT_TOKENS,
@@ -28,6 +27,7 @@ from dealscout_cli.estimate import (
 from dealscout_cli.estimate_cli import estimate_command
 from dealscout_cli.images import prepare_photo
 from dealscout_cli.snap import snap
+from dealscout_cli.tokens import image_tokens
 
 SIZES = ((300, 200), (1024, 768), (4000, 3000))
 
@@ -170,8 +170,15 @@ def test_unreadable_photo_is_listed_and_its_item_costs_nothing(tmp_path: Path, d
 
 @pytest.mark.parametrize(
     ("size", "orientation"),
-    [((4000, 3000), None), ((3000, 4000), None), ((1600, 1200), 6), ((1001, 333), 8),
-     ((777, 769), None), ((500, 400), 5), ((2049, 1537), None)],
+    [
+        ((4000, 3000), None),
+        ((3000, 4000), None),
+        ((1600, 1200), 6),
+        ((1001, 333), 8),
+        ((777, 769), None),
+        ((500, 400), 5),
+        ((2049, 1537), None),
+    ],
 )
 def test_prepared_size_matches_prepare_photo(
     tmp_path: Path, size: tuple[int, int], orientation: int | None
@@ -238,7 +245,6 @@ def test_command_refuses_a_missing_folder(cli: typer.Typer, tmp_path: Path) -> N
 def test_command_help_ends_with_an_example(cli: typer.Typer) -> None:
     result = CliRunner().invoke(cli, ["estimate", "--help"])
     assert "Example: dealscout estimate ./photos" in result.stdout
-
 
 
 def test_table_keeps_big_numbers_whole_at_80_columns(

@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dealscout_cli.errors import RateLimited
 from dealscout_cli.limits import (
     Limits,
     ModelLimit,
@@ -461,23 +460,16 @@ def test_cancelled_wait_for_the_rate_reserves_nothing() -> None:
     run(main)
 
 
-def test_permit_as_context_manager_records_the_outcome() -> None:
+def test_snapshot_shows_the_median_latency_of_clean_answers() -> None:
     fake = FakeTime()
-    limiter = limiter_for(ModelLimit(rpm=60, tpm=60_000), fake)
+    limiter = limiter_for(ModelLimit(), fake)
 
     async def main() -> None:
-        async with limiter.slot(30_000) as permit:
-            fake.now += 2
-            permit.actual_tokens = 6_000
-        assert permit.released
-        assert limiter.snapshot().latency_p50 == 2
-        assert limiter.next_start_time(fake.now, 1) == pytest.approx(T0 + 6)
-        with pytest.raises(RateLimited):
-            async with limiter.slot(0):
-                raise RateLimited("429 from vision", retry_after=20)
+        for latency, outcome in ((2.0, "ok"), (9.0, "error"), (4.0, "ok"), (3.0, "ok")):
+            permit = await limiter.acquire(0)
+            limiter.record(permit, actual_tokens=None, outcome=outcome, latency=latency)
         stats = limiter.snapshot()
-        assert (stats.rate_limited_total, stats.in_flight) == (1, 0)
-        assert stats.paused_until == pytest.approx(20)
+        assert (stats.latency_p50, stats.in_flight) == (3.0, 0)
 
     run(main)
 

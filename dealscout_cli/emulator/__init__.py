@@ -10,23 +10,20 @@
 It answers generateContent and countTokens on /v1 and /v1beta with seeded,
 schema-valid content derived from the photos, enforces per-model RPM / TPM / RPD
 quotas with Google's 429 bodies, and injects faults (errors, latency, drops, slow
-bodies, malformed JSON, MAX_TOKENS, safety blocks). See docs/emulator.md.
+bodies, malformed JSON, MAX_TOKENS, safety blocks). See the README, section "The Gemini API emulator".
 Importing this package does not import google-genai or uvicorn.
 """
 
 from .config import EmulatorConfig, parse_error_rates, parse_models
 from .server import Emulator, EmulatorApp, serve
 from .stats import StatsSnapshot
-from .tokens import image_tokens, text_tokens
 
 __all__ = [
     "Emulator",
     "EmulatorApp",
     "EmulatorConfig",
     "StatsSnapshot",
-    "image_tokens",
     "parse_error_rates",
     "parse_models",
     "serve",
-    "text_tokens",
 ]

@@ -14,8 +14,10 @@ from .server import serve
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m dealscout_cli.emulator",
-                                     description="A local Gemini API emulator with faults.")
+    parser = argparse.ArgumentParser(
+        prog="python -m dealscout_cli.emulator",
+        description="A local Gemini API emulator with faults.",
+    )
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="address to bind (default: loopback)")
     add("--port", type=int, default=8089)
@@ -41,26 +43,41 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         config = EmulatorConfig(
-            seed=args.seed, rpm=args.rpm, tpm=args.tpm, rpd=args.rpd, latency=args.latency,
-            latency_dist=args.latency_dist, error_rates=parse_error_rates(args.error_rate),
-            drop_rate=args.drop_rate, trickle_rate=args.trickle_rate,
-            trickle_seconds=args.trickle_seconds, malformed_rate=args.malformed_rate,
-            max_tokens_rate=args.max_tokens_rate, safety_rate=args.safety_rate,
-            api_key=args.api_key, window_seconds=args.window_seconds,
-            models=parse_models(args.models) if args.models is not None else None)
+            seed=args.seed,
+            rpm=args.rpm,
+            tpm=args.tpm,
+            rpd=args.rpd,
+            latency=args.latency,
+            latency_dist=args.latency_dist,
+            error_rates=parse_error_rates(args.error_rate),
+            drop_rate=args.drop_rate,
+            trickle_rate=args.trickle_rate,
+            trickle_seconds=args.trickle_seconds,
+            malformed_rate=args.malformed_rate,
+            max_tokens_rate=args.max_tokens_rate,
+            safety_rate=args.safety_rate,
+            api_key=args.api_key,
+            window_seconds=args.window_seconds,
+            models=parse_models(args.models) if args.models is not None else None,
+        )
     except ValueError as problem:
         parser.error(str(problem))
+
     def ready(url: str) -> None:
-        print(f"Gemini API emulator on {url} (Ctrl-C stops; stats at {url}/_emulator/stats)",
-              file=sys.stderr)
+        print(
+            f"Gemini API emulator on {url} (Ctrl-C stops; stats at {url}/_emulator/stats)",
+            file=sys.stderr,
+        )
 
     try:
         with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after shutdown
-            serve(config, host=args.host, port=args.port, log_level=args.log_level,
-                  on_ready=ready)
+            serve(config, host=args.host, port=args.port, log_level=args.log_level, on_ready=ready)
     except OSError as exc:
-        parser.exit(1, f"error: cannot listen on {args.host}:{args.port}: "
-                       f"{exc.strerror or exc}; pick another --port (0 picks a free one)\n")
+        parser.exit(
+            1,
+            f"error: cannot listen on {args.host}:{args.port}: "
+            f"{exc.strerror or exc}; pick another --port (0 picks a free one)\n",
+        )
 
 
 if __name__ == "__main__":

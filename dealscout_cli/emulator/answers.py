@@ -14,9 +14,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from dealscout_cli.tokens import DEFAULT_RULE, text_tokens
+
 from .catalogue import CATALOGUE, ImageFacts, find_named_item
 from .schema import Subject, generate, normalize_schema, plain_text_answer
-from .tokens import CHARS_PER_TOKEN, text_tokens
 from .wire import ModelRequest
 
 # Used when JSON is asked for without a schema: the shape of a listing identification.
@@ -28,9 +29,15 @@ DEFAULT_JSON_SCHEMA: dict[str, Any] = {
         "model": {"type": "string"},
         "category": {"type": "string"},
         "description": {"type": "string"},
-        "price": {"type": "object", "properties": {
-            "low": {"type": "number"}, "suggested": {"type": "number"},
-            "high": {"type": "number"}, "currency": {"type": "string"}}},
+        "price": {
+            "type": "object",
+            "properties": {
+                "low": {"type": "number"},
+                "suggested": {"type": "number"},
+                "high": {"type": "number"},
+                "currency": {"type": "string"},
+            },
+        },
     },
 }
 
@@ -66,14 +73,16 @@ def answer(request: ModelRequest, subject: Subject) -> Answer:
     if request.response_schema is not None:
         text = json.dumps(generate(normalize_schema(request.response_schema), subject))
     elif prompt_schema is not None:  # JSON asked for in words (tools rule out JSON mode)
-        text = "```json\n" + json.dumps(generate(normalize_schema(prompt_schema), subject)) + "\n```"
+        text = (
+            "```json\n" + json.dumps(generate(normalize_schema(prompt_schema), subject)) + "\n```"
+        )
     elif request.response_mime_type == "application/json":
         text = json.dumps(generate(DEFAULT_JSON_SCHEMA, subject))
     else:
         text = plain_text_answer(subject)
     limit = request.max_output_tokens
     if limit is not None and text_tokens(text) > limit:
-        text = text[: limit * CHARS_PER_TOKEN]
+        text = text[: limit * DEFAULT_RULE.chars_per_token]
         return Answer(text, "MAX_TOKENS", text_tokens(text))
     return Answer(text, "STOP", text_tokens(text))
 
@@ -118,7 +127,8 @@ def grounding_metadata(subject: Subject) -> dict[str, Any]:
     return {
         "webSearchQueries": queries,
         "groundingChunks": chunks,
-        "groundingSupports": [{"segment": {"startIndex": 0, "endIndex": 1},
-                               "groundingChunkIndices": [0, 1]}],
+        "groundingSupports": [
+            {"segment": {"startIndex": 0, "endIndex": 1}, "groundingChunkIndices": [0, 1]}
+        ],
         "searchEntryPoint": {"renderedContent": "<div>search suggestions</div>"},
     }

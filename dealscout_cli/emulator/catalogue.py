@@ -11,8 +11,6 @@ import io
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from .tokens import image_size
-
 
 @dataclass(frozen=True)
 class CatalogueItem:
@@ -28,71 +26,207 @@ class CatalogueItem:
 
 
 CATALOGUE: tuple[CatalogueItem, ...] = (
-    CatalogueItem("Wireless Noise Cancelling Headphones", "Sony", "WH-1000XM4",
-                  "Electronics > Portable Audio & Headphones > Headphones", 90, 180, "Plastic"),
-    CatalogueItem("Stand Mixer", "KitchenAid", "Artisan KSM150PS",
-                  "Home & Garden > Kitchen > Small Kitchen Appliances > Mixers", 120, 260, "Metal"),
-    CatalogueItem("Running Shoes", "Nike", "Air Zoom Pegasus 38",
-                  "Clothing, Shoes & Accessories > Men > Men's Shoes > Athletic Shoes", 35, 80,
-                  "Mesh"),
-    CatalogueItem("Digital Camera", "Canon", "PowerShot G7 X Mark II",
-                  "Cameras & Photo > Digital Cameras", 280, 480, "Aluminium"),
-    CatalogueItem("Handheld Game Console", "Nintendo", "Switch Lite",
-                  "Video Games & Consoles > Video Game Consoles", 110, 170, "Plastic"),
-    CatalogueItem("Denim Jacket", "Levi's", "Trucker Jacket 72334",
-                  "Clothing, Shoes & Accessories > Men > Men's Clothing > Coats & Jackets", 30, 75,
-                  "Cotton Denim"),
-    CatalogueItem("Cast Iron Dutch Oven", "Le Creuset", "Signature 5.5 qt",
-                  "Home & Garden > Kitchen > Cookware > Dutch Ovens", 150, 300,
-                  "Enamelled Cast Iron"),
-    CatalogueItem("Smartwatch", "Apple", "Watch Series 6 44mm",
-                  "Cell Phones & Accessories > Smart Watches", 120, 220, "Aluminium"),
-    CatalogueItem("Cordless Drill", "DeWalt", "DCD777C2",
-                  "Home & Garden > Tools & Workshop Equipment > Power Tools > Drills", 60, 120,
-                  "Plastic"),
-    CatalogueItem("Leather Handbag", "Coach", "Tabby Shoulder Bag 26",
-                  "Clothing, Shoes & Accessories > Women > Women's Bags & Handbags", 90, 220,
-                  "Leather"),
-    CatalogueItem("Vinyl Record", "Columbia", "Kind of Blue LP",
-                  "Music > Vinyl Records", 18, 45, "Vinyl"),
-    CatalogueItem("Espresso Machine", "Breville", "Barista Express BES870XL",
-                  "Home & Garden > Kitchen > Small Kitchen Appliances > Coffee Makers", 250, 450,
-                  "Stainless Steel"),
-    CatalogueItem("Mechanical Keyboard", "Logitech", "G915 TKL",
-                  "Computers/Tablets & Networking > Keyboards, Mice & Pointers > Keyboards", 70,
-                  140, "Aluminium"),
-    CatalogueItem("Building Set", "LEGO", "Millennium Falcon 75257",
-                  "Toys & Hobbies > Building Toys > LEGO Building Toys > LEGO Complete Sets",
-                  60, 130, "ABS Plastic"),
-    CatalogueItem("Table Lamp", "IKEA", "Tertial",
-                  "Home & Garden > Lamps, Lighting & Ceiling Fans > Lamps", 10, 30, "Steel"),
-    CatalogueItem("Road Bike Helmet", "Giro", "Syntax MIPS",
-                  "Sporting Goods > Cycling > Helmets & Protective Gear", 40, 90, "Polycarbonate"),
-    CatalogueItem("Tablet", "Apple", "iPad Air 4th Gen 64GB",
-                  "Computers/Tablets & Networking > Tablets & eBook Readers", 220, 380,
-                  "Aluminium"),
-    CatalogueItem("Wool Sweater", "Patagonia", "Recycled Wool Crewneck",
-                  "Clothing, Shoes & Accessories > Men > Men's Clothing > Sweaters", 35, 70,
-                  "Wool"),
-    CatalogueItem("Blender", "Vitamix", "E310 Explorian",
-                  "Home & Garden > Kitchen > Small Kitchen Appliances > Blenders", 150, 280,
-                  "Plastic"),
-    CatalogueItem("Acoustic Guitar", "Yamaha", "FG800",
-                  "Musical Instruments & Gear > Guitars & Basses > Acoustic Guitars", 110, 190,
-                  "Spruce"),
+    CatalogueItem(
+        "Wireless Noise Cancelling Headphones",
+        "Sony",
+        "WH-1000XM4",
+        "Electronics > Portable Audio & Headphones > Headphones",
+        90,
+        180,
+        "Plastic",
+    ),
+    CatalogueItem(
+        "Stand Mixer",
+        "KitchenAid",
+        "Artisan KSM150PS",
+        "Home & Garden > Kitchen > Small Kitchen Appliances > Mixers",
+        120,
+        260,
+        "Metal",
+    ),
+    CatalogueItem(
+        "Running Shoes",
+        "Nike",
+        "Air Zoom Pegasus 38",
+        "Clothing, Shoes & Accessories > Men > Men's Shoes > Athletic Shoes",
+        35,
+        80,
+        "Mesh",
+    ),
+    CatalogueItem(
+        "Digital Camera",
+        "Canon",
+        "PowerShot G7 X Mark II",
+        "Cameras & Photo > Digital Cameras",
+        280,
+        480,
+        "Aluminium",
+    ),
+    CatalogueItem(
+        "Handheld Game Console",
+        "Nintendo",
+        "Switch Lite",
+        "Video Games & Consoles > Video Game Consoles",
+        110,
+        170,
+        "Plastic",
+    ),
+    CatalogueItem(
+        "Denim Jacket",
+        "Levi's",
+        "Trucker Jacket 72334",
+        "Clothing, Shoes & Accessories > Men > Men's Clothing > Coats & Jackets",
+        30,
+        75,
+        "Cotton Denim",
+    ),
+    CatalogueItem(
+        "Cast Iron Dutch Oven",
+        "Le Creuset",
+        "Signature 5.5 qt",
+        "Home & Garden > Kitchen > Cookware > Dutch Ovens",
+        150,
+        300,
+        "Enamelled Cast Iron",
+    ),
+    CatalogueItem(
+        "Smartwatch",
+        "Apple",
+        "Watch Series 6 44mm",
+        "Cell Phones & Accessories > Smart Watches",
+        120,
+        220,
+        "Aluminium",
+    ),
+    CatalogueItem(
+        "Cordless Drill",
+        "DeWalt",
+        "DCD777C2",
+        "Home & Garden > Tools & Workshop Equipment > Power Tools > Drills",
+        60,
+        120,
+        "Plastic",
+    ),
+    CatalogueItem(
+        "Leather Handbag",
+        "Coach",
+        "Tabby Shoulder Bag 26",
+        "Clothing, Shoes & Accessories > Women > Women's Bags & Handbags",
+        90,
+        220,
+        "Leather",
+    ),
+    CatalogueItem(
+        "Vinyl Record", "Columbia", "Kind of Blue LP", "Music > Vinyl Records", 18, 45, "Vinyl"
+    ),
+    CatalogueItem(
+        "Espresso Machine",
+        "Breville",
+        "Barista Express BES870XL",
+        "Home & Garden > Kitchen > Small Kitchen Appliances > Coffee Makers",
+        250,
+        450,
+        "Stainless Steel",
+    ),
+    CatalogueItem(
+        "Mechanical Keyboard",
+        "Logitech",
+        "G915 TKL",
+        "Computers/Tablets & Networking > Keyboards, Mice & Pointers > Keyboards",
+        70,
+        140,
+        "Aluminium",
+    ),
+    CatalogueItem(
+        "Building Set",
+        "LEGO",
+        "Millennium Falcon 75257",
+        "Toys & Hobbies > Building Toys > LEGO Building Toys > LEGO Complete Sets",
+        60,
+        130,
+        "ABS Plastic",
+    ),
+    CatalogueItem(
+        "Table Lamp",
+        "IKEA",
+        "Tertial",
+        "Home & Garden > Lamps, Lighting & Ceiling Fans > Lamps",
+        10,
+        30,
+        "Steel",
+    ),
+    CatalogueItem(
+        "Road Bike Helmet",
+        "Giro",
+        "Syntax MIPS",
+        "Sporting Goods > Cycling > Helmets & Protective Gear",
+        40,
+        90,
+        "Polycarbonate",
+    ),
+    CatalogueItem(
+        "Tablet",
+        "Apple",
+        "iPad Air 4th Gen 64GB",
+        "Computers/Tablets & Networking > Tablets & eBook Readers",
+        220,
+        380,
+        "Aluminium",
+    ),
+    CatalogueItem(
+        "Wool Sweater",
+        "Patagonia",
+        "Recycled Wool Crewneck",
+        "Clothing, Shoes & Accessories > Men > Men's Clothing > Sweaters",
+        35,
+        70,
+        "Wool",
+    ),
+    CatalogueItem(
+        "Blender",
+        "Vitamix",
+        "E310 Explorian",
+        "Home & Garden > Kitchen > Small Kitchen Appliances > Blenders",
+        150,
+        280,
+        "Plastic",
+    ),
+    CatalogueItem(
+        "Acoustic Guitar",
+        "Yamaha",
+        "FG800",
+        "Musical Instruments & Gear > Guitars & Basses > Acoustic Guitars",
+        110,
+        190,
+        "Spruce",
+    ),
 )
 
 COLOURS: tuple[tuple[str, tuple[int, int, int]], ...] = (
-    ("Black", (20, 20, 20)), ("White", (240, 240, 240)), ("Gray", (128, 128, 128)),
-    ("Silver", (192, 192, 192)), ("Red", (200, 30, 30)), ("Orange", (240, 140, 30)),
-    ("Yellow", (235, 215, 40)), ("Green", (40, 150, 60)), ("Blue", (40, 90, 210)),
-    ("Navy", (20, 30, 90)), ("Purple", (120, 50, 160)), ("Pink", (240, 150, 190)),
-    ("Brown", (110, 70, 35)), ("Beige", (220, 200, 160)), ("Teal", (20, 140, 140)),
+    ("Black", (20, 20, 20)),
+    ("White", (240, 240, 240)),
+    ("Gray", (128, 128, 128)),
+    ("Silver", (192, 192, 192)),
+    ("Red", (200, 30, 30)),
+    ("Orange", (240, 140, 30)),
+    ("Yellow", (235, 215, 40)),
+    ("Green", (40, 150, 60)),
+    ("Blue", (40, 90, 210)),
+    ("Navy", (20, 30, 90)),
+    ("Purple", (120, 50, 160)),
+    ("Pink", (240, 150, 190)),
+    ("Brown", (110, 70, 35)),
+    ("Beige", (220, 200, 160)),
+    ("Teal", (20, 140, 140)),
 )
 
 DEFECTS = (
-    "light scuffs on the corners", "minor scratches on the surface", "small mark near the base",
-    "slight fading from sun exposure", "wear on the edges", "missing original box",
+    "light scuffs on the corners",
+    "minor scratches on the surface",
+    "small mark near the base",
+    "slight fading from sun exposure",
+    "wear on the edges",
+    "missing original box",
 )
 
 
@@ -131,6 +265,17 @@ def image_facts(data: bytes, sha256: str) -> ImageFacts | None:
     if len(_FACTS_CACHE) > _FACTS_CACHE_SIZE:
         _FACTS_CACHE.popitem(last=False)
     return facts
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) read from the image header only, or None if Pillow cannot read it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
 
 
 def _read_image_facts(data: bytes) -> ImageFacts | None:

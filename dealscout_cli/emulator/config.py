@@ -62,8 +62,13 @@ class EmulatorConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be a positive integer or None, got {value}")
-        for name in ("drop_rate", "trickle_rate", "malformed_rate", "max_tokens_rate",
-                     "safety_rate"):
+        for name in (
+            "drop_rate",
+            "trickle_rate",
+            "malformed_rate",
+            "max_tokens_rate",
+            "safety_rate",
+        ):
             _check_rate(name, getattr(self, name))
         _check_error_rates(self.error_rates)
         if self.malformed_rate + self.max_tokens_rate + self.safety_rate > 1:

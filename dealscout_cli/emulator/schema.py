@@ -17,8 +17,19 @@ from typing import Any
 
 from .catalogue import DEFECTS, CatalogueItem, ImageFacts
 
-_VERBATIM_KEYS = {"enum", "required", "propertyOrdering", "const", "default", "example",
-                  "examples", "description", "title", "format", "pattern"}
+_VERBATIM_KEYS = {
+    "enum",
+    "required",
+    "propertyOrdering",
+    "const",
+    "default",
+    "example",
+    "examples",
+    "description",
+    "title",
+    "format",
+    "pattern",
+}
 _NAMED_CHILDREN = {"properties", "$defs", "definitions", "patternProperties"}
 _KEY_ALIASES = {"defs": "$defs", "ref": "$ref"}
 _MAX_DEPTH = 12
@@ -83,13 +94,17 @@ class Subject:
             first = self.images[0]
             shades = " and ".join(c.lower() for c in first.colours)
             seen = f" Photographed at {first.width}x{first.height}; mostly {shades}."
-        return (f"Pre-owned {item.brand} {item.model} {item.name.lower()} in "
-                f"{self.colour.lower()}, {item.material.lower()}. Works as it should.{seen}")
+        return (
+            f"Pre-owned {item.brand} {item.model} {item.name.lower()} in "
+            f"{self.colour.lower()}, {item.material.lower()}. Works as it should.{seen}"
+        )
 
     def rationale(self) -> str:
-        return (f"Recent sold listings for used {self.item.brand} {self.item.model} "
-                f"{self.item.name.lower()} range from ${self.item.price_low:.0f} to "
-                f"${self.item.price_high:.0f}; priced for a quick sale.")
+        return (
+            f"Recent sold listings for used {self.item.brand} {self.item.model} "
+            f"{self.item.name.lower()} range from ${self.item.price_low:.0f} to "
+            f"${self.item.price_high:.0f}; priced for a quick sale."
+        )
 
 
 def generate(schema: dict[str, Any], subject: Subject) -> Any:
@@ -181,8 +196,14 @@ class _Generator:
         if not {"low", "high"} & set(names) and "suggested" not in names:
             return {}
         low, suggested, high = self.subject.prices()
-        wanted = {"low": low, "min": low, "suggested": suggested, "mid": suggested,
-                  "high": high, "max": high}
+        wanted = {
+            "low": low,
+            "min": low,
+            "suggested": suggested,
+            "mid": suggested,
+            "high": high,
+            "max": high,
+        }
         return {names[k]: v for k, v in wanted.items() if k in names}
 
     def make_array(self, node: dict[str, Any], name: str, depth: int) -> list[Any]:
@@ -202,8 +223,13 @@ class _Generator:
 
     def attributes(self, items: dict[str, Any], low: int, high: int, depth: int) -> list[Any]:
         item = self.subject.item
-        facts = [("Color", self.subject.colour), ("Brand", item.brand), ("Model", item.model),
-                 ("Material", item.material), ("Type", item.name)]
+        facts = [
+            ("Color", self.subject.colour),
+            ("Brand", item.brand),
+            ("Model", item.model),
+            ("Material", item.material),
+            ("Type", item.name),
+        ]
         count = max(low, min(high, len(facts)))
         props = items.get("properties", {})
         keys = [k for k in props if k.lower() in ("name", "key", "label")]
@@ -234,14 +260,22 @@ class _Generator:
         if fmt in ("uri", "url"):
             return "https://example.com/item"
         by_name = {
-            "title": subject.title, "name": lambda: f"{item.brand} {item.name}",
-            "brand": lambda: item.brand, "manufacturer": lambda: item.brand,
-            "model": lambda: item.model, "category": lambda: item.category,
-            "description": subject.description, "currency": lambda: "USD",
-            "color": lambda: subject.colour, "colour": lambda: subject.colour,
-            "material": lambda: item.material, "rationale": subject.rationale,
-            "reasoning": subject.rationale, "reason": subject.rationale,
-            "defect": lambda: self.rng.choice(DEFECTS), "condition": lambda: "used",
+            "title": subject.title,
+            "name": lambda: f"{item.brand} {item.name}",
+            "brand": lambda: item.brand,
+            "manufacturer": lambda: item.brand,
+            "model": lambda: item.model,
+            "category": lambda: item.category,
+            "description": subject.description,
+            "currency": lambda: "USD",
+            "color": lambda: subject.colour,
+            "colour": lambda: subject.colour,
+            "material": lambda: item.material,
+            "rationale": subject.rationale,
+            "reasoning": subject.rationale,
+            "reason": subject.rationale,
+            "defect": lambda: self.rng.choice(DEFECTS),
+            "condition": lambda: "used",
         }
         for field_name, make in by_name.items():
             if key == field_name or key.endswith("_" + field_name):
@@ -310,9 +344,11 @@ def _bounds(node: dict[str, Any], lo: float, hi: float) -> tuple[float, float]:
 def plain_text_answer(subject: Subject) -> str:
     """The answer when no JSON was asked for: a short paragraph about the item."""
     low, suggested, high = subject.prices()
-    return (f"This looks like a {subject.title()}. {subject.description()} "
-            f"Similar items sell for ${low:.2f}-${high:.2f}; a fair asking price is "
-            f"${suggested:.2f}.")
+    return (
+        f"This looks like a {subject.title()}. {subject.description()} "
+        f"Similar items sell for ${low:.2f}-${high:.2f}; a fair asking price is "
+        f"${suggested:.2f}."
+    )
 
 
 # ---------------------------------------------------------------- strings for a `pattern`
@@ -402,9 +438,11 @@ def _set_source(items: list[tuple[Any, Any]]) -> list[str]:
         elif op is c.RANGE:
             parts.append(f"{re.escape(chr(arg[0]))}-{re.escape(chr(arg[1]))}")
         elif op is c.CATEGORY:
-            parts.append({c.CATEGORY_DIGIT: r"\d", c.CATEGORY_SPACE: r"\s",
-                          c.CATEGORY_WORD: r"\w"}.get(arg, ""))
+            parts.append(
+                {c.CATEGORY_DIGIT: r"\d", c.CATEGORY_SPACE: r"\s", c.CATEGORY_WORD: r"\w"}.get(
+                    arg, ""
+                )
+            )
         else:
             raise _Unsupported(str(op))
     return parts
-

@@ -110,11 +110,22 @@ class EmulatorApp:
         if version not in API_VERSIONS or not rest.startswith("models/") or not model:
             await respond(send, 404, error_body(404, "NOT_FOUND", f"Unknown path {path}", []))
             return
-        if method != "POST" or action not in ("generateContent", "countTokens",
-                                              "batchGenerateContent"):
-            await respond(send, 404, error_body(
-                404, "NOT_FOUND", f"Method {action or '(none)'} on models/{model} is not found "
-                f"for API version {version}, or is not supported.", []))
+        if method != "POST" or action not in (
+            "generateContent",
+            "countTokens",
+            "batchGenerateContent",
+        ):
+            await respond(
+                send,
+                404,
+                error_body(
+                    404,
+                    "NOT_FOUND",
+                    f"Method {action or '(none)'} on models/{model} is not found "
+                    f"for API version {version}, or is not supported.",
+                    [],
+                ),
+            )
             return
         body = await read_body(receive)
         if body is None:
@@ -133,7 +144,7 @@ class EmulatorApp:
             await respond(send, problem.code, problem.body)
             return
         if action == "countTokens":
-            await self.count_tokens(request, facts, send)
+            await self.count_tokens(model, request, facts, send)
         else:
             await self.generate(model, request, facts, send, receive)
 
@@ -151,9 +162,12 @@ class EmulatorApp:
         known = self.config.models
         if known is not None and model not in known:
             raise BadRequest(
-                404, "NOT_FOUND", f"models/{model} is not found for API version {version}, or is "
+                404,
+                "NOT_FOUND",
+                f"models/{model} is not found for API version {version}, or is "
                 f"not supported for {action}. Call ListModels to see the list of available "
-                "models and their supported methods.")
+                "models and their supported methods.",
+            )
 
     def check_key(self, scope: Scope) -> None:
         key = None
@@ -166,14 +180,23 @@ class EmulatorApp:
 
             key = (parse_qs(scope["query_string"].decode("latin-1")).get("key") or [None])[0]
         if not key:
-            raise BadRequest(403, "PERMISSION_DENIED", (
-                "Method doesn't allow unregistered callers (callers without established "
-                "identity). Please use API Key or other form of API consumer identity to call "
-                "this API."), [api_key_error("API_KEY_MISSING")])
+            raise BadRequest(
+                403,
+                "PERMISSION_DENIED",
+                (
+                    "Method doesn't allow unregistered callers (callers without established "
+                    "identity). Please use API Key or other form of API consumer identity to call "
+                    "this API."
+                ),
+                [api_key_error("API_KEY_MISSING")],
+            )
         if self.config.api_key is not None and key != self.config.api_key:
-            raise BadRequest(400, "INVALID_ARGUMENT",
-                             "API key not valid. Please pass a valid API key.",
-                             [api_key_error("API_KEY_INVALID")])
+            raise BadRequest(
+                400,
+                "INVALID_ARGUMENT",
+                "API key not valid. Please pass a valid API key.",
+                [api_key_error("API_KEY_INVALID")],
+            )
 
     def look_at(self, request: ModelRequest) -> list[ImageFacts | None]:
         facts = []
@@ -182,24 +205,35 @@ class EmulatorApp:
             if seen is None and image.mime_type.startswith("image/"):
                 raise invalid_argument(
                     f"Unable to process input image (part {i}). Please retry or report in "
-                    f"{TROUBLESHOOTING}")
+                    f"{TROUBLESHOOTING}"
+                )
             facts.append(seen)
         return facts
 
-    async def count_tokens(self, request: ModelRequest, facts: list[ImageFacts | None],
-                           send: Send) -> None:
+    async def count_tokens(
+        self, model: str, request: ModelRequest, facts: list[ImageFacts | None], send: Send
+    ) -> None:
         self.stats.count_tokens_call()
-        details = usage_details(request, [_size(f) for f in facts])
-        await respond(send, 200, {"totalTokens": sum(details.values()),
-                                  "promptTokensDetails": modality_list(details)})
+        details = usage_details(model, request, [_size(f) for f in facts])
+        await respond(
+            send,
+            200,
+            {"totalTokens": sum(details.values()), "promptTokensDetails": modality_list(details)},
+        )
 
-    async def generate(self, model: str, request: ModelRequest,
-                       facts: list[ImageFacts | None], send: Send, receive: Receive) -> None:
+    async def generate(
+        self,
+        model: str,
+        request: ModelRequest,
+        facts: list[ImageFacts | None],
+        send: Send,
+        receive: Receive,
+    ) -> None:
         config = self.config_for(model)
         now = self.clock()
         self.stats.arrival(model, now, request.image_hashes)
         draws = self.draw_faults(config)
-        details = usage_details(request, [_size(f) for f in facts])
+        details = usage_details(model, request, [_size(f) for f in facts])
         prompt_tokens = sum(details.values())
 
         injected = pick_status(config.error_rates, draws["error"])
@@ -237,25 +271,36 @@ class EmulatorApp:
                     request = parse_payload(entry.get("request"))
                     parsed.append((entry.get("metadata"), request, self.look_at(request)))
                 except BadRequest as problem:
-                    raise invalid_argument(
-                        f"batch.input_config.requests[{i}]: {problem}") from None
+                    raise invalid_argument(f"batch.input_config.requests[{i}]: {problem}") from None
         except BadRequest as problem:
             await respond(send, problem.code, problem.body)
             return
         config = self.config_for(model)
-        outputs = [self.batch_answer(model, metadata, request, facts, config)
-                   for metadata, request, facts in parsed]
-        self.stats.batch_created(model, len(parsed),
-                                 [h for _, request, _ in parsed for h in request.image_hashes])
-        batch_id = hashlib.sha256(f"{config.seed}:batch:{len(self._batches)}".encode()).hexdigest()[:16]
+        outputs = [
+            self.batch_answer(model, metadata, request, facts, config)
+            for metadata, request, facts in parsed
+        ]
+        self.stats.batch_created(
+            model, len(parsed), [h for _, request, _ in parsed for h in request.image_hashes]
+        )
+        batch_id = hashlib.sha256(f"{config.seed}:batch:{len(self._batches)}".encode()).hexdigest()[
+            :16
+        ]
         display = (_json_object(body).get("batch") or {}).get("displayName") or batch_id
-        batch = Batch(f"batches/{batch_id}", model, str(display), self.clock(), time.time(),
-                      outputs)
+        batch = Batch(
+            f"batches/{batch_id}", model, str(display), self.clock(), time.time(), outputs
+        )
         self._batches[batch_id] = batch
         await respond(send, 200, self.batch_body(batch, fresh=True))
 
-    def batch_answer(self, model: str, metadata: Any, request: ModelRequest,
-                     facts: list[ImageFacts | None], config: EmulatorConfig) -> dict[str, Any]:
+    def batch_answer(
+        self,
+        model: str,
+        metadata: Any,
+        request: ModelRequest,
+        facts: list[ImageFacts | None],
+        config: EmulatorConfig,
+    ) -> dict[str, Any]:
         """One inlined response: a GenerateContentResponse, or a per-request error status."""
         draws = self.draw_faults(config)
         out: dict[str, Any] = {"metadata": metadata} if metadata else {}
@@ -264,12 +309,15 @@ class EmulatorApp:
             self.stats.fault(f"injected_{injected}")
             message = INJECTED_MESSAGES.get(injected, RATE_LIMIT_MESSAGE)
             return {**out, "error": {"code": injected, "message": message}}
-        details = usage_details(request, [_size(f) for f in facts])
-        return {**out, "response": self.answer_payload(model, request, facts, details, config,
-                                                       draws)}
+        details = usage_details(model, request, [_size(f) for f in facts])
+        return {
+            **out,
+            "response": self.answer_payload(model, request, facts, details, config, draws),
+        }
 
-    async def batch_get(self, method: str, rest: str, scope: Scope, receive: Receive,
-                        send: Send) -> None:
+    async def batch_get(
+        self, method: str, rest: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         await read_body(receive)
         batch_id = rest.removeprefix("batches/")
         try:
@@ -279,8 +327,13 @@ class EmulatorApp:
             return
         batch = self._batches.get(batch_id)
         if method != "GET" or batch is None:
-            await respond(send, 404, error_body(
-                404, "NOT_FOUND", f"Requested entity was not found: batches/{batch_id}", []))
+            await respond(
+                send,
+                404,
+                error_body(
+                    404, "NOT_FOUND", f"Requested entity was not found: batches/{batch_id}", []
+                ),
+            )
             return
         self.stats.batch_polled()
         await respond(send, 200, self.batch_body(batch))
@@ -304,8 +357,9 @@ class EmulatorApp:
                 "failedRequestCount": str(failed) if done else "0",
                 "pendingRequestCount": "0" if done else str(len(batch.outputs)),
             },
-            "state": "BATCH_STATE_SUCCEEDED" if done else (
-                "BATCH_STATE_PENDING" if fresh else "BATCH_STATE_RUNNING"),
+            "state": "BATCH_STATE_SUCCEEDED"
+            if done
+            else ("BATCH_STATE_PENDING" if fresh else "BATCH_STATE_RUNNING"),
         }
         body: dict[str, Any] = {"name": batch.name, "metadata": metadata, "done": done}
         if done:
@@ -314,7 +368,9 @@ class EmulatorApp:
             metadata["output"] = output
             body["response"] = {
                 "@type": "type.googleapis.com/google.ai.generativelanguage.v1beta."
-                         "GenerateContentBatchOutput", **output}
+                "GenerateContentBatchOutput",
+                **output,
+            }
         return body
 
     def draw_faults(self, config: EmulatorConfig) -> dict[str, float]:
@@ -331,9 +387,15 @@ class EmulatorApp:
             latency = config.latency
         return {"error": error, "output": output, "transport": transport, "latency": latency}
 
-    def answer_payload(self, model: str, request: ModelRequest, facts: list[ImageFacts | None],
-                       details: dict[str, int], config: EmulatorConfig,
-                       draws: dict[str, float]) -> dict[str, Any]:
+    def answer_payload(
+        self,
+        model: str,
+        request: ModelRequest,
+        facts: list[ImageFacts | None],
+        details: dict[str, int],
+        config: EmulatorConfig,
+        draws: dict[str, float],
+    ) -> dict[str, Any]:
         prompt_tokens = sum(details.values())
         base = {
             "modelVersion": model,
@@ -342,11 +404,15 @@ class EmulatorApp:
         output = draws["output"]
         if output < config.safety_rate:
             self.stats.fault("safety")
-            return {"promptFeedback": {"blockReason": "SAFETY", "safetyRatings": SAFETY_RATINGS},
-                    "usageMetadata": {"promptTokenCount": prompt_tokens,
-                                      "totalTokenCount": prompt_tokens,
-                                      "promptTokensDetails": modality_list(details)},
-                    **base}
+            return {
+                "promptFeedback": {"blockReason": "SAFETY", "safetyRatings": SAFETY_RATINGS},
+                "usageMetadata": {
+                    "promptTokenCount": prompt_tokens,
+                    "totalTokenCount": prompt_tokens,
+                    "promptTokensDetails": modality_list(details),
+                },
+                **base,
+            }
         subject = answers.subject_for(request, [f for f in facts if f is not None], config.seed)
         result = answers.answer(request, subject)
         if output < config.safety_rate + config.max_tokens_rate:
@@ -375,16 +441,24 @@ class EmulatorApp:
             **base,
         }
 
-    async def deliver(self, model: str, payload: dict[str, Any], config: EmulatorConfig,
-                      draws: dict[str, float], send: Send, receive: Receive) -> None:
+    async def deliver(
+        self,
+        model: str,
+        payload: dict[str, Any],
+        config: EmulatorConfig,
+        draws: dict[str, float],
+        send: Send,
+        receive: Receive,
+    ) -> None:
         body = json.dumps(payload).encode()
         transport = draws["transport"]
         self.stats.status(model, 200)
         if transport < config.drop_rate:
             self.stats.fault("drop")
             await send_head(send, 200, len(body))
-            await send({"type": "http.response.body", "body": body[: len(body) // 2],
-                        "more_body": True})
+            await send(
+                {"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True}
+            )
             return  # uvicorn closes the connection: the client sees a truncated body
         if transport < config.drop_rate + config.trickle_rate:
             self.stats.fault("trickle")
@@ -417,14 +491,17 @@ def _json_object(body: bytes) -> dict[str, Any]:
 def _inlined_requests(body: bytes) -> list[dict[str, Any]]:
     """batch.inputConfig.requests.requests[] of a batchGenerateContent body."""
     batch = _json_object(body).get("batch")
-    config = batch.get("inputConfig", batch.get("input_config")) if isinstance(batch, dict) else None
+    config = (
+        batch.get("inputConfig", batch.get("input_config")) if isinstance(batch, dict) else None
+    )
     holder = config.get("requests") if isinstance(config, dict) else None
     entries = holder.get("requests") if isinstance(holder, dict) else None
     if isinstance(config, dict) and ("fileName" in config or "file_name" in config):
         raise invalid_argument("The emulator supports inlined batch requests only, not files.")
     if not isinstance(entries, list) or not entries:
-        raise invalid_argument("* BatchGenerateContentRequest.batch.input_config: "
-                               "requests is not specified")
+        raise invalid_argument(
+            "* BatchGenerateContentRequest.batch.input_config: requests is not specified"
+        )
     if not all(isinstance(e, dict) for e in entries):
         raise invalid_argument("Invalid value at 'batch.input_config.requests.requests'")
     return entries
@@ -433,8 +510,9 @@ def _inlined_requests(body: bytes) -> list[dict[str, Any]]:
 def _rfc3339(unix: float) -> str:
     from datetime import UTC, datetime
 
-    return datetime.fromtimestamp(unix, UTC).isoformat(timespec="microseconds").replace(
-        "+00:00", "Z")
+    return (
+        datetime.fromtimestamp(unix, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    )
 
 
 SAFETY_RATINGS = [
@@ -464,23 +542,46 @@ def response_id(seed: int, served: int) -> str:
 
 
 def api_key_error(reason: str) -> dict[str, Any]:
-    return {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason,
-            "domain": "googleapis.com",
-            "metadata": {"service": "generativelanguage.googleapis.com"}}
+    return {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": reason,
+        "domain": "googleapis.com",
+        "metadata": {"service": "generativelanguage.googleapis.com"},
+    }
 
 
 def quota_error(denial: Denial, model: str) -> dict[str, Any]:
-    return error_body(429, "RESOURCE_EXHAUSTED", RATE_LIMIT_MESSAGE, [
-        {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
-         "violations": [{"quotaMetric": denial.quota_metric, "quotaId": denial.quota_id,
-                         "quotaDimensions": {"location": "global", "model": model},
-                         "quotaValue": f"{denial.limit:g}"}]},
-        {"@type": "type.googleapis.com/google.rpc.Help",
-         "links": [{"description": "Learn more about Gemini API quotas",
-                    "url": "https://ai.google.dev/gemini-api/docs/rate-limits"}]},
-        {"@type": "type.googleapis.com/google.rpc.RetryInfo",
-         "retryDelay": f"{denial.retry_after}s"},
-    ])
+    return error_body(
+        429,
+        "RESOURCE_EXHAUSTED",
+        RATE_LIMIT_MESSAGE,
+        [
+            {
+                "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                "violations": [
+                    {
+                        "quotaMetric": denial.quota_metric,
+                        "quotaId": denial.quota_id,
+                        "quotaDimensions": {"location": "global", "model": model},
+                        "quotaValue": f"{denial.limit:g}",
+                    }
+                ],
+            },
+            {
+                "@type": "type.googleapis.com/google.rpc.Help",
+                "links": [
+                    {
+                        "description": "Learn more about Gemini API quotas",
+                        "url": "https://ai.google.dev/gemini-api/docs/rate-limits",
+                    }
+                ],
+            },
+            {
+                "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                "retryDelay": f"{denial.retry_after}s",
+            },
+        ],
+    )
 
 
 def injected_error(status: int, model: str, config: EmulatorConfig) -> dict[str, Any]:
@@ -489,8 +590,9 @@ def injected_error(status: int, model: str, config: EmulatorConfig) -> dict[str,
     return error_body(status, INJECTABLE_STATUSES[status], INJECTED_MESSAGES[status], [])
 
 
-async def trickle(send: Send, receive: Receive, body: bytes, seconds: float,
-                  pieces: int = 20) -> None:
+async def trickle(
+    send: Send, receive: Receive, body: bytes, seconds: float, pieces: int = 20
+) -> None:
     """Send `body` in `pieces` parts spread over `seconds`; stop if the client hangs up."""
     gone = asyncio.ensure_future(receive())  # completes with http.disconnect
     try:
@@ -499,8 +601,13 @@ async def trickle(send: Send, receive: Receive, body: bytes, seconds: float,
             await asyncio.sleep(seconds / pieces)
             if gone.done():
                 return
-            await send({"type": "http.response.body", "body": body[start:start + step],
-                        "more_body": True})
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": body[start : start + step],
+                    "more_body": True,
+                }
+            )
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     finally:
         gone.cancel()
@@ -518,8 +625,13 @@ async def read_body(receive: Receive) -> bytes | None:
 
 
 async def send_head(send: Send, status: int, length: int) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [*JSON_HEADERS, (b"content-length", str(length).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*JSON_HEADERS, (b"content-length", str(length).encode())],
+        }
+    )
 
 
 async def respond_bytes(send: Send, status: int, body: bytes) -> None:
@@ -570,9 +682,11 @@ def _uvicorn_server(app: EmulatorApp, log_level: str = "warning") -> Any:
                 server.close()
             for connection in list(self.server_state.connections):
                 connection.shutdown()
-            deadline = time.monotonic() + self.config.timeout_graceful_shutdown
-            while ((self.server_state.connections or self.server_state.tasks)
-                   and time.monotonic() < deadline):
+            # uvicorn types it optional; _uvicorn_server always sets it (1 s).
+            deadline = time.monotonic() + (self.config.timeout_graceful_shutdown or 0)
+            while (
+                self.server_state.connections or self.server_state.tasks
+            ) and time.monotonic() < deadline:
                 await asyncio.sleep(0.005)
             for task in self.server_state.tasks:
                 task.cancel()
@@ -580,10 +694,19 @@ def _uvicorn_server(app: EmulatorApp, log_level: str = "warning") -> Any:
                 await server.wait_closed()
 
     logging.getLogger("uvicorn.error").addFilter(_QUIET)  # idempotent for the same filter
-    config = uvicorn.Config(app, http="httptools", loop="uvloop", lifespan="off",
-                            log_config=None, log_level=log_level, access_log=False,
-                            server_header=False, timeout_graceful_shutdown=1,
-                            timeout_keep_alive=30, backlog=4096)
+    config = uvicorn.Config(
+        app,
+        http="httptools",
+        loop="uvloop",
+        lifespan="off",
+        log_config=None,
+        log_level=log_level,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=1,
+        timeout_keep_alive=30,
+        backlog=4096,
+    )
     return QuickServer(config)
 
 
@@ -602,8 +725,14 @@ def _bind(host: str, port: int) -> socket.socket:
 class Emulator:
     """The emulator on a background thread: `with Emulator(cfg) as emu: emu.url ...`."""
 
-    def __init__(self, config: EmulatorConfig | None = None, host: str = "127.0.0.1",
-                 port: int = 0, *, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self,
+        config: EmulatorConfig | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        clock: Clock = time.monotonic,
+    ) -> None:
         self.config = config or EmulatorConfig()
         self.host = host
         self.port = port
@@ -626,9 +755,12 @@ class Emulator:
         self._socket = _bind(self.host, self.port)
         self.port = self._socket.getsockname()[1]
         self._server = _uvicorn_server(self.app)
-        self._thread = threading.Thread(target=self._server.run,
-                                        kwargs={"sockets": [self._socket]},
-                                        name=f"gemini-emulator:{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run,
+            kwargs={"sockets": [self._socket]},
+            name=f"gemini-emulator:{self.port}",
+            daemon=True,
+        )
         self._thread.start()
         deadline = time.monotonic() + 10
         while not self._server.started:
@@ -661,8 +793,14 @@ class Emulator:
         self.stop()
 
 
-def serve(config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 8089,
-          *, log_level: str = "warning", on_ready: Callable[[str], None] | None = None) -> None:
+def serve(
+    config: EmulatorConfig | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8089,
+    *,
+    log_level: str = "warning",
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
     """Serve in the foreground until Ctrl-C (what `dealscout emulator` runs). OSError when the
     address cannot be bound; `on_ready(url)` once it is (port 0 picks a free port)."""
     app = EmulatorApp(config or EmulatorConfig())

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .tokens import image_tokens, text_tokens
+from dealscout_cli.tokens import rule_for
 
 MAX_REQUEST_BYTES = 20 * 1024 * 1024  # Gemini's inline request limit
 TROUBLESHOOTING = "https://developers.generativeai.google/guide/troubleshooting"
@@ -23,23 +23,32 @@ TROUBLESHOOTING = "https://developers.generativeai.google/guide/troubleshooting"
 class BadRequest(Exception):
     """The request cannot be served; carries the HTTP status and Google's error body."""
 
-    def __init__(self, code: int, status: str, message: str,
-                 details: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self, code: int, status: str, message: str, details: list[dict[str, Any]] | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.body = error_body(code, status, message, details or [])
 
 
-def error_body(code: int, status: str, message: str,
-               details: list[dict[str, Any]]) -> dict[str, Any]:
+def error_body(
+    code: int, status: str, message: str, details: list[dict[str, Any]]
+) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "status": status, "details": details}}
 
 
 def invalid_argument(message: str) -> BadRequest:
-    return BadRequest(400, "INVALID_ARGUMENT", message, [
-        {"@type": "type.googleapis.com/google.rpc.BadRequest",
-         "fieldViolations": [{"description": message}]},
-    ])
+    return BadRequest(
+        400,
+        "INVALID_ARGUMENT",
+        message,
+        [
+            {
+                "@type": "type.googleapis.com/google.rpc.BadRequest",
+                "fieldViolations": [{"description": message}],
+            },
+        ],
+    )
 
 
 @dataclass
@@ -122,16 +131,18 @@ def parse_payload(payload: Any) -> ModelRequest:
         if isinstance(tool, dict) and _get(tool, "googleSearch", "google_search") is not None:
             request.google_search = True
     if request.google_search and request.response_mime_type == "application/json":
-        raise invalid_argument("Tool use with a response mime type: 'application/json' is "
-                               "unsupported")  # Gemini 2.x's answer; 3.x accepts some pairs
+        raise invalid_argument(
+            "Tool use with a response mime type: 'application/json' is unsupported"
+        )  # Gemini 2.x's answer; 3.x accepts some pairs
     return request
 
 
 def _read_parts(content: Any, where: str, request: ModelRequest, texts: list[str]) -> None:
     parts = content.get("parts") if isinstance(content, dict) else None
     if not isinstance(parts, list) or not parts:
-        raise invalid_argument(f"* GenerateContentRequest.{where}.parts: contents.parts must "
-                               "not be empty.")
+        raise invalid_argument(
+            f"* GenerateContentRequest.{where}.parts: contents.parts must not be empty."
+        )
     for j, part in enumerate(parts):
         if not isinstance(part, dict):
             raise invalid_argument(f"Invalid value at '{where}.parts[{j}]': expected an object")
@@ -144,8 +155,10 @@ def _read_parts(content: Any, where: str, request: ModelRequest, texts: list[str
             data = decode_base64(str(inline.get("data", "")), place)
             mime = str(_get(inline, "mimeType", "mime_type") or "")
             if not mime:
-                raise invalid_argument(f"* GenerateContentRequest.{where}.parts[{j}].inline_data"
-                                       ".mime_type: mime_type is not specified")
+                raise invalid_argument(
+                    f"* GenerateContentRequest.{where}.parts[{j}].inline_data"
+                    ".mime_type: mime_type is not specified"
+                )
             digest = hashlib.sha256(data).hexdigest()
             request.images.append(InlineImage(mime, data, digest))
 
@@ -159,31 +172,43 @@ def _read_config(config: dict[str, Any], request: ModelRequest) -> None:
         if not isinstance(schema, dict):
             raise invalid_argument("Invalid value at 'generation_config.response_schema'")
         if request.response_mime_type not in ("application/json", "text/x.enum"):
-            raise invalid_argument("* GenerateContentRequest.generation_config.response_schema:"
-                                   " only supported with response_mime_type "
-                                   "'application/json' or 'text/x.enum'.")
+            raise invalid_argument(
+                "* GenerateContentRequest.generation_config.response_schema:"
+                " only supported with response_mime_type "
+                "'application/json' or 'text/x.enum'."
+            )
         request.response_schema = schema
     temperature = config.get("temperature")
-    if temperature is not None and not (isinstance(temperature, int | float)
-                                        and 0 <= temperature <= 2):
-        raise invalid_argument("* GenerateContentRequest.generation_config.temperature: "
-                               "must be in the range [0.0, 2.0]")
+    if temperature is not None and not (
+        isinstance(temperature, int | float) and 0 <= temperature <= 2
+    ):
+        raise invalid_argument(
+            "* GenerateContentRequest.generation_config.temperature: "
+            "must be in the range [0.0, 2.0]"
+        )
     limit = _get(config, "maxOutputTokens", "max_output_tokens")
     if limit is not None:
         if not isinstance(limit, int) or limit < 1:
-            raise invalid_argument("* GenerateContentRequest.generation_config.max_output_tokens:"
-                                   " must be a positive integer")
+            raise invalid_argument(
+                "* GenerateContentRequest.generation_config.max_output_tokens:"
+                " must be a positive integer"
+            )
         request.max_output_tokens = limit
     request.media_resolution = _get(config, "mediaResolution", "media_resolution")
 
 
-def usage_details(request: ModelRequest, sizes: list[tuple[int, int] | None]) -> dict[str, int]:
-    """Prompt tokens by modality, Google's way (see `tokens`)."""
-    text = sum(text_tokens(t) for t in request.texts + request.system_texts)
+def usage_details(
+    model: str, request: ModelRequest, sizes: list[tuple[int, int] | None]
+) -> dict[str, int]:
+    """Prompt tokens by modality, by `model`'s rule in `dealscout_cli.tokens`."""
+    rule = rule_for(model)
+    text = sum(rule.text_tokens(t) for t in request.texts + request.system_texts)
     image = 0
     for size in sizes:
         # A non-image inline part (e.g. PDF page) is billed like one small image.
-        image += image_tokens(*size, request.media_resolution) if size else 258
+        image += (
+            rule.image_tokens(*size, request.media_resolution) if size else rule.tokens_per_tile
+        )
     details = {"TEXT": text}
     if request.images:
         details["IMAGE"] = image

@@ -9,7 +9,7 @@ is seen and recorded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from pydantic import BaseModel
@@ -43,7 +43,6 @@ class ModelReply:
     http_status: int = 200
     model_version: str | None = None
     finish_reason: str | None = None
-    extra: dict[str, object] = field(default_factory=dict)
     grounding_uris: tuple[str, ...] = ()  # web sources a grounded answer used
     search_queries: int = 0  # distinct non-empty web searches it ran (Gemini 3 bills each)
 
@@ -52,8 +51,6 @@ class Provider(Protocol):
     """What a model backend must do. Errors are `ProviderError` subclasses."""
 
     async def generate(self, request: ModelRequest) -> ModelReply: ...
-
-    async def count_tokens(self, request: ModelRequest) -> int: ...
 
     async def aclose(self) -> None: ...
 
@@ -78,13 +75,3 @@ class BatchStatus:
     @property
     def done(self) -> bool:
         return self.state in BATCH_DONE_STATES
-
-
-class BatchProvider(Protocol):
-    """A provider that can also send many requests as one half-price batch job."""
-
-    async def batch_submit(
-        self, model: str, requests: list[ModelRequest], display_name: str
-    ) -> str: ...
-
-    async def batch_get(self, name: str, model: str) -> BatchStatus: ...

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
@@ -33,6 +33,10 @@ from dealscout_cli.errors import (
     UsageError,
 )
 from dealscout_cli.providers.base import BatchStatus, ModelReply, ModelRequest
+
+if TYPE_CHECKING:  # the SDK itself is imported when a provider is built (see above)
+    from google.genai import errors as genai_errors
+    from google.genai import types
 
 _DELAY = re.compile(r"^\s*([0-9.]+)s\s*$")
 
@@ -53,7 +57,6 @@ class GeminiProvider:
         from google import genai
         from google.genai import types
 
-        self._types = types
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             limits=httpx.Limits(
@@ -96,8 +99,9 @@ class GeminiProvider:
             ) from None
         return self._reply(response, request.model)
 
-    def _config(self, request: ModelRequest) -> Any:
-        types = self._types
+    def _config(self, request: ModelRequest) -> types.GenerateContentConfig:
+        from google.genai import types
+
         if request.grounded:
             # Search grounding and JSON mode do not mix on most models: the prompt asks for
             # JSON and `pipeline` validates the text (code fences stripped) itself.
@@ -125,8 +129,8 @@ class GeminiProvider:
     ) -> str:
         """Send `requests` as one inlined batch job; returns its name (`batches/...`)."""
         from google.genai import errors as genai_errors
+        from google.genai import types
 
-        types = self._types
         src = [
             types.InlinedRequest(
                 contents=self._contents(request),
@@ -178,11 +182,11 @@ class GeminiProvider:
         if state != "succeeded":
             return BatchStatus(name, state, None, error)
         responses = list(job.dest.inlined_responses or []) if job.dest else []
-        ordered: list[Any] = [None] * len(responses)
-        for position, entry in enumerate(responses):  # metadata says which request; else order
-            index = (entry.metadata or {}).get("index")
+        ordered: list[types.InlinedResponse | None] = [None] * len(responses)
+        for position, inlined in enumerate(responses):  # metadata says which request; else order
+            index = (inlined.metadata or {}).get("index")
             slot = int(index) if index is not None and index.isdigit() else position
-            ordered[slot if slot < len(ordered) else position] = entry
+            ordered[slot if slot < len(ordered) else position] = inlined
         results: list[ModelReply | Exception] = []
         for entry in ordered:
             if entry is None:
@@ -205,16 +209,11 @@ class GeminiProvider:
                     results.append(exc)
         return BatchStatus(name, state, tuple(results), error)
 
-    async def count_tokens(self, request: ModelRequest) -> int:
-        result = await self._client.aio.models.count_tokens(
-            model=request.model, contents=self._contents(request)
-        )
-        return int(result.total_tokens or 0)
-
-    def _contents(self, request: ModelRequest) -> list[Any]:
+    def _contents(self, request: ModelRequest) -> list[types.Content]:
         """The images, then the prompt, as one user turn."""
-        types = self._types
-        parts: list[Any] = [
+        from google.genai import types
+
+        parts: list[types.Part] = [
             types.Part.from_bytes(data=image.data, mime_type=image.mime_type)
             for image in request.images
         ]
@@ -227,7 +226,7 @@ class GeminiProvider:
 
     # ------------------------------------------------------------------
 
-    def _reply(self, response: Any, model: str) -> ModelReply:
+    def _reply(self, response: types.GenerateContentResponse, model: str) -> ModelReply:
         usage = response.usage_metadata
         input_tokens = usage.prompt_token_count if usage else None
         # Gemini 3 bills its thinking as output: count it, or recorded costs come out low.
@@ -266,7 +265,7 @@ class GeminiProvider:
     def _scrub(self, text: str) -> str:
         return text.replace(self._key, "[api key]") if self._key else text
 
-    def _translate(self, exc: Any, model: str) -> ProviderError:
+    def _translate(self, exc: genai_errors.APIError, model: str) -> ProviderError:
         code = int(getattr(exc, "code", 0) or 0)
         status = getattr(exc, "status", None) or ""
         message = self._scrub(str(getattr(exc, "message", "") or ""))[:300]
@@ -299,7 +298,7 @@ def _json_schema(model: type[BaseModel]) -> dict[str, Any]:
     return model.model_json_schema()
 
 
-def _details(exc: Any) -> list[dict[str, Any]]:
+def _details(exc: genai_errors.APIError) -> list[dict[str, Any]]:
     body = getattr(exc, "details", None)
     if isinstance(body, dict):
         error = body.get("error", body)
@@ -335,7 +334,7 @@ def _reason(details: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def _batch_state(state: Any) -> str:
+def _batch_state(state: types.JobState | None) -> str:
     """JOB_STATE_SUCCEEDED / BATCH_STATE_SUCCEEDED -> "succeeded"."""
     text = str(getattr(state, "value", state) or "JOB_STATE_UNSPECIFIED")
     short = text.removeprefix("JOB_STATE_").removeprefix("BATCH_STATE_").lower()
