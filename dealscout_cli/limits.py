@@ -49,7 +49,6 @@ Redis-wide limiter can run the same steps in a Lua script.
 from __future__ import annotations
 
 import math
-import random
 import statistics
 import time
 from collections import deque
@@ -447,42 +446,3 @@ class Limits:
     def snapshot(self) -> list[LimiterStats]:
         return [limiter.snapshot() for limiter in self._limiters.values()]
 
-
-# -- retries ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How long to wait before trying a failed call again, or None to give up.
-
-    Exponential backoff with full jitter (a uniform wait up to ``base x 2^(attempt-1)``,
-    capped at `cap`), so many items failing together do not retry together. The server's
-    RetryInfo delay wins when it is longer, even past `cap`. No retry may end past
-    `budget` seconds after the item's first attempt.
-    """
-
-    max_retries: int = 3
-    base: float = 1.0
-    cap: float = 30.0
-    budget: float = 120.0
-
-    def next_wait(
-        self,
-        attempt: int,
-        elapsed: float,
-        server_delay: float | None,
-        rng: random.Random,
-    ) -> float | None:
-        """`attempt` is the retry about to be made (1 for the first); `elapsed` the time
-        spent on this item so far."""
-        if attempt < 1:
-            raise ValueError(f"attempt counts retries from 1, not {attempt}")
-        if attempt > self.max_retries:
-            return None
-        ceiling = min(self.cap, self.base * 2 ** (attempt - 1))
-        wait = rng.uniform(0.0, ceiling)
-        if server_delay is not None:
-            wait = max(wait, server_delay)
-        if elapsed + wait > self.budget:
-            return None
-        return wait

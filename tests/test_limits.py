@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -16,7 +15,6 @@ from dealscout_cli.limits import (
     ModelLimit,
     ModelLimiter,
     Permit,
-    RetryPolicy,
     littles_law_concurrency,
 )
 
@@ -545,45 +543,6 @@ def test_no_minute_holds_more_than_the_quota_whatever_the_arrivals(batches, rpm)
     for first, _ in sent:
         in_window = sum(tokens for start, tokens in sent if first <= start < first + 60 - 1e-6)
         assert in_window <= 20_000 + largest
-
-
-# -- retries --------------------------------------------------------------------------
-
-
-def test_retry_wait_grows_with_jitter_and_respects_cap() -> None:
-    policy = RetryPolicy(max_retries=8, base=1.0, cap=10.0, budget=1e9)
-    rng = random.Random(7)
-    waits = {
-        attempt: [policy.next_wait(attempt, 0.0, None, rng) for _ in range(300)]
-        for attempt in range(1, 9)
-    }
-    for attempt, samples in waits.items():
-        ceiling = min(10.0, 2.0 ** (attempt - 1))
-        assert all(0 <= w <= ceiling for w in samples)
-        assert len(set(samples)) > 250  # jittered, not one value
-        assert max(samples) > 0.9 * ceiling
-    assert max(waits[8]) <= 10.0
-
-
-def test_server_delay_wins_when_longer() -> None:
-    policy = RetryPolicy(base=1.0, cap=30.0, budget=300.0)
-    rng = random.Random(1)
-    assert policy.next_wait(1, 0.0, 45.0, rng) == 45.0
-    assert policy.next_wait(3, 0.0, 0.001, rng) >= 0.001
-
-
-def test_retries_stop_at_budget() -> None:
-    policy = RetryPolicy(max_retries=10, budget=120.0)
-    rng = random.Random(3)
-    assert policy.next_wait(1, 100.0, 30.0, rng) is None
-    assert policy.next_wait(1, 100.0, 15.0, rng) == 15.0
-
-
-def test_retries_stop_after_max_retries() -> None:
-    policy = RetryPolicy(max_retries=3)
-    rng = random.Random(5)
-    assert policy.next_wait(3, 0.0, None, rng) is not None
-    assert policy.next_wait(4, 0.0, None, rng) is None
 
 
 def test_429s_that_say_retry_in_a_second_pause_but_keep_the_rate() -> None:

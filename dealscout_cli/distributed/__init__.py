@@ -8,7 +8,7 @@
     cli.py          `dealscout worker`
 
 Importing this package imports nothing heavy: Celery loads when a module above is used.
-See docs/distributed.md.
+The README's section "Distributed mode" says how to run it.
 """
 
 QUEUE = "gemini"  # here, not in app.py, so `dealscout --help` can name it without importing Celery

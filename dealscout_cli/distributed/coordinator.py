@@ -294,18 +294,10 @@ class Coordinator:
                 if fields["input_tokens"] is not None else None
             )
             call = CallRecord(**fields)
-            if self._already_recorded(call):
+            if self.store.call_recorded(call):
                 continue
             self.lifecycle.record_call(call)
         self.redis.delete(calls_key(task_id))
-
-    def _already_recorded(self, call: CallRecord) -> bool:
-        # read-only idempotency check: the same attempt of the same call, started at the same instant
-        return self.store.conn.execute(
-            """SELECT 1 FROM calls WHERE item_id = ? AND stage = ? AND model = ? AND attempt = ?
-               AND started_epoch = ? LIMIT 1""",
-            [call.item_id, call.stage, call.model, call.attempt, call.started_epoch],
-        ).fetchone() is not None
 
     def _forget(self, task_id: str) -> None:
         self.celery.AsyncResult(task_id).forget()

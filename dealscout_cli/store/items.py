@@ -109,6 +109,16 @@ class ItemRecords(StoreConnection):
                 ],
             )
 
+    def call_recorded(self, call: CallRecord) -> bool:
+        """True when this attempt of this call (same item, stage, model, attempt and start
+        instant) is recorded already: a fleet result seen twice is recorded once."""
+        row = self.conn.execute(
+            """SELECT 1 FROM calls WHERE item_id = ? AND stage = ? AND model = ? AND attempt = ?
+               AND started_epoch = ? LIMIT 1""",
+            [call.item_id, call.stage, call.model, call.attempt, call.started_epoch],
+        ).fetchone()
+        return row is not None
+
     def set_item_facts(
         self,
         item_id: int,
