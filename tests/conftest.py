@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fleet import redis_server, workers  # noqa: F401  (fixtures for every module)
 from photo_factory import make_jpeg
 from processes import reap_all
 
