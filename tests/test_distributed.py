@@ -99,7 +99,7 @@ def workers(tmp_path: Path, redis_server: str) -> Iterator[Workers]:
         for n in range(len(started), len(started) + count):
             log = (tmp_path / f"worker{n}.log").open("w")
             proc = subprocess.Popen(
-                [sys.executable, "-m", "dealscout_cli.distributed.cli", "worker", "-c", str(concurrency),
+                [sys.executable, "-m", "dealscout_cli.cli", "worker", "-c", str(concurrency),
                  "-n", f"w{n}@test"],
                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
@@ -446,7 +446,7 @@ def test_a_worker_whose_key_is_rejected_stops_the_run_and_fails_no_item(
 def test_worker_without_a_key_refuses_to_start() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
     done = subprocess.run(
-        [sys.executable, "-m", "dealscout_cli.distributed.cli", "worker",
+        [sys.executable, "-m", "dealscout_cli.cli", "worker",
          "--broker", f"redis://127.0.0.1:{free_port()}/0"],
         env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip

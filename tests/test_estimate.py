@@ -25,7 +25,7 @@ from dealscout_cli.estimate import (
     fit_within,
     prepared_size,
 )
-from dealscout_cli.estimate_cli import estimate_command
+from dealscout_cli.cli.estimate import estimate_command
 from dealscout_cli.images import prepare_photo
 from dealscout_cli.snap import snap
 
@@ -244,8 +244,8 @@ def test_command_help_ends_with_an_example(cli: typer.Typer) -> None:
 def test_table_keeps_big_numbers_whole_at_80_columns(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dealscout_cli.estimate_cli import render
-    from dealscout_cli.options import out
+    from dealscout_cli.cli.estimate import render
+    from dealscout_cli.cli.options import out
 
     monkeypatch.setattr(out.console, "width", 80)  # a cron mail or a default terminal
     rows = [

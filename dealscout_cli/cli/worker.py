@@ -1,7 +1,6 @@
 """`dealscout worker`: a Celery worker with dealscout's app, as a plain Typer command.
 
-`cli.py` mounts it with ``app.command()(worker)``; ``python -m
-dealscout_cli.distributed.cli worker ...`` runs it without the main CLI.
+Celery loads only when the command runs, so `dealscout --help` never pays for it.
 """
 
 import os
@@ -56,13 +55,3 @@ def worker(
     ]
     app.worker_main(argv)
 
-
-if __name__ == "__main__":
-    cli = typer.Typer(add_completion=False, context_settings={"help_option_names": ["-h", "--help"]})
-    cli.command()(worker)
-
-    @cli.callback()
-    def _main() -> None:
-        """dealscout's distributed-mode commands (mounted in the main CLI as `dealscout worker`)."""
-
-    cli()

@@ -9,9 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from . import config
-from .costs import format_usd
-from .options import (
+from dealscout_cli import config
+from dealscout_cli.cli.options import (
     EXIT_USAGE,
     GroupOption,
     JsonFlag,
@@ -28,9 +27,10 @@ from .options import (
     out,
     print_json,
 )
+from dealscout_cli.costs import format_usd
 
 if TYPE_CHECKING:  # the counting imports Pillow and pydantic: only when the command runs
-    from .estimate import Estimate
+    from dealscout_cli.estimate import Estimate
 
 
 def estimate_command(
@@ -62,7 +62,7 @@ def estimate_command(
     for path in paths:
         if not path.exists():
             fail(f"{path} does not exist; pass a folder of photos or a manifest", EXIT_USAGE)
-    from .estimate import estimate
+    from dealscout_cli.estimate import estimate
 
     settings = config.resolve(
         db_path=db,
@@ -71,7 +71,7 @@ def estimate_command(
         max_side=max_side,
         prices_file=prices,
     )
-    from .progress import ScanCounter
+    from dealscout_cli.cli.progress import ScanCounter
 
     counter = ScanCounter(err.console, enabled=not json_out)
     try:

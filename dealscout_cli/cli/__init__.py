@@ -31,7 +31,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-from dealscout_cli.options import (  # noqa: E402
+from dealscout_cli.cli.options import (  # noqa: E402
     EXIT_USAGE,
     DbOption,
     GroupOption,
@@ -48,8 +48,8 @@ from dealscout_cli.options import (  # noqa: E402
     plain,
     print_json,
 )
-from dealscout_cli.options import fail as _fail  # noqa: E402
-from dealscout_cli.options import guarded as _guarded  # noqa: E402
+from dealscout_cli.cli.options import fail as _fail  # noqa: E402
+from dealscout_cli.cli.options import guarded as _guarded  # noqa: E402
 
 
 def _open_store(db: Path, *, create: bool = False) -> Any:
@@ -225,7 +225,7 @@ def snap(
     if engine == "local" and not settings.offline and not settings.api_key:
         _fail(config.NO_API_KEY, EXIT_USAGE)
     from dealscout_cli.budget import usd_to_micros
-    from dealscout_cli.progress import ScanCounter, make_reporter
+    from dealscout_cli.cli.progress import ScanCounter, make_reporter
     from dealscout_cli.snap import snap as run_snap
 
     max_cost_micros = None if max_cost is None else _guarded(lambda: usd_to_micros(max_cost))
@@ -905,8 +905,8 @@ def emulator(
         )
 
 
-from dealscout_cli.distributed.cli import worker as _worker  # noqa: E402 (Celery loads lazily)
-from dealscout_cli.estimate_cli import estimate_command  # noqa: E402 (Pillow loads lazily)
+from dealscout_cli.cli.worker import worker as _worker  # noqa: E402 (Celery loads lazily)
+from dealscout_cli.cli.estimate import estimate_command  # noqa: E402 (Pillow loads lazily)
 
 app.command("worker", short_help="Run a Celery worker for snap --engine celery.")(_worker)
 app.command("estimate", short_help="Predict calls, tokens and cost; calls no model.")(estimate_command)
