@@ -11,9 +11,9 @@ if TYPE_CHECKING:  # the emulator imports uvicorn and pydantic: only when the co
 
 PortOption = Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")]
 HostOption = Annotated[str, typer.Option(help="Address to bind (keep it on loopback).")]
-RpmOption = Annotated[float | None, typer.Option(help="Requests per minute per model before 429s.")]
+RpmOption = Annotated[int | None, typer.Option(help="Requests per minute per model before 429s.")]
 TpmOption = Annotated[
-    float | None, typer.Option(help="Input tokens per minute per model before 429s.")
+    int | None, typer.Option(help="Input tokens per minute per model before 429s.")
 ]
 RpdOption = Annotated[
     int | None, typer.Option(help="Requests per day per model before daily-quota 429s.")
