@@ -31,7 +31,7 @@ from dealscout_cli.cli.options import (
     plain,
 )
 
-if TYPE_CHECKING:  # the run's types import anyio, pydantic and rich: only when snap runs
+if TYPE_CHECKING:  # for annotations only: `dealscout --help` imports none of them
     from dealscout_cli.cli.progress import ScanCounter
     from dealscout_cli.config import Settings
     from dealscout_cli.records import EnqueueReport
