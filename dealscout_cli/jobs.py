@@ -45,6 +45,15 @@ if TYPE_CHECKING:
 DONE_ITEMS_KEPT = 100  # enough for the summary table; `dealscout listings` has the rest
 
 
+class StopKind(StrEnum):
+    """Why a run stopped before the queue was empty: renderers branch on this, not on text."""
+
+    SIGNAL = "signal"  # SIGINT/SIGTERM (or the grace period after one ran out)
+    ACCOUNT = "account"  # daily quota, rejected key, unknown model: every call would fail
+    BUDGET = "budget"  # --max-cost
+    BROKER = "broker"  # distributed: Redis went away
+
+
 class Action(StrEnum):
     DONE = "done"
     RETRY = "retry"  # back in the queue after `delay`
@@ -116,6 +125,7 @@ class RunSummary:
     cost_micro_usd: int = 0
     elapsed: float = 0.0
     stop_reason: str | None = None  # "SIGTERM received", a quota or budget stop, None when drained
+    stop_kind: StopKind | None = None
     signal_number: int | None = None
     failed_items: list[dict[str, Any]] = field(default_factory=list)
     done_items: list[dict[str, Any]] = field(default_factory=list)  # the first DONE_ITEMS_KEPT
@@ -222,10 +232,11 @@ class JobLifecycle:
     def run_finished(self) -> None:
         self.on_event(Event(EventKind.RUN_FINISHED, fields={"summary": self.summary}))
 
-    def stop(self, reason: str, **fields: Any) -> None:
+    def stop(self, reason: str, kind: StopKind, **fields: Any) -> None:
         """Note why the run stops (the first reason wins) and tell the watcher."""
         if self.summary.stop_reason is None:
             self.summary.stop_reason = reason
+            self.summary.stop_kind = kind
         self.on_event(Event(EventKind.STOPPING, message=reason, fields=fields))
 
     def budget_refusal(self, in_flight: int) -> str | None:

@@ -107,7 +107,7 @@ def workers(tmp_path: Path, redis_server: str) -> Iterator[Workers]:
                 [
                     sys.executable,
                     "-m",
-                    "dealscout_cli.distributed.cli",
+                    "dealscout_cli.cli",
                     "worker",
                     "-c",
                     str(concurrency),

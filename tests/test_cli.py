@@ -155,7 +155,7 @@ def test_listings_item_shows_photos_and_calls(photos: Path, db: Path, env_with_k
 def test_listings_table_keeps_skus_and_prices_whole_at_80_columns(
     photos: Path, db: Path, env_with_key, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dealscout_cli.options import out
+    from dealscout_cli.cli.options import out
 
     run("snap", str(photos), "--quiet")
     listings = json.loads(run("listings", "--json").stdout)

@@ -356,7 +356,7 @@ def test_a_worker_whose_key_is_rejected_stops_the_run_and_fails_no_item(
 def test_worker_without_a_key_refuses_to_start() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
     done = subprocess.run(
-        [sys.executable, "-m", "dealscout_cli.distributed.cli", "worker",
+        [sys.executable, "-m", "dealscout_cli.cli", "worker",
          "--broker", f"redis://127.0.0.1:{free_port()}/0"],
         env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip

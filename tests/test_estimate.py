@@ -14,6 +14,7 @@ from photo_factory import make_jpeg
 from PIL import Image
 from typer.testing import CliRunner
 
+from dealscout_cli.cli.estimate import estimate_command
 from dealscout_cli.config import Settings
 from dealscout_cli.estimate import (
     IDENTIFY_OUTPUT_TOKENS,
@@ -24,7 +25,6 @@ from dealscout_cli.estimate import (
     fit_within,
     prepared_size,
 )
-from dealscout_cli.estimate_cli import estimate_command
 from dealscout_cli.images import prepare_photo
 from dealscout_cli.snap import snap
 from dealscout_cli.tokens import image_tokens
@@ -250,15 +250,15 @@ def test_command_help_ends_with_an_example(cli: typer.Typer) -> None:
 def test_table_keeps_big_numbers_whole_at_80_columns(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dealscout_cli.estimate_cli import render
-    from dealscout_cli.options import out
+    from dealscout_cli.cli.options import out
+    from dealscout_cli.cli.render import render_estimate
 
     monkeypatch.setattr(out.console, "width", 80)  # a cron mail or a default terminal
     rows = [
         ModelRow("gemini-3.6-flash", "identify", 10_000, 4_710_000, 2_500_000, 25_820_000),
         ModelRow("gemini-3.5-flash-lite", "price", 10_000, 2_060_000, 800_000, 2_620_000),
     ]
-    render(Estimate(items=10_000, to_identify=10_000, photos=10_000, rows=rows))
+    render_estimate(Estimate(items=10_000, to_identify=10_000, photos=10_000, rows=rows))
     table = capsys.readouterr().out
     assert "…" not in table
     for number in ("4,710,000", "~2,500,000", "~3,300,000", "20,000", "$28.44"):

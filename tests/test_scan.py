@@ -466,7 +466,7 @@ def test_scan_counter_stays_silent_off_a_terminal() -> None:
 
     from rich.console import Console
 
-    from dealscout_cli.progress import ScanCounter
+    from dealscout_cli.cli.progress import ScanCounter
 
     console = Console(file=io.StringIO(), force_terminal=False)
     counter = ScanCounter(console)
@@ -481,7 +481,7 @@ def test_scan_counter_shows_the_count_on_a_terminal() -> None:
 
     from rich.console import Console
 
-    from dealscout_cli.progress import ScanCounter
+    from dealscout_cli.cli.progress import ScanCounter
 
     console = Console(file=io.StringIO(), force_terminal=True, width=80)
     counter = ScanCounter(console)

@@ -47,7 +47,7 @@ from dealscout_cli.distributed.tasks import calls_key, encode_images, stage_key
 from dealscout_cli.engines import pipeline_config
 from dealscout_cli.errors import BadPhoto, BrokerError, ErrorKind, LeaseLost, RemoteFailure
 from dealscout_cli.events import Event, EventKind
-from dealscout_cli.jobs import Action, JobLifecycle, RunSummary, done, outcome_of
+from dealscout_cli.jobs import Action, JobLifecycle, RunSummary, StopKind, done, outcome_of
 from dealscout_cli.models import Identification, PriceEstimate
 from dealscout_cli.pipeline import Pipeline
 from dealscout_cli.records import CallRecord, ItemRecord, JobState, Lease, Stage
@@ -126,9 +126,8 @@ class Coordinator:
         try:
             self._loop()
         except BROKER_ERRORS as exc:  # Redis went away mid-run: stop, give the jobs back
-            self.summary.stop_reason = (
-                f"lost the broker ({type(exc).__name__}: {exc}); run snap again once it is back"
-            )
+            lost = f"lost the broker ({type(exc).__name__}: {exc}); run snap again once it is back"
+            self.summary.stop_reason, self.summary.stop_kind = lost, StopKind.BROKER
         finally:
             if restore:
                 restore()
@@ -272,7 +271,7 @@ class Coordinator:
         outcome = outcome_of(error, out.lease, self.lifecycle.policy, stopping=self.stopping)
         self.lifecycle.apply(out.lease, out.item, outcome)
         if outcome.action == Action.STOP:
-            self._stop(outcome.message)
+            self._stop(outcome.message, StopKind.ACCOUNT)
 
     def _complete(self, lease: Lease, item: ItemRecord, result: dict[str, Any]) -> None:
         identification = Identification.model_validate_json(result["identification"])
@@ -332,13 +331,13 @@ class Coordinator:
         if reason is None:
             return True
         self.claiming = False
-        self.lifecycle.stop(reason, how="graceful")
+        self.lifecycle.stop(reason, StopKind.BUDGET, how="graceful")
         return False
 
-    def _stop(self, reason: str) -> None:
+    def _stop(self, reason: str, kind: StopKind) -> None:
         if not self.stopping:
             self.stopping = True
-            self.lifecycle.stop(reason, how="graceful")
+            self.lifecycle.stop(reason, kind, how="graceful")
 
     def _install_signals(self) -> Callable[[], None] | None:
         if threading.current_thread() is not threading.main_thread():
@@ -346,7 +345,7 @@ class Coordinator:
 
         def on_signal(signum: int, _frame: Any) -> None:
             self.summary.signal_number = self.summary.signal_number or signum
-            self._stop(f"{signal.Signals(signum).name} received")
+            self._stop(f"{signal.Signals(signum).name} received", StopKind.SIGNAL)
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 

@@ -31,7 +31,7 @@ import anyio
 
 from dealscout_cli.costs import ModelPrice, call_cost_micros, grounding_fee_micros
 from dealscout_cli.errors import BadPhoto, ProviderError
-from dealscout_cli.jobs import JobLifecycle, call_outcome, done, outcome_of
+from dealscout_cli.jobs import JobLifecycle, StopKind, call_outcome, done, outcome_of
 from dealscout_cli.models import Identification, PriceEstimate
 from dealscout_cli.pipeline import Pipeline, grounded_price_output, parse_answer
 from dealscout_cli.providers.base import ModelReply, ModelRequest
@@ -309,7 +309,7 @@ class BatchRun:
         if reason is None:
             return True
         if self.store.counts()["queued"] > 0:  # only a stop when work is actually held back
-            self.lifecycle.stop(reason)
+            self.lifecycle.stop(reason, StopKind.BUDGET)
         return False
 
     async def _submit_price(self, items: list[tuple[Lease, Identification]]) -> None:

@@ -32,6 +32,7 @@ from dealscout_cli.jobs import (
     JobLifecycle,
     Outcome,
     RunSummary,
+    StopKind,
     StoreCheckpoints,
     done,
     outcome_of,
@@ -102,12 +103,12 @@ class Runner:
         self._stop = _Stop.NONE
         self._stop_claiming = anyio.Event()
 
-    def request_stop(self, how: _Stop | str, reason: str) -> None:
+    def request_stop(self, how: _Stop | str, reason: str, kind: StopKind) -> None:
         how = _Stop(how)
         if how == _Stop.NOW or self._stop == _Stop.NONE:
             self._stop = how
             self._stop_claiming.set()
-            self.lifecycle.stop(reason, how=how.value)
+            self.lifecycle.stop(reason, kind, how=how.value)
         if how == _Stop.NOW:
             for _lease, scope in list(self._held.values()):
                 scope.cancel()
@@ -132,15 +133,19 @@ class Runner:
                 name = signal.Signals(signum).name
                 if self._stop == _Stop.NONE:
                     self.summary.signal_number = signum
-                    self.request_stop(_Stop.GRACEFUL, f"{name} received")
+                    self.request_stop(_Stop.GRACEFUL, f"{name} received", StopKind.SIGNAL)
                     tg.start_soon(self._grace_timer)
                 else:
-                    self.request_stop(_Stop.NOW, f"second {name}: cancelling in-flight items")
+                    self.request_stop(
+                        _Stop.NOW, f"second {name}: cancelling in-flight items", StopKind.SIGNAL
+                    )
 
     async def _grace_timer(self) -> None:
         await anyio.sleep(self.options.grace)
         if self._held:
-            self.request_stop(_Stop.NOW, f"grace period of {self.options.grace:g} s over")
+            self.request_stop(
+                _Stop.NOW, f"grace period of {self.options.grace:g} s over", StopKind.SIGNAL
+            )
 
     async def _heartbeat(self) -> None:
         interval = max(0.05, self.options.lease_seconds / 3)
@@ -170,7 +175,7 @@ class Runner:
         while not self._stop_claiming.is_set():
             refusal = self.lifecycle.budget_refusal(in_flight=self._claimed)
             if refusal is not None:
-                self.request_stop(_Stop.GRACEFUL, refusal)
+                self.request_stop(_Stop.GRACEFUL, refusal, StopKind.BUDGET)
                 return
             self._claimed += 1  # no await since the check: the next worker sees this reservation
             try:
@@ -216,7 +221,7 @@ class Runner:
                 return
             self.lifecycle.report(item, lease, outcome)
         if outcome.action == Action.STOP:
-            self.request_stop(_Stop.GRACEFUL, outcome.message)
+            self.request_stop(_Stop.GRACEFUL, outcome.message, StopKind.ACCOUNT)
 
     async def _attempt(self, lease: Lease, item: ItemRecord) -> Outcome:
         checkpoints = StoreCheckpoints(

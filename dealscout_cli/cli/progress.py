@@ -19,6 +19,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -132,7 +133,8 @@ class JsonReporter:
         if event.message is not None:
             record["message"] = event.message
         for key, value in event.fields.items():
-            record[key] = asdict(value) if is_dataclass(value) else value
+            is_record = is_dataclass(value) and not isinstance(value, type)
+            record[key] = asdict(value) if is_record else value
         self.out.write(json.dumps(record, default=str) + "\n")
         self.out.flush()
 
@@ -158,7 +160,7 @@ class BarReporter:
             console=console,
             transient=False,
         )
-        self.task = None
+        self.task: TaskID | None = None
         self.started = time.monotonic()
         self.done = 0
         self.failed = 0

@@ -1,7 +1,6 @@
 """`dealscout worker`: a Celery worker with dealscout's app, as a plain Typer command.
 
-`cli.py` mounts it with ``app.command()(worker)``; ``python -m
-dealscout_cli.distributed.cli worker ...`` runs it without the main CLI.
+Celery loads only when the command runs, so `dealscout --help` never pays for it.
 """
 
 import os
@@ -13,14 +12,45 @@ import typer
 from dealscout_cli.config import ENV_BROKER, api_key_from_env
 from dealscout_cli.distributed import INSTALL_HINT, QUEUE
 
+PoolSizeOption = Annotated[
+    int,
+    typer.Option(
+        "--concurrency",
+        "-c",
+        min=1,
+        max=256,
+        help="Pool processes: items this worker works on at once.",
+    ),
+]
+NameOption = Annotated[
+    str | None,
+    typer.Option("--name", "-n", help="Worker name, e.g. gpu1@%h (default: dealscout@HOST)."),
+]
+QueuesOption = Annotated[
+    str, typer.Option("--queues", "-Q", help="Comma-separated queues to consume.")
+]
+BrokerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--broker",
+        "-b",
+        envvar=ENV_BROKER,
+        help="Redis URL of the broker (and result backend).",
+    ),
+]
+LogLevelOption = Annotated[str, typer.Option("--loglevel", "-l", help="Celery log level.")]
+PoolOption = Annotated[
+    str, typer.Option(help="Celery pool: prefork (time limits enforced), threads, solo.")
+]
+
 
 def worker(
-    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, max=256, help="Pool processes: items this worker works on at once.")] = 4,
-    name: Annotated[str | None, typer.Option("--name", "-n", help="Worker name, e.g. gpu1@%h (default: dealscout@HOST).")] = None,
-    queues: Annotated[str, typer.Option("--queues", "-Q", help="Comma-separated queues to consume.")] = QUEUE,
-    broker: Annotated[str | None, typer.Option("--broker", "-b", envvar=ENV_BROKER, help="Redis URL of the broker (and result backend).")] = None,
-    loglevel: Annotated[str, typer.Option("--loglevel", "-l", help="Celery log level.")] = "INFO",
-    pool: Annotated[str, typer.Option(help="Celery pool: prefork (time limits enforced), threads, solo.")] = "prefork",
+    concurrency: PoolSizeOption = 4,
+    name: NameOption = None,
+    queues: QueuesOption = QUEUE,
+    broker: BrokerOption = None,
+    loglevel: LogLevelOption = "INFO",
+    pool: PoolOption = "prefork",
 ) -> None:
     """Run a Celery worker that takes items from the broker and calls Gemini.
 
@@ -50,19 +80,13 @@ def worker(
     import dealscout_cli.distributed.tasks  # noqa: F401  # register the task before the pool forks
 
     argv = [
-        "worker", f"--concurrency={concurrency}", f"--queues={queues}", f"--loglevel={loglevel}",
-        f"--hostname={name or 'dealscout@' + socket.gethostname()}", f"--pool={pool}",
-        "--without-gossip", "--without-mingle",
+        "worker",
+        f"--concurrency={concurrency}",
+        f"--queues={queues}",
+        f"--loglevel={loglevel}",
+        f"--hostname={name or 'dealscout@' + socket.gethostname()}",
+        f"--pool={pool}",
+        "--without-gossip",
+        "--without-mingle",
     ]
     app.worker_main(argv)
-
-
-if __name__ == "__main__":
-    cli = typer.Typer(add_completion=False, context_settings={"help_option_names": ["-h", "--help"]})
-    cli.command()(worker)
-
-    @cli.callback()
-    def _main() -> None:
-        """dealscout's distributed-mode commands (mounted in the main CLI as `dealscout worker`)."""
-
-    cli()

@@ -1,7 +1,7 @@
 """What every dealscout command shares: consoles, exit codes, error handling, common options.
 
-CLI layer only. `cli.py` and the commands kept in their own modules (`estimate_cli`,
-`distributed.cli`) import from here, so an option reads the same in every `--help`.
+CLI layer only. Every command module of `dealscout_cli.cli` imports from here, so an option
+reads the same in every `--help` and every command ends on an error the same way.
 """
 
 import json
@@ -19,6 +19,8 @@ from dealscout_cli.errors import DealscoutError, UsageError
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
+
+    from dealscout_cli.store import Store
 
 
 class LazyConsole:
@@ -89,6 +91,13 @@ def guarded(fn: Callable[[], Any]) -> Any:
         if os.environ.get(config.ENV_DEBUG):
             raise
         fail(str(exc))
+
+
+def open_store(db: Path, *, create: bool = False) -> "Store":
+    """The store, imported when a command first opens it (sqlite-utils stays off `--help`)."""
+    from dealscout_cli.store import Store
+
+    return Store.open(db, create=create)
 
 
 def check_group(group: str) -> None:

@@ -1,0 +1,113 @@
+"""`dealscout export`: the listings as a file a marketplace or a script can take."""
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from dealscout_cli import config
+from dealscout_cli.cli.options import EXIT_USAGE, DbOption, err, fail, guarded, open_store, plain
+
+if TYPE_CHECKING:  # the formats import pydantic models: only when the command runs
+    from dealscout_cli.export import ExportFormat, ExportReport
+
+FormatOption = Annotated[
+    str,
+    typer.Option("--format", "-f", help="csv, jsonl, ebay (Seller Hub drafts), shopify, meta."),
+]
+OutputOption = Annotated[
+    Path | None,
+    typer.Option("--output", "-o", help="File to write; standard output when omitted."),
+]
+PhotoBaseUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        help="URL prefix where your photos are hosted; each photo's path below "
+        "--photo-root is appended (upload that folder as it is)."
+    ),
+]
+PhotoRootOption = Annotated[
+    str | None,
+    typer.Option(
+        help="The folder you upload the photos from. Default: the deepest folder holding "
+        "every exported photo (for a flat folder, the URLs end in plain file names)."
+    ),
+]
+IncludeOfflineFlag = Annotated[
+    bool,
+    typer.Option(
+        "--include-offline",
+        help="Also export listings made by the emulator (marketplace formats skip them).",
+    ),
+]
+
+
+def export(
+    db: DbOption = Path(config.DEFAULT_DB),
+    format: FormatOption = "csv",
+    output: OutputOption = None,
+    photo_base_url: PhotoBaseUrlOption = None,
+    photo_root: PhotoRootOption = None,
+    include_offline: IncludeOfflineFlag = False,
+) -> None:
+    """Write the listings in a format a marketplace or a script can take.
+
+    Example: dealscout export --format ebay --photo-base-url https://example.com/photos/ -o ebay.csv
+    """
+    fmt = _parse_format(format)
+    report = guarded(
+        lambda: _write(
+            db,
+            fmt,
+            output,
+            photo_base_url=photo_base_url,
+            photo_root=photo_root,
+            include_offline=include_offline,
+        )
+    )
+    for sku, reason in report.skipped:
+        err.print(f"skipped {sku}: {reason}", markup=False)
+    for note in report.notes:
+        err.print(f"note: {note}", markup=False)
+    if output is not None:
+        err.print(f"wrote {report.written} listings to {plain(output)}")
+
+
+def _parse_format(name: str) -> "ExportFormat":
+    from dealscout_cli.export import ExportFormat
+
+    try:
+        return ExportFormat(name)
+    except ValueError:
+        fail(
+            f"unknown --format {name!r}; choose one of {', '.join(f.value for f in ExportFormat)}",
+            EXIT_USAGE,
+        )
+
+
+def _write(
+    db: Path,
+    fmt: "ExportFormat",
+    output: Path | None,
+    *,
+    photo_base_url: str | None,
+    photo_root: str | None,
+    include_offline: bool,
+) -> "ExportReport":
+    """Read the listings, check the options, then write (to stdout without -o)."""
+    from dealscout_cli.export import ExportOptions, check_options, export_listings
+
+    with open_store(db) as store:
+        found = store.listings()
+    # Photos are stored with absolute paths (as `scan` found them): so is the root.
+    root = os.path.abspath(os.path.expanduser(photo_root)) if photo_root else None
+    options = ExportOptions(
+        photo_base_url=photo_base_url, photo_root=root, include_offline=include_offline
+    )
+    check_options(fmt, options, found)  # before -o is opened: a refusal leaves no empty file
+    if output is None:
+        return export_listings(found, fmt, sys.stdout, options)
+    with output.open("w", encoding="utf-8", newline="") as handle:
+        return export_listings(found, fmt, handle, options)

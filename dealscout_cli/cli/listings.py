@@ -1,0 +1,54 @@
+"""`dealscout listings`: the drafts made so far, or one item in full with its calls."""
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from dealscout_cli import config
+from dealscout_cli.cli.options import DbOption, JsonFlag, err, guarded, open_store, out, print_json
+from dealscout_cli.errors import UsageError
+
+if TYPE_CHECKING:
+    from dealscout_cli.models import Listing
+
+ItemOption = Annotated[
+    int | None, typer.Option("--item", help="Show one item in full: photos, calls, cost.")
+]
+
+
+def listings(
+    db: DbOption = Path(config.DEFAULT_DB),
+    item: ItemOption = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """The draft listings made so far.
+
+    Example: dealscout listings --item 3
+    """
+    found, calls = guarded(lambda: _load(db, item))
+    if json_out:
+        payload: Any = [listing.model_dump(mode="json") for listing in found]
+        if item is not None:
+            payload = {**payload[0], "calls": calls}
+        print_json(payload)
+        return
+    from dealscout_cli.cli.render import listing_table, listings_table
+
+    if item is not None:
+        out.print(listing_table(found[0], calls))
+    elif not found:
+        err.print("no listings yet: run `dealscout snap PHOTOS` first")
+    else:
+        out.print(listings_table(found))
+
+
+def _load(db: Path, item: int | None) -> tuple[list["Listing"], list[dict[str, Any]]]:
+    """Every listing, or the one of `item` with its calls; an unknown item is a usage error."""
+    with open_store(db) as store:
+        found = store.listings(item_id=item)
+        if item is not None and not found:
+            store.item(item)  # raises "no item with id" when it does not exist
+            raise UsageError(f"item {item} has no listing yet; `dealscout status` shows why")
+        calls = store.calls_for_item(item) if item is not None else []
+        return found, calls

@@ -1,0 +1,434 @@
+"""What the commands print: result tables on stdout, notes and failures on stderr, `--json` payloads.
+
+Rich is imported when the first table is drawn (`new_table`), so a `--json` run never loads
+it. Every function here takes what the core returned and only formats it.
+"""
+
+from typing import TYPE_CHECKING, Any
+
+from dealscout_cli.cli.options import err, new_table, out, plain, print_json
+from dealscout_cli.costs import format_usd
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from dealscout_cli.estimate import Estimate
+    from dealscout_cli.jobs import RunSummary
+    from dealscout_cli.models import Listing
+    from dealscout_cli.snap import SnapResult
+
+# ---------------------------------------------------------------- snap
+
+
+def render_run(result: "SnapResult", *, quiet: bool, json_out: bool) -> None:
+    """What a finished `snap` prints: a batch report with --batch, else the run's summary."""
+    if result.batch is not None:
+        render_batch(result, quiet=quiet, json_out=json_out)
+    else:
+        render_snap(result, quiet=quiet, json_out=json_out)
+
+
+def render_snap(result: "SnapResult", *, quiet: bool, json_out: bool) -> None:
+    """A local or fleet run: the summary table, the listings made, what failed."""
+    summary = result.summary
+    if json_out:
+        print_json(_snap_payload(result))
+        return
+    if summary is None:
+        if not quiet:
+            err.print(
+                "nothing to do: every item is already done or failed; no calls made "
+                "(`dealscout retry` re-queues failed items, `--force` redoes done ones)"
+            )
+    elif not quiet:
+        from dealscout_cli.jobs import StopKind
+
+        out.print(_summary_table(summary, offline=result.offline))
+        render_made(summary, offline=result.offline)
+        if summary.stop_kind == StopKind.BUDGET:
+            err.print(f"[yellow]stopped early:[/] {plain(summary.stop_reason)}")
+        elif summary.stop_reason:
+            err.print(
+                f"[yellow]stopped early:[/] {plain(summary.stop_reason)}; "
+                "run `dealscout snap` again to resume"
+            )
+    if result.failed_in_batch and not quiet:
+        _render_failures(result.failed_in_batch)
+
+
+def _snap_payload(result: "SnapResult") -> dict[str, Any]:
+    summary = result.summary
+    return {
+        "items_found": len(result.scan.items),
+        "new": result.queued.new,
+        "already_done": result.queued.already_done,
+        "problems": [
+            {"path": p.path, "line": p.line, "reason": p.reason} for p in result.scan.problems
+        ],
+        "run": None
+        if summary is None
+        else {
+            "run_id": summary.run_id,
+            "done": summary.done,
+            "failed": summary.failed,
+            "retried": summary.retried,
+            "released": summary.released,
+            "calls": summary.calls,
+            "cost_usd": summary.cost_micro_usd / 1_000_000,
+            "elapsed_s": round(summary.elapsed, 3),
+            "stop_reason": summary.stop_reason,
+        },
+        "failed": result.failed_in_batch,
+        "offline": result.offline,
+        "exit_code": result.exit_code,
+    }
+
+
+def _summary_table(summary: "RunSummary", *, offline: bool) -> "Table":
+    table = new_table(title="snap" + (" (offline: emulator, not a real model)" if offline else ""))
+    for column in ("done", "failed", "retry later", "released", "calls", "cost", "time", "items/s"):
+        table.add_column(column, justify="right")
+    rate = summary.done / summary.elapsed if summary.elapsed else 0.0
+    table.add_row(
+        str(summary.done),
+        str(summary.failed),
+        str(summary.retried),
+        str(summary.released),
+        str(summary.calls),
+        format_usd(summary.cost_micro_usd),
+        f"{summary.elapsed:.1f} s",
+        f"{rate:.2f}",
+    )
+    return table
+
+
+def _render_failures(failures: list[dict[str, Any]]) -> None:
+    err.print(f"[red]{len(failures)} items failed or were skipped:[/]")
+    for failure in failures[:20]:
+        where = failure.get("first_photo") or failure.get("source") or ""
+        error = failure["error"] or ""
+        if where and where in error:
+            where = ""  # BadPhoto messages already start with the file
+        err.print(
+            f"  item {failure['item_id']}: {where + ': ' if where else ''}{error}", markup=False
+        )
+    if len(failures) > 20:
+        err.print(f"  ... and {len(failures) - 20} more (`dealscout status --json`)")
+    err.print(
+        "  `dealscout retry` re-queues failed items whose cause can pass (rate limits, timeouts)"
+    )
+
+
+def render_made(summary: Any, *, offline: bool) -> None:
+    """The listings a run made (the first few), and where to go from there."""
+    if not summary.done_items:
+        return
+    made = new_table(
+        title="listings made"
+        + (" [offline placeholders]" if offline else "")
+        + (
+            f" (first {len(summary.done_items)} of {summary.done})"
+            if summary.done > len(summary.done_items)
+            else ""
+        )
+    )
+    made.add_column("id", justify="right", no_wrap=True)
+    made.add_column("from", overflow="fold")
+    made.add_column("title", ratio=1)
+    made.add_column("condition", no_wrap=True)
+    made.add_column("price", justify="right", no_wrap=True)
+    for row in summary.done_items:
+        made.add_row(
+            str(row["item_id"]),
+            row["label"],
+            row["title"],
+            row["condition"],
+            f"{row['price']:.2f} {row['currency']}",
+        )
+    out.print(made)
+    out.print(
+        "`dealscout listings --item ID` shows one in full; `dealscout export` writes them out"
+    )
+
+
+# ---------------------------------------------------------------- snap --batch
+
+
+def render_batch(result: "SnapResult", *, quiet: bool, json_out: bool) -> None:
+    """--batch: what was collected, what was submitted, what is still pending."""
+    if json_out:
+        print_json(_batch_payload(result))
+        return
+    report, summary = result.batch, result.summary
+    for problem in report.errors:
+        err.print(f"[yellow]batch:[/] {plain(problem)}", highlight=False)
+    if summary is not None and summary.stop_reason:
+        err.print(f"[yellow]stopped early:[/] {plain(summary.stop_reason)}", highlight=False)
+    if not quiet:
+        _render_batch_progress(report, result.summary, offline=result.offline)
+    if result.failed_in_batch and not quiet:
+        err.print(f"[red]{len(result.failed_in_batch)} items failed or were skipped:[/]")
+        for failure in result.failed_in_batch[:20]:
+            err.print(f"  item {failure['item_id']}: {failure['error'] or ''}", markup=False)
+
+
+def _batch_payload(result: "SnapResult") -> dict[str, Any]:
+    report, summary = result.batch, result.summary
+    assert summary is not None  # Batch Mode always runs a pass
+    return {
+        "items_found": len(result.scan.items),
+        "new": result.queued.new,
+        "already_done": result.queued.already_done,
+        "batch": {
+            "submitted": report.submitted,
+            "pending": report.pending,
+            "collected": report.collected,
+            "done": summary.done,
+            "failed": summary.failed,
+            "requeued": report.requeued + summary.retried,
+            "calls": summary.calls,
+            "cost_usd": summary.cost_micro_usd / 1_000_000,
+            "errors": report.errors,
+            "stop_reason": summary.stop_reason,
+        },
+        "failed": result.failed_in_batch,
+        "offline": result.offline,
+        "exit_code": result.exit_code,
+    }
+
+
+def _render_batch_progress(report: Any, summary: Any, *, offline: bool) -> None:
+    for batch in report.collected:
+        err.print(
+            f"collected {batch['name']} ({batch['stage']}, {batch['items']} items, "
+            f"{batch['state']})",
+            highlight=False,
+        )
+    if summary.calls:
+        err.print(
+            f"{summary.done} listings written, {summary.failed} failed; {summary.calls} batched "
+            f"calls cost {format_usd(summary.cost_micro_usd)} (batch price)",
+            highlight=False,
+        )
+    render_made(summary, offline=offline)
+    for batch in report.submitted:
+        err.print(
+            f"submitted {batch['name']} ({batch['stage']}, {batch['items']} items)",
+            highlight=False,
+        )
+    waiting = len(report.pending)
+    if waiting:
+        err.print(
+            f"batch submitted; {waiting} batch(es) pending: run again later to collect",
+            highlight=False,
+        )
+    elif not report.collected and not report.errors:
+        err.print("nothing to do: no queued items and no open batches; no calls made")
+
+
+# ---------------------------------------------------------------- status
+
+
+def status_table(report: dict[str, Any]) -> "Table":
+    """`status_report` (plus the fleet, when asked) as a two-column table."""
+    table = new_table(title=f"dealscout status: {report['database']}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    _add_item_rows(table, report)
+    _add_call_rows(table, report)
+    table.add_row("active runs", str(report["active_runs"]))
+    fleet = report.get("fleet")
+    if fleet is not None:
+        _add_fleet_rows(table, fleet)
+    if report["offline_listings"]:
+        table.add_row(
+            "offline", f"{report['offline_listings']} listings made by the emulator (placeholders)"
+        )
+    for error in report["last_errors"]:
+        table.add_row(f"  item {error['item_id']}", f"{error['state']}: {error['error']}")
+    return table
+
+
+def _add_item_rows(table: "Table", report: dict[str, Any]) -> None:
+    counts = report["counts"]
+    table.add_row("items", str(report["items"]))
+    for state in ("done", "queued", "running", "failed", "skipped"):
+        table.add_row(f"  {state}", str(counts[state]))
+    if counts.get("batched"):  # only after `snap --batch`: waiting on a Gemini batch job
+        table.add_row("  batched", f"{counts['batched']} (the next `snap --batch` collects them)")
+    table.add_row(
+        "throughput", f"{report['throughput_items_per_minute']:.1f} items/min (last 5 min)"
+    )
+    if report["eta"]:
+        table.add_row("eta", report["eta"])
+
+
+def _add_call_rows(table: "Table", report: dict[str, Any]) -> None:
+    table.add_row(
+        "calls",
+        f"{report['calls']} ({report['input_tokens']:,} in / {report['output_tokens']:,} out tokens)",
+    )
+    cost = format_usd(report["cost_micro_usd"])
+    if report["unpriced_calls"]:
+        cost += f" (+{report['unpriced_calls']} calls to models without a price; see --prices)"
+    table.add_row("cost", cost)
+    for model in report["models_last_minute"]:
+        table.add_row(
+            f"  {model['model']}",
+            f"{model['requests']} req last min, {model['rate_limited'] or 0} × 429, "
+            f"{model['mean_latency_ms']} ms mean",
+        )
+    for limiter in report["limiters"]:
+        allowed = f"{limiter['rpm_limit']:.0f} rpm" if limiter["rpm_limit"] else "no limit yet"
+        paused = f", paused {limiter['paused_until']:.0f} s" if limiter["paused_until"] else ""
+        table.add_row(
+            f"  {limiter['model']} (run {limiter['run_id']})",
+            f"{allowed}{' adaptive' if limiter['adaptive'] else ''}, {limiter['in_flight']} in flight "
+            f"of {limiter['concurrency_cap']}, {limiter['rate_limited_total']} × 429{paused}",
+        )
+
+
+def _add_fleet_rows(table: "Table", fleet: dict[str, Any]) -> None:
+    if not fleet["reachable"]:
+        table.add_row("fleet", f"{fleet['broker']}: {fleet['error']}")
+        return
+    table.add_row(
+        "fleet",
+        f"{len(fleet['workers'])} workers, {fleet['tasks_in_flight']} tasks in flight, "
+        f"{fleet['queue_depth']} queued in the broker",
+    )
+    for worker in fleet["workers"]:
+        table.add_row(
+            f"  {worker['name']}",
+            f"{worker['active']} active, {worker['reserved']} reserved",
+        )
+
+
+# ---------------------------------------------------------------- listings
+
+
+def listings_table(found: list["Listing"]) -> "Table":
+    """One row a listing; the SKU and the numbers are what a seller copies."""
+    table = new_table(title=f"{len(found)} listings")
+    # The SKU and the numbers never wrap or get cut; the title takes what width is left.
+    table.add_column("id", justify="right", no_wrap=True)
+    table.add_column("sku", no_wrap=True)
+    table.add_column("title", ratio=1)
+    table.add_column("condition", no_wrap=True)
+    table.add_column("price", justify="right", no_wrap=True)
+    table.add_column("photos", justify="right", no_wrap=True)
+    warned = any(listing.quality_warnings for listing in found)
+    if warned:  # photo-quality warnings: a column only when there is one to show
+        table.add_column("warnings", justify="right", no_wrap=True)
+    for listing in found:
+        price = f"{listing.price.suggested:.2f} {listing.price.currency}" if listing.price else "-"
+        title = listing.identification.title + (" [offline]" if listing.offline else "")
+        cells = [
+            str(listing.item_id),
+            listing.sku,
+            title,
+            listing.identification.condition.value,
+            price,
+            str(len(listing.photos)),
+        ]
+        if warned:
+            cells.append(str(len(listing.quality_warnings)) if listing.quality_warnings else "")
+        table.add_row(*cells)
+    return table
+
+
+def listing_table(listing: "Listing", calls: list[dict[str, Any]]) -> "Table":
+    """One listing in full: what the model said, the photos, every call and its cost."""
+    ident = listing.identification
+    table = new_table(
+        title=f"item {listing.item_id} · {listing.sku}" + (" · offline" if listing.offline else ""),
+        show_header=False,
+    )
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("title", ident.title)
+    table.add_row("condition", f"{ident.condition.value} (eBay {ident.ebay_condition_id})")
+    table.add_row("brand / model", f"{ident.brand or '-'} / {ident.model or '-'}")
+    table.add_row("category", ident.category)
+    if listing.price:
+        p = listing.price
+        table.add_row(
+            "price", f"{p.low:.2f} – {p.suggested:.2f} – {p.high:.2f} {p.currency}: {p.rationale}"
+        )
+    table.add_row("description", ident.description)
+    if ident.defects:
+        table.add_row("defects", "; ".join(ident.defects))
+    for photo in listing.photos:
+        table.add_row("photo", photo.path)
+    for warning in listing.quality_warnings:
+        table.add_row("warning", warning)
+    table.add_row(
+        "prompt", f"{listing.prompt_version} ({listing.vision_model}, {listing.pricing_model})"
+    )
+    _add_call_cost_rows(table, calls)
+    return table
+
+
+def _add_call_cost_rows(table: "Table", calls: list[dict[str, Any]]) -> None:
+    total = 0
+    for call in calls:
+        total += call["cost_micro_usd"] or 0
+        table.add_row(
+            f"call {call['stage']}",
+            f"{call['model']} #{call['attempt']} {call['outcome']} {call['latency_ms']} ms "
+            f"{call['input_tokens'] or 0}+{call['output_tokens'] or 0} tok {format_usd(call['cost_micro_usd'])}",
+        )
+    table.add_row("cost", format_usd(total))
+
+
+# ---------------------------------------------------------------- estimate
+
+
+def render_estimate(result: "Estimate") -> None:
+    """The estimate as a table on stdout, and what it leaves out on stderr."""
+    table = new_table(title=f"estimate: {_items_line(result)}")
+    # Numbers never wrap or get cut ("~2,500,0…"); at 80 columns the model name folds instead.
+    table.add_column("model", overflow="fold")
+    table.add_column("stage", no_wrap=True)
+    for column in ("calls", "input\ntokens", "output\ntokens", "cost"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for row in result.rows:
+        table.add_row(
+            row.model,
+            row.stage,
+            f"{row.requests:,}",
+            f"{row.input_tokens:,}",
+            f"~{row.output_tokens:,}",
+            format_usd(row.cost_micro_usd),
+        )
+    table.add_row(
+        "total",
+        "",
+        f"{result.requests:,}",
+        f"{result.input_tokens:,}",
+        f"~{result.output_tokens:,}",
+        format_usd(result.cost_micro_usd),
+        style="bold",
+    )
+    table.caption = (
+        f"about {format_usd(result.cost_per_item_micro_usd)} an item; "
+        "~ output tokens are typical answer lengths"
+    )
+    out.print(table)
+    if result.cost_micro_usd is None:
+        err.print("some models have no price: pass --prices with their USD per 1M tokens")
+    for photo in result.unusable[:20]:
+        err.print(f"will be skipped: {photo.path}: {photo.reason}", markup=False)
+    if len(result.unusable) > 20:
+        err.print(f"... and {len(result.unusable) - 20} more (`--json` lists them all)")
+
+
+def _items_line(result: "Estimate") -> str:
+    parts = [f"{result.items} items", f"{result.to_identify + result.to_price} to process"]
+    if result.to_price:
+        parts.append(f"{result.to_price} already identified")
+    if result.already_done:
+        parts.append(f"{result.already_done} already done (free)")
+    if result.failed_before:
+        parts.append(f"{result.failed_before} failed earlier (not retried)")
+    return ", ".join(parts)

@@ -1,0 +1,264 @@
+"""`dealscout snap`: parse the flags, wire progress output, call `dealscout_cli.snap.snap`.
+
+What a finished run prints (tables, batch report, failures) is in `render`; the live
+progress (bar, lines, JSON events) is in `progress`. The options snap alone takes are
+named here, so the command's signature reads as a list of them.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from dealscout_cli import config
+from dealscout_cli.cli.options import (
+    DbOption,
+    GroupOption,
+    JsonFlag,
+    MaxSideOption,
+    PathsArgument,
+    PricesOption,
+    PricingModelOption,
+    VisionModelOption,
+    check_group,
+    err,
+    guarded,
+    plain,
+)
+
+if TYPE_CHECKING:  # for annotations only: `dealscout --help` imports none of them
+    from dealscout_cli.cli.progress import ScanCounter
+    from dealscout_cli.records import EnqueueReport
+    from dealscout_cli.scan import ScanResult
+
+OfflineFlag = Annotated[
+    bool,
+    typer.Option(
+        "--offline",
+        help="Run against the built-in Gemini emulator: no key, no cost, placeholder listings marked offline.",
+    ),
+]
+BaseUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar=config.ENV_BASE_URL,
+        help="Gemini API base URL (a proxy, or `dealscout emulator`).",
+    ),
+]
+ConcurrencyOption = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        max=256,
+        envvar=config.ENV_CONCURRENCY,
+        help="Most items in flight at once; each model's limiter uses fewer when rate × latency needs fewer.",
+    ),
+]
+RpmOption = Annotated[
+    float | None,
+    typer.Option(min=0.1, help="Requests per minute allowed per model (your quota)."),
+]
+TpmOption = Annotated[
+    float | None, typer.Option(min=1, help="Input tokens per minute allowed per model.")
+]
+MaxRetriesOption = Annotated[
+    int, typer.Option(min=0, max=10, help="Retries of one call on 429/5xx/timeouts.")
+]
+MaxAttemptsOption = Annotated[
+    int, typer.Option(min=1, max=20, help="Attempts per item before it is marked failed.")
+]
+TimeoutOption = Annotated[float, typer.Option(min=1, help="Seconds one model call may take.")]
+LeaseOption = Annotated[
+    float,
+    typer.Option(min=1, help="Seconds after which a killed run's items can be claimed again."),
+]
+SoftTimeLimitOption = Annotated[
+    float,
+    typer.Option(min=1, help="Seconds one item may take before it is stopped and retried later."),
+]
+GraceOption = Annotated[
+    float,
+    typer.Option(min=0, help="Seconds in-flight items get to finish after Ctrl-C/SIGTERM."),
+]
+ForceFlag = Annotated[
+    bool, typer.Option("--force", help="Process items again even if they are done.")
+]
+QuietFlag = Annotated[
+    bool,
+    typer.Option(
+        "--quiet", "-q", help="Print only failures and the exit code tells the rest (for cron)."
+    ),
+]
+LogJsonFlag = Annotated[
+    bool,
+    typer.Option("--log-json", help="One JSON object per event instead of progress output."),
+]
+LogFileOption = Annotated[
+    Path | None, typer.Option(help="Write progress/log records to this file instead of stderr.")
+]
+EngineOption = Annotated[
+    str,
+    typer.Option(
+        help="'local': this process calls Gemini. 'celery': Celery workers do (see README)."
+    ),
+]
+BrokerOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar=config.ENV_BROKER, help="Redis URL of the Celery broker, for --engine celery."
+    ),
+]
+MaxCostOption = Annotated[
+    float | None,
+    typer.Option(
+        min=0,
+        help="Stop claiming new items once the recorded spend (all runs) plus the items in "
+        "flight could pass this many USD; exit code 3.",
+    ),
+]
+BarcodesFlag = Annotated[
+    bool,
+    typer.Option(
+        "--barcodes/--no-barcodes",
+        help="Read UPC/EAN/ISBN barcodes from the photos locally and give them to the model.",
+    ),
+]
+BatchFlag = Annotated[
+    bool,
+    typer.Option(
+        "--batch",
+        help="For cron: send queued items through Gemini Batch Mode (half price, results "
+        "within 24 h). Each run collects finished batches and submits new ones; pending "
+        "batches exit 0.",
+    ),
+]
+GroundedPricesFlag = Annotated[
+    bool,
+    typer.Option(
+        "--grounded-prices",
+        help="Let the pricing call search the web (Google Search grounding); billed per "
+        "request on top of tokens. Sources are kept with the price.",
+    ),
+]
+
+
+def snap(
+    paths: PathsArgument,
+    db: DbOption = Path(config.DEFAULT_DB),
+    group: GroupOption = "photo",
+    offline: OfflineFlag = False,
+    base_url: BaseUrlOption = None,
+    vision_model: VisionModelOption = config.DEFAULT_VISION_MODEL,
+    pricing_model: PricingModelOption = config.DEFAULT_PRICING_MODEL,
+    concurrency: ConcurrencyOption = config.DEFAULT_CONCURRENCY,
+    rpm: RpmOption = None,
+    tpm: TpmOption = None,
+    max_side: MaxSideOption = config.DEFAULT_MAX_SIDE,
+    max_retries: MaxRetriesOption = config.DEFAULT_MAX_RETRIES,
+    max_attempts: MaxAttemptsOption = config.DEFAULT_MAX_ATTEMPTS,
+    timeout: TimeoutOption = config.DEFAULT_CALL_TIMEOUT,
+    lease: LeaseOption = config.DEFAULT_LEASE_SECONDS,
+    soft_time_limit: SoftTimeLimitOption = config.DEFAULT_SOFT_TIME_LIMIT,
+    grace: GraceOption = config.DEFAULT_GRACE,
+    force: ForceFlag = False,
+    prices: PricesOption = None,
+    quiet: QuietFlag = False,
+    log_json: LogJsonFlag = False,
+    log_file: LogFileOption = None,
+    json_out: JsonFlag = False,
+    engine: EngineOption = "local",
+    broker: BrokerOption = None,
+    max_cost: MaxCostOption = None,
+    barcodes: BarcodesFlag = True,
+    batch: BatchFlag = False,
+    grounded_prices: GroundedPricesFlag = False,
+) -> None:
+    """Scan photos, queue what is new, and turn each item into a draft listing.
+
+    Items are keyed by their photos' content, so a rerun (or a rename) never pays
+    twice; a killed run resumes where it stopped. Exit codes: 0 all done
+    (with --batch: or still pending in a batch), 1 some items failed, 2 usage
+    error, 3 stopped early (daily quota, key rejected, model unknown, broker lost;
+    with --batch: a batch could not be sent or polled, or ended without results),
+    130/143 interrupted.
+
+    Example: dealscout snap ./photos --group folder --offline
+    """
+    check_group(group)
+    from dealscout_cli.budget import usd_to_micros
+    from dealscout_cli.snap import snap as run_snap
+
+    settings = guarded(lambda: config.resolve(
+        db_path=db, offline=offline or None, base_url=base_url, vision_model=vision_model,
+        pricing_model=pricing_model, concurrency=concurrency, rpm=rpm, tpm=tpm, max_side=max_side,
+        max_retries=max_retries, max_attempts=max_attempts, call_timeout=timeout,
+        lease_seconds=lease, soft_time_limit=soft_time_limit, grace=grace, prices_file=prices,
+        barcodes=barcodes, engine=config.engine_for(engine, batch=batch), broker=broker,
+        grounded_prices=grounded_prices or None,
+        max_cost_micro_usd=None if max_cost is None else usd_to_micros(max_cost),
+    ).validated())  # fmt: skip
+    with _run_output(quiet=quiet, log_json=log_json, log_file=log_file) as output:
+        result = guarded(lambda: run_snap(
+            paths, settings, group=group, force=force, on_event=output.reporter,
+            on_scanned=output.scanned, on_scanning=output.counter,
+        ))  # fmt: skip
+    from dealscout_cli.cli.render import render_run
+
+    render_run(result, quiet=quiet, json_out=json_out)
+    raise typer.Exit(result.exit_code)
+
+
+@dataclass
+class RunOutput:
+    """The three callbacks a run reports through while snap waits for it."""
+
+    reporter: Any  # one of progress's reporters: called with each Event
+    counter: "ScanCounter"
+    quiet: bool
+    log_json: bool
+
+    def scanned(self, found: "ScanResult", report: "EnqueueReport") -> None:
+        """After the scan: what was skipped, then one line of what was found."""
+        self.counter.close()
+        for problem in found.problems:
+            where = f"{problem.path}:{problem.line}" if problem.line else problem.path
+            if not self.log_json:
+                err.print(
+                    f"[yellow]skipped[/] {plain(where)}: {plain(problem.reason)}",
+                    markup=True,
+                    highlight=False,
+                )
+        if self.quiet or self.log_json:
+            return
+        err.print(
+            f"found {len(found.items)} items: {report.new} new, {report.already_done} already done, "
+            f"{report.already_queued} queued, {report.failed_before} failed earlier"
+            + (f", {report.requeued} re-queued (--force)" if report.requeued else ""),
+            highlight=False,
+        )
+
+
+@contextmanager
+def _run_output(*, quiet: bool, log_json: bool, log_file: Path | None) -> Iterator[RunOutput]:
+    """Progress for the run's length; Ctrl-C before the run's own handlers exits 130."""
+    from dealscout_cli.cli.progress import ScanCounter, make_reporter
+
+    log_handle: IO[str] | None = log_file.open("a", encoding="utf-8") if log_file else None
+    reporter = make_reporter(
+        quiet=quiet, log_json=log_json, log_file=log_handle, console=err.console
+    )
+    counter = ScanCounter(err.console, enabled=not (quiet or log_json or log_file))
+    try:
+        yield RunOutput(reporter, counter, quiet=quiet, log_json=log_json)
+    except KeyboardInterrupt:  # Ctrl-C while scanning or queueing, before the run's handlers
+        counter.close()
+        err.print("interrupted: nothing is lost (SQLite keeps what was saved); run snap again")
+        raise typer.Exit(130) from None
+    finally:
+        counter.close()
+        reporter.close()
+        if log_handle:
+            log_handle.close()
