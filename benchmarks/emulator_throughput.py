@@ -45,14 +45,22 @@ def request_bytes(port: int, structured: bool) -> bytes:
     if structured:
         body["generationConfig"] = {
             "responseMimeType": "application/json",
-            "responseSchema": {"type": "OBJECT", "properties": {
-                "low": {"type": "NUMBER"}, "suggested": {"type": "NUMBER"},
-                "high": {"type": "NUMBER"}, "currency": {"type": "STRING"}}},
+            "responseSchema": {
+                "type": "OBJECT",
+                "properties": {
+                    "low": {"type": "NUMBER"},
+                    "suggested": {"type": "NUMBER"},
+                    "high": {"type": "NUMBER"},
+                    "currency": {"type": "STRING"},
+                },
+            },
         }
     payload = json.dumps(body).encode()
-    head = (f"POST /v1beta/models/{MODEL}:generateContent HTTP/1.1\r\n"
-            f"Host: 127.0.0.1:{port}\r\nx-goog-api-key: bench\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n")
+    head = (
+        f"POST /v1beta/models/{MODEL}:generateContent HTTP/1.1\r\n"
+        f"Host: 127.0.0.1:{port}\r\nx-goog-api-key: bench\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+    )
     return head.encode() + payload
 
 
@@ -74,16 +82,18 @@ async def one_connection(port: int, request: bytes, stop_at: float, counts: list
         await writer.wait_closed()
 
 
-def run_client(port: int, connections: int, seconds: float, structured: bool,
-               results: multiprocessing.Queue) -> None:
+def run_client(
+    port: int, connections: int, seconds: float, structured: bool, results: multiprocessing.Queue
+) -> None:
     import uvloop
 
     async def main() -> list[int]:
         counts = [0, 0]
         stop_at = time.perf_counter() + seconds
         request = request_bytes(port, structured)
-        await asyncio.gather(*(one_connection(port, request, stop_at, counts)
-                               for _ in range(connections)))
+        await asyncio.gather(
+            *(one_connection(port, request, stop_at, counts) for _ in range(connections))
+        )
         return counts
 
     results.put(uvloop.run(main()))
@@ -115,10 +125,12 @@ def main() -> None:
         wait_for_port(port)
         results: multiprocessing.Queue = multiprocessing.Queue()
         per_client = max(1, args.connections // args.clients)
-        clients = [multiprocessing.Process(target=run_client,
-                                           args=(port, per_client, args.seconds, args.json,
-                                                 results))
-                   for _ in range(args.clients)]
+        clients = [
+            multiprocessing.Process(
+                target=run_client, args=(port, per_client, args.seconds, args.json, results)
+            )
+            for _ in range(args.clients)
+        ]
         started = time.perf_counter()
         for client in clients:
             client.start()
@@ -134,9 +146,11 @@ def main() -> None:
         server.terminate()
         server.join()
     kind = "schema JSON" if args.json else "plain text"
-    print(f"{totals[0] / elapsed:,.0f} req/s ({totals[0]:,} answered 200, {totals[1]} other, "
-          f"{kind}, {args.clients} client process(es), {per_client * args.clients} connections, "
-          f"{elapsed:.1f} s)")
+    print(
+        f"{totals[0] / elapsed:,.0f} req/s ({totals[0]:,} answered 200, {totals[1]} other, "
+        f"{kind}, {args.clients} client process(es), {per_client * args.clients} connections, "
+        f"{elapsed:.1f} s)"
+    )
 
 
 if __name__ == "__main__":

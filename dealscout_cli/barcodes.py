@@ -124,7 +124,9 @@ def _decode(image: Image.Image, *, try_downscale: bool = True) -> list[Barcode]:
     if image.mode not in ("L", "RGB"):
         image = image.convert("RGB")
     found: dict[Barcode, None] = {}
-    for result in zxingcpp.read_barcodes(image, formats=_READ_FORMATS, try_downscale=try_downscale):
+    # The stubs want a BarcodeFormats; a tuple is what zxing-cpp 2.3 takes without a warning.
+    formats = _READ_FORMATS
+    for result in zxingcpp.read_barcodes(image, formats=formats, try_downscale=try_downscale):  # type: ignore[arg-type]
         barcode = _normalised(result.text, result.format.name)
         if barcode is not None:
             found.setdefault(barcode)

@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from dealscout_cli.errors import UsageError
 
@@ -89,7 +90,7 @@ class Settings:
     max_cost_micro_usd: int | None = None  # --max-cost, for every run on the database
     item_retry_delay: float = DEFAULT_ITEM_RETRY_DELAY  # seconds; doubled per failed attempt
 
-    def with_(self, **changes: object) -> Settings:
+    def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
 
     def validated(self) -> Settings:
@@ -124,11 +125,11 @@ def resolve(env: Mapping[str, str] | None = None, **flags: object) -> Settings:
         "concurrency": int(env[ENV_CONCURRENCY]) if env.get(ENV_CONCURRENCY) else None,
         "prices_file": Path(env[ENV_PRICES]) if env.get(ENV_PRICES) else None,
     }
-    chosen: dict[str, object] = {}
+    chosen: dict[str, Any] = {}
     for name in Settings.__dataclass_fields__:
         flag = flags.get(name)
         if flag is not None:
-            chosen[name] = Path(flag) if name in ("db_path", "prices_file") else flag
+            chosen[name] = Path(str(flag)) if name in ("db_path", "prices_file") else flag
         elif from_env.get(name) is not None:
             chosen[name] = from_env[name]
     unknown = set(flags) - set(Settings.__dataclass_fields__)
@@ -147,9 +148,7 @@ def validate(settings: Settings) -> None:
     if settings.engine not in ENGINES:
         raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, not {settings.engine!r}")
     if settings.engine == "celery" and not settings.broker:
-        raise UsageError(
-            f"--engine celery needs --broker redis://HOST:6379/0 (or {ENV_BROKER})"
-        )
+        raise UsageError(f"--engine celery needs --broker redis://HOST:6379/0 (or {ENV_BROKER})")
     for name, why in ENGINE_REFUSES[settings.engine].items():
         if getattr(settings, name) not in (None, False):
             raise UsageError(f"{_engine_name(settings.engine)} cannot honour {_flag(name)}: {why}")
@@ -176,7 +175,9 @@ def validate(settings: Settings) -> None:
 def engine_for(engine: str, *, batch: bool) -> str:
     """`--engine` and `--batch` as one engine name (Batch Mode is an engine of its own)."""
     if batch and engine not in ("local", "batch"):
-        raise UsageError(f"--batch runs the queue through Gemini Batch Mode; drop --engine {engine}")
+        raise UsageError(
+            f"--batch runs the queue through Gemini Batch Mode; drop --engine {engine}"
+        )
     return "batch" if batch else engine
 
 

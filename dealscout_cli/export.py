@@ -136,11 +136,11 @@ def export_listings(
 ) -> ExportReport:
     """Write `listings` to `out` in `fmt`. `out` should be opened with newline="" and UTF-8."""
     fmt = ExportFormat(fmt)
-    listings = list(listings)  # photo URLs depend on every photo exported (see _PhotoLinks)
-    check_options(fmt, options, listings)
+    chosen = list(listings)  # photo URLs depend on every photo exported (see _PhotoLinks)
+    check_options(fmt, options, chosen)
     writer = _WRITERS[fmt]
     report = ExportReport()
-    writer(listings, out, options, report)
+    writer(chosen, out, options, report)
     return report
 
 
@@ -169,7 +169,7 @@ CSV_COLUMNS = [
 
 
 def _write_csv(
-    listings: Iterable[Listing], out: TextIO, options: ExportOptions, report: ExportReport
+    listings: Sequence[Listing], out: TextIO, options: ExportOptions, report: ExportReport
 ) -> None:
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
     writer.writeheader()
@@ -205,7 +205,7 @@ def _write_csv(
 
 
 def _write_jsonl(
-    listings: Iterable[Listing], out: TextIO, options: ExportOptions, report: ExportReport
+    listings: Sequence[Listing], out: TextIO, options: ExportOptions, report: ExportReport
 ) -> None:
     for listing in listings:
         record = listing.model_dump(mode="json")
@@ -227,6 +227,7 @@ def _ready(
     `required` names what else a marketplace needs, returning a reason when it is missing."""
     for listing in listings:
         price = _decimal(listing.price.suggested) if listing.price else options.default_price
+        reason: str | None
         if listing.offline and not options.include_offline:
             reason = OFFLINE_REASON
         elif price is None:
@@ -245,7 +246,7 @@ def _ready(
 
 
 def _write_ebay(
-    listings: Iterable[Listing], out: TextIO, options: ExportOptions, report: ExportReport
+    listings: Sequence[Listing], out: TextIO, options: ExportOptions, report: ExportReport
 ) -> None:
     action = (
         f"Action(SiteID={options.ebay_site}|Country={EBAY_SITE_COUNTRY[options.ebay_site]}"
@@ -290,7 +291,7 @@ SHOPIFY_COLUMNS = [
 
 
 def _write_shopify(
-    listings: Iterable[Listing], out: TextIO, options: ExportOptions, report: ExportReport
+    listings: Sequence[Listing], out: TextIO, options: ExportOptions, report: ExportReport
 ) -> None:
     writer = csv.DictWriter(out, fieldnames=SHOPIFY_COLUMNS, restval="")
     writer.writeheader()
@@ -337,7 +338,7 @@ META_COLUMNS = [
 
 
 def _write_meta(
-    listings: Iterable[Listing], out: TextIO, options: ExportOptions, report: ExportReport
+    listings: Sequence[Listing], out: TextIO, options: ExportOptions, report: ExportReport
 ) -> None:
     assert options.photo_base_url  # check_options refuses Meta without one
     writer = csv.DictWriter(out, fieldnames=META_COLUMNS)
@@ -370,7 +371,7 @@ def _meta_requirements(listing: Listing) -> str | None:
 
 
 _WRITERS: dict[
-    ExportFormat, Callable[[Iterable[Listing], TextIO, ExportOptions, ExportReport], None]
+    ExportFormat, Callable[[Sequence[Listing], TextIO, ExportOptions, ExportReport], None]
 ] = {
     ExportFormat.CSV: _write_csv,
     ExportFormat.JSONL: _write_jsonl,

@@ -291,7 +291,7 @@ def _to_rgb_or_rgba(image: Image.Image) -> Image.Image:
     if mode.startswith("I") or mode == "F":
         # 16-bit and float greys: scale to 0..255 instead of letting convert() clip them.
         wide = image.convert("F")
-        top = wide.getextrema()[1]
+        top = float(wide.getextrema()[1])  # type: ignore[arg-type]  # one band: (min, max)
         if top > 255:
             wide = wide.point(lambda value: value * (255.0 / top))
         return wide.convert("L").convert("RGB")

@@ -376,7 +376,9 @@ class JobLifecycle:
         )
         fields = {"kind": outcome.kind, "retryable": outcome.retryable, "photo": first_photo}
         self.on_event(
-            Event(EventKind.ITEM_FAILED, item.id, item.label, message=outcome.message, fields=fields)
+            Event(
+                EventKind.ITEM_FAILED, item.id, item.label, message=outcome.message, fields=fields
+            )
         )
 
     def _report_released(self, item: ItemRecord, lease: Lease, outcome: Outcome) -> None:

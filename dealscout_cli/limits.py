@@ -54,7 +54,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 import anyio
 
@@ -417,6 +417,26 @@ class ModelLimiter:
 # -- all models -------------------------------------------------------------------------
 
 
+class ModelRateLimit(Protocol):
+    """What the pipeline asks of one model's limiter: this module's, or the fleet's in Redis."""
+
+    async def acquire(self, estimated_tokens: int) -> Any: ...
+
+    def record(
+        self,
+        permit: Any,
+        *,
+        actual_tokens: int | None,
+        outcome: Outcome,
+        latency: float,
+        retry_after: float | None = None,
+    ) -> None: ...
+
+
+class RateLimits(Protocol):
+    def for_model(self, model: str) -> ModelRateLimit: ...
+
+
 class Limits:
     """One `ModelLimiter` per model name, so one model's quota never starves another."""
 
@@ -445,4 +465,3 @@ class Limits:
 
     def snapshot(self) -> list[LimiterStats]:
         return [limiter.snapshot() for limiter in self._limiters.values()]
-

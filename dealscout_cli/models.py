@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 TITLE_MAX = 80  # eBay's title limit; the tightest of the marketplaces we export to
 
@@ -110,7 +110,7 @@ class PriceEstimate(BaseModel):
 
     @field_validator("high")
     @classmethod
-    def _ordered(cls, high: float, info) -> float:
+    def _ordered(cls, high: float, info: ValidationInfo) -> float:
         low = info.data.get("low")
         suggested = info.data.get("suggested")
         if low is not None and suggested is not None and not (low <= suggested <= high):

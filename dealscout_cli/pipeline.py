@@ -39,7 +39,8 @@ from dealscout_cli.records import CallRecord, ItemRecord, Stage
 from dealscout_cli.retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from dealscout_cli.limits import Limits
+    from dealscout_cli.limits import Outcome as LimiterOutcome
+    from dealscout_cli.limits import RateLimits
 
 RecordCall = Callable[[CallRecord], Awaitable[None]]
 
@@ -51,7 +52,9 @@ class PipelineConfig:
     max_side: int
     offline: bool = False
     read_barcodes: bool = True
-    grounded_prices: bool = False  # pricing searches the web (Google Search tool), billed per request
+    grounded_prices: bool = (
+        False  # pricing searches the web (Google Search tool), billed per request
+    )
 
 
 @dataclass(frozen=True)
@@ -86,11 +89,13 @@ class Pipeline:
         record_call: RecordCall,
         *,
         policy: RetryPolicy,
-        limits: Limits | None = None,
+        limits: RateLimits | None = None,
         image_limiter: anyio.CapacityLimiter | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.provider = provider  # None: this pipeline only prepares photos (the fleet's coordinator)
+        self.provider = (
+            provider  # None: this pipeline only prepares photos (the fleet's coordinator)
+        )
         self.config = config
         self.prices = prices
         self.record_call = record_call
@@ -238,7 +243,7 @@ class Pipeline:
         mono = time.monotonic()
         reply: ModelReply | None = None
         error: ProviderError | None = None
-        outcome = "error"  # cancelled or crashed unless proven otherwise
+        outcome: LimiterOutcome = "error"  # cancelled or crashed unless proven otherwise
         try:
             reply = await self.provider.generate(request)
             parsed = parse_answer(request, reply.text)

@@ -40,7 +40,6 @@ def sku_for(item_key: str) -> str:
 BATCHED = "batched"
 
 
-
 @dataclass(frozen=True)
 class Lease:
     """A claimed job. Only the holder of the current token can finish it."""

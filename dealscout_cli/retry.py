@@ -64,14 +64,12 @@ class RetryPolicy:
 
     def item_delay(self, attempt: int) -> float:
         """Seconds before an item whose attempt number `attempt` failed is tried again."""
-        return min(self.item_delay_cap, self.item_delay_base * 2 ** max(0, attempt - 1))
+        return min(self.item_delay_cap, self.item_delay_base * 2.0 ** max(0, attempt - 1))
 
     def may_retry_item(self, kind: ErrorKind, attempt: int) -> bool:
         return kind not in FINAL_KINDS and attempt < self.item_attempts
 
-    def call_retrying(
-        self, sleep: Callable[[float], Awaitable[None]]
-    ) -> tenacity.AsyncRetrying:
+    def call_retrying(self, sleep: Callable[[float], Awaitable[None]]) -> tenacity.AsyncRetrying:
         """A tenacity loop for one call: which errors, how long to wait, when to stop."""
         return tenacity.AsyncRetrying(
             retry=_RetryableCall(self.bad_output_retries),
@@ -111,7 +109,7 @@ class _WaitAtLeastRetryInfo(wait_base):
         self.backoff = backoff
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        wait = float(self.backoff(retry_state))
+        wait: float = self.backoff(retry_state)
         error = retry_state.outcome.exception() if retry_state.outcome else None
         if isinstance(error, RateLimited) and error.retry_after is not None:
             delay = error.retry_after

@@ -410,7 +410,7 @@ def _csv_rows(text: str, name: str) -> list[tuple[int, dict[str, object]]]:
         if "path" not in columns:
             found = ", ".join(repr(column) for column in header) or "none"
             raise ScanError(f"{name}: no 'path' column (found columns: {found})")
-        rows = []
+        rows: list[tuple[int, dict[str, object]]] = []
         for row in reader:
             if any(cell.strip() for cell in row):
                 rows.append((reader.line_num, dict(zip(columns, row, strict=False))))

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from dealscout_cli.budget import Budget
 from dealscout_cli.config import Settings, redact_url
@@ -23,7 +23,7 @@ from dealscout_cli.events import OnEvent, ignore_events
 from dealscout_cli.jobs import JobLifecycle, ListingStamp, RunSummary, exit_code
 from dealscout_cli.records import EnqueueReport
 from dealscout_cli.retry import RetryPolicy, policy_for
-from dealscout_cli.scan import ScanResult, scan
+from dealscout_cli.scan import GroupBy, ScanResult, scan
 from dealscout_cli.store import Store
 
 
@@ -69,7 +69,7 @@ def snap(
             raise UsageError(
                 f"{path} does not exist; pass a folder of photos or a manifest (.csv/.jsonl)"
             )
-    found = scan([Path(p) for p in paths], group=group, on_photo=on_scanning)
+    found = scan([Path(p) for p in paths], group=cast(GroupBy, group), on_photo=on_scanning)
     now = time.time()
     with Store.open(settings.db_path) as store:
         report = store.enqueue(found.items, now=now, force=force)

@@ -121,8 +121,9 @@ def test_rerun_while_pending_makes_no_new_calls(
     assert status(db)["counts"]["batched"] == 6
 
 
-@pytest.mark.parametrize("batch_emulator", [{"batch_seconds": 0.0, "malformed_rate": 0.3}],
-                         indirect=True)
+@pytest.mark.parametrize(
+    "batch_emulator", [{"batch_seconds": 0.0, "malformed_rate": 0.3}], indirect=True
+)
 def test_bad_inlined_response_fails_that_item_only(
     photos: Path, db: Path, batch_env: dict[str, str], batch_emulator: Any
 ) -> None:
@@ -141,8 +142,9 @@ def test_bad_inlined_response_fails_that_item_only(
     assert counts["failed"] == bad_total and counts["done"] == 6 - bad_total
 
 
-@pytest.mark.parametrize("batch_emulator", [{"batch_seconds": 0.0, "error_rates": {500: 1.0}}],
-                         indirect=True)
+@pytest.mark.parametrize(
+    "batch_emulator", [{"batch_seconds": 0.0, "error_rates": {500: 1.0}}], indirect=True
+)
 def test_per_request_errors_go_back_to_the_queue(
     photos: Path, db: Path, batch_env: dict[str, str]
 ) -> None:
@@ -162,7 +164,10 @@ def test_offline_batch_waits_for_the_built_in_emulator(photos: Path, db: Path) -
 
 @pytest.mark.parametrize("batch_emulator", [{"batch_seconds": 3600.0}], indirect=True)
 def test_batch_the_server_no_longer_has_gives_its_items_back(
-    photos: Path, db: Path, batch_env: dict[str, str], batch_emulator: Any,
+    photos: Path,
+    db: Path,
+    batch_env: dict[str, str],
+    batch_emulator: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from dealscout_cli.emulator import Emulator, EmulatorConfig
@@ -209,6 +214,7 @@ def test_max_cost_holds_items_back_from_batches_at_the_batch_price(
     assert report["cost_micro_usd"] <= float(limit) * 1e6  # the budget held
     raised = run("snap", str(photos), "--batch", "--max-cost", "1", "--json")
     assert raised.exit_code == 0, raised.output
-    assert sum(b["items"] for b in json.loads(raised.stdout)["batch"]["submitted"]) == (
-        report["counts"]["queued"]
+    assert (
+        sum(b["items"] for b in json.loads(raised.stdout)["batch"]["submitted"])
+        == (report["counts"]["queued"])
     )

@@ -63,9 +63,7 @@ def test_offline_listings_are_marked_in_the_tables(photos: Path, db: Path) -> No
     assert table.count("[offline]") == 2
 
 
-def test_paths_that_look_like_rich_markup_are_printed_as_they_are(
-    tmp_path: Path, db: Path
-) -> None:
+def test_paths_that_look_like_rich_markup_are_printed_as_they_are(tmp_path: Path, db: Path) -> None:
     # "[/x]" is a closing tag to rich: printed as markup it raised MarkupError (a traceback)
     shoot = tmp_path / "shoot [/x]"
     make_jpeg(shoot / "mug.jpg")
@@ -363,8 +361,16 @@ def test_unknown_model_name_stops_the_run_instead_of_failing_every_item(
     served = EmulatorConfig(seed=7, models=("gemini-3.6-flash", "gemini-3.5-flash-lite"))
     with Emulator(served) as emu:
         monkeypatch.setenv("GEMINI_API_KEY", FAKE_KEY)
-        result = run("snap", str(tmp_path / "p"), "--base-url", emu.url, "--concurrency", "1",
-                     "--vision-model", "gemini-1.5-flash")  # retired: Google answers 404
+        result = run(
+            "snap",
+            str(tmp_path / "p"),
+            "--base-url",
+            emu.url,
+            "--concurrency",
+            "1",
+            "--vision-model",
+            "gemini-1.5-flash",
+        )  # retired: Google answers 404
         answered = emu.stats().requests_by_status
     assert result.exit_code == 3, result.output
     assert "model gemini-1.5-flash not found (404)" in result.output
@@ -373,8 +379,9 @@ def test_unknown_model_name_stops_the_run_instead_of_failing_every_item(
     assert json.loads(run("status", "--json").stdout)["counts"]["queued"] == 4
 
 
-def test_max_cost_stops_claiming_before_the_budget_is_passed(photos: Path, db: Path,
-                                                             env_with_key) -> None:
+def test_max_cost_stops_claiming_before_the_budget_is_passed(
+    photos: Path, db: Path, env_with_key
+) -> None:
     result = run("snap", str(photos), "--max-cost", "0.006", "--concurrency", "1")
     assert result.exit_code == 3
     assert "--max-cost" in result.output

@@ -33,20 +33,47 @@ from dealscout_cli.store import Store
 pytestmark = pytest.mark.slow
 
 
-
 def make_items(folder: Path, count: int) -> Path:
     for n in range(count):
-        make_jpeg(folder / f"item-{n:04d}.jpg", size=(320, 240), kind=("mug", "book", "lamp")[n % 3], seed=n)
+        make_jpeg(
+            folder / f"item-{n:04d}.jpg",
+            size=(320, 240),
+            kind=("mug", "book", "lamp")[n % 3],
+            seed=n,
+        )
     return folder
 
 
-def start_coordinator(folder: Path, db: Path, broker: str, *, rpm: float | None = None,
-                      lease: float = 30, extra: tuple[str, ...] = ()) -> subprocess.Popen:
+def start_coordinator(
+    folder: Path,
+    db: Path,
+    broker: str,
+    *,
+    rpm: float | None = None,
+    lease: float = 30,
+    extra: tuple[str, ...] = (),
+) -> subprocess.Popen:
     """`dealscout snap --engine celery`, as a user runs it (no API key: the workers hold it)."""
     env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
-    command = [sys.executable, "-m", "dealscout_cli.cli", "snap", str(folder), "--engine", "celery",
-               "--broker", broker, "--db", str(db), "--lease", str(lease), "--concurrency", "64",
-               "--quiet", "--json"]
+    command = [
+        sys.executable,
+        "-m",
+        "dealscout_cli.cli",
+        "snap",
+        str(folder),
+        "--engine",
+        "celery",
+        "--broker",
+        broker,
+        "--db",
+        str(db),
+        "--lease",
+        str(lease),
+        "--concurrency",
+        "64",
+        "--quiet",
+        "--json",
+    ]
     if rpm:
         command += ["--rpm", str(rpm)]
     command += extra
@@ -83,8 +110,13 @@ def test_two_workers_turn_every_item_into_a_listing(
     assert query(db, "SELECT state, COUNT(*) FROM jobs GROUP BY state") == [("done", 6)]
     assert query(db, "SELECT COUNT(*), COUNT(DISTINCT item_id) FROM listings")[0] == (6, 6)
     assert query(db, "SELECT stage, COUNT(*) FROM calls WHERE outcome = 'ok' GROUP BY stage") == [
-        ("identify", 6), ("price", 6)]
-    assert query(db, "SELECT COUNT(*) FROM calls WHERE input_tokens > 0 AND latency_ms > 0")[0][0] == 12
+        ("identify", 6),
+        ("price", 6),
+    ]
+    assert (
+        query(db, "SELECT COUNT(*) FROM calls WHERE input_tokens > 0 AND latency_ms > 0")[0][0]
+        == 12
+    )
     assert sum(stats.requests_by_model.values()) == 12
     assert set(stats.images_seen.values()) == {1}  # prepared bytes reached the model once each
     assert all("succeeded" in p.log_path.read_text() for p in pair)  # both workers did some
@@ -118,9 +150,20 @@ def test_flower_monitors_the_workers_and_their_tasks(
     env = {**os.environ, "DEALSCOUT_BROKER": redis_server, "FLOWER_UNAUTHENTICATED_API": "1"}
     log = (tmp_path / "flower.log").open("w")
     flower = spawn(
-        [sys.executable, "-m", "celery", "-A", "dealscout_cli.distributed.app", "flower",
-         f"--port={port}", "--address=127.0.0.1"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "dealscout_cli.distributed.app",
+            "flower",
+            f"--port={port}",
+            "--address=127.0.0.1",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     api = f"http://127.0.0.1:{port}/api"
 
@@ -133,14 +176,20 @@ def test_flower_monitors_the_workers_and_their_tasks(
     try:
         with Emulator(EmulatorConfig(seed=1)) as emu:
             [worker] = workers(emu.url, 1)
-            wait_until(lambda: "w0@test" in get("workers?refresh=1"), 60, "Flower to see the worker")
+            wait_until(
+                lambda: "w0@test" in get("workers?refresh=1"), 60, "Flower to see the worker"
+            )
             # Workers send no task events until a monitor asks; Flower asks every few seconds.
-            wait_until(lambda: "Events of group {task} enabled" in worker.log_path.read_text(),
-                       60, "Flower to switch the worker's task events on")
+            wait_until(
+                lambda: "Events of group {task} enabled" in worker.log_path.read_text(),
+                60,
+                "Flower to switch the worker's task events on",
+            )
             coordinate(photos, tmp_path / "flower.db", redis_server)
             wait_until(
                 lambda: sum(t["state"] == "SUCCESS" for t in get("tasks").values()) == 6,
-                30, "Flower to see six finished tasks",
+                30,
+                "Flower to see six finished tasks",
             )
         tasks = get("tasks").values()
         assert {t["name"] for t in tasks} == {"dealscout.process_item"}
@@ -167,12 +216,15 @@ def test_worker_killed_mid_task_is_redelivered_and_recorded_once(
     assert killed_task in survivor.log_path.read_text()  # redelivered to the other worker
     assert query(db, "SELECT state, COUNT(*) FROM jobs GROUP BY state") == [("done", 4)]
     assert query(db, "SELECT COUNT(*), COUNT(DISTINCT item_id) FROM listings")[0] == (4, 4)
-    ok = query(db, "SELECT COUNT(*), COUNT(DISTINCT item_id || stage) FROM calls WHERE outcome = 'ok'")
+    ok = query(
+        db, "SELECT COUNT(*), COUNT(DISTINCT item_id || stage) FROM calls WHERE outcome = 'ok'"
+    )
     assert ok[0][0] == ok[0][1] == 8  # each stage recorded once per item
 
 
-def fleet_against_a_quota(tmp_path: Path, redis_server: str, workers: Workers, items: int,
-                          rpm: float | None = None) -> tuple[StatsSnapshot, float, Path]:
+def fleet_against_a_quota(
+    tmp_path: Path, redis_server: str, workers: Workers, items: int, rpm: float | None = None
+) -> tuple[StatsSnapshot, float, Path]:
     """`items` through three workers x 2 against an emulator quota of 100 requests per 10 s
     window per model (600 RPM, 10x shorter than Google's minute so the test is quick)."""
     folder, db = make_items(tmp_path / "p", items), tmp_path / "fleet.db"
@@ -184,7 +236,9 @@ def fleet_against_a_quota(tmp_path: Path, redis_server: str, workers: Workers, i
         return emu.stats(), time.monotonic() - started, db
 
 
-def test_three_workers_share_one_rate_limit(tmp_path: Path, redis_server: str, workers: Workers) -> None:
+def test_three_workers_share_one_rate_limit(
+    tmp_path: Path, redis_server: str, workers: Workers
+) -> None:
     items = 120
     # The fleet is told 95 per 10 s = 570 RPM: a GCRA spaced exactly at the quota can still
     # land 101 arrivals in a window when network jitter bunches two of them, so like any
@@ -262,7 +316,9 @@ def test_redis_limiter_spaces_starts_across_clients_and_shares_pauses(redis_serv
         assert min(gaps) > 0.08 and 1.7 < ordered[-1] - ordered[0] < 2.5
 
         permit = anyio.run(a.acquire)
-        a.record(permit, outcome="rate_limited", retry_after=1.0)  # a 429 with retryDelay 1s on one worker
+        a.record(
+            permit, outcome="rate_limited", retry_after=1.0
+        )  # a 429 with retryDelay 1s on one worker
         assert b.ready_in() > 0.8  # ... holds back every other worker too
         began = time.monotonic()
         anyio.run(b.acquire)
@@ -288,12 +344,16 @@ def test_a_task_delivered_twice_pays_once_and_is_recorded_once(
         client = redis.Redis.from_url(redis_server)
         celery = make_app(redis_server)
         try:
-            task_id = next(k.decode().removeprefix("celery-task-meta-")
-                           for k in client.scan_iter("celery-task-meta-*"))
+            task_id = next(
+                k.decode().removeprefix("celery-task-meta-")
+                for k in client.scan_iter("celery-task-meta-*")
+            )
             # an empty payload: the task must answer from the result backend, not from it
             celery.send_task(TASK_NAME, args=[{}], task_id=task_id)
             done = f"[{task_id}] succeeded"
-            wait_until(lambda: worker.log_path.read_text().count(done) == 2, 15, "the duplicate's answer")
+            wait_until(
+                lambda: worker.log_path.read_text().count(done) == 2, 15, "the duplicate's answer"
+            )
         finally:
             celery.close()
             client.close()
@@ -304,7 +364,11 @@ def test_a_task_delivered_twice_pays_once_and_is_recorded_once(
 def jobs_in_state(db: Path, state: str) -> int:
     """How many jobs are in `state`; 0 while the coordinator is still creating the file."""
     try:
-        return query(db, f"SELECT COUNT(*) FROM jobs WHERE state = '{state}'")[0][0] if db.exists() else 0
+        return (
+            query(db, f"SELECT COUNT(*) FROM jobs WHERE state = '{state}'")[0][0]
+            if db.exists()
+            else 0
+        )
     except sqlite3.OperationalError:  # the file exists, its tables not yet
         return 0
 
@@ -316,7 +380,9 @@ def test_coordinator_that_loses_redis_stops_cleanly_and_gives_the_jobs_back(tmp_
     # No workers: the tasks wait in Redis, the coordinator polls for their results.
     proc = start_coordinator(folder, db, broker)
     try:
-        wait_until(lambda: jobs_in_state(db, "running") == 5, 60, "the coordinator to send all five")
+        wait_until(
+            lambda: jobs_in_state(db, "running") == 5, 60, "the coordinator to send all five"
+        )
     finally:
         redis_proc.kill()
         redis_proc.wait(timeout=10)
@@ -352,7 +418,6 @@ def test_a_worker_whose_key_is_rejected_stops_the_run_and_fails_no_item(
     assert FAKE_KEY not in stdout + stderr
 
 
-
 def test_worker_without_a_key_refuses_to_start() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
     done = subprocess.run(
@@ -379,5 +444,6 @@ def test_max_cost_stops_the_fleet_claiming_before_the_budget_is_passed(
     assert 1 <= report["counts"]["done"] < 6 and report["counts"]["queued"] >= 1
     assert report["counts"]["running"] == 0  # the items out came back before it stopped
     assert report["cost_micro_usd"] <= 6000
-    print(f"fleet under --max-cost 0.006: {report['counts']}, spent {report['cost_micro_usd']} micro-USD")
-
+    print(
+        f"fleet under --max-cost 0.006: {report['counts']}, spent {report['cost_micro_usd']} micro-USD"
+    )

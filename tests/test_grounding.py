@@ -58,9 +58,7 @@ def test_grounded_prices_online(photos: Path, db: Path, env_with_key, emulator: 
             uri.startswith("https://example.com/") for uri in saved["grounding_sources"]
         )
         assert saved["search_queries"] == 2
-    calls = rows(
-        db, "SELECT stage, model, input_tokens, output_tokens, cost_micro_usd FROM calls"
-    )
+    calls = rows(db, "SELECT stage, model, input_tokens, output_tokens, cost_micro_usd FROM calls")
     for stage, model, tokens_in, tokens_out, cost in calls:
         tokens = call_cost_micros(PRICE_TABLE, model, tokens_in, tokens_out)
         extra = grounding_fee_micros(model, 2) if stage == "price" else 0
@@ -72,9 +70,7 @@ def test_grounded_prices_in_batch_mode(photos: Path, db: Path) -> None:
     assert result.exit_code == 0, result.output
     assert len(json.loads(run("listings", "--json").stdout)) == 6
     assert rows(db, "SELECT grounded FROM batches ORDER BY id") == [(0,), (1,)]
-    calls = rows(
-        db, "SELECT stage, model, input_tokens, output_tokens, cost_micro_usd FROM calls"
-    )
+    calls = rows(db, "SELECT stage, model, input_tokens, output_tokens, cost_micro_usd FROM calls")
     for stage, model, tokens_in, tokens_out, cost in calls:
         half = call_cost_micros(PRICE_TABLE, model, tokens_in, tokens_out, batch=True)
         assert cost == half + (grounding_fee_micros(model, 2) if stage == "price" else 0)

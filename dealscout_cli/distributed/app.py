@@ -18,7 +18,9 @@ from celery import Celery
 
 from dealscout_cli.distributed import QUEUE
 
-ENV_BROKER = "DEALSCOUT_BROKER"  # same name as config.ENV_BROKER; kept here so workers need no config
+ENV_BROKER = (
+    "DEALSCOUT_BROKER"  # same name as config.ENV_BROKER; kept here so workers need no config
+)
 ENV_RESULT_BACKEND = "DEALSCOUT_RESULT_BACKEND"
 ENV_VISIBILITY_TIMEOUT = "DEALSCOUT_VISIBILITY_TIMEOUT"
 ENV_RESTORE_INTERVAL = "DEALSCOUT_RESTORE_INTERVAL"
@@ -33,7 +35,9 @@ HARD_TIME_LIMIT = 300  # ... and killed here; the pool replaces the process
 # twice (and paid twice). Twice the hard limit leaves room for a slow ack.
 VISIBILITY_TIMEOUT = 2 * HARD_TIME_LIMIT
 RESTORE_INTERVAL = 10  # seconds between a worker's sweeps for unacked messages past the timeout
-RESULT_EXPIRES = 7 * 24 * 3600  # finished results stay this long, so a killed coordinator can resume
+RESULT_EXPIRES = (
+    7 * 24 * 3600
+)  # finished results stay this long, so a killed coordinator can resume
 MAX_TASKS_PER_CHILD = 200  # recycle pool processes: bounds leaks in Pillow / the SDK / httpx
 # No task-level retries (no autoretry_for): a failed attempt comes back as data and the
 # coordinator applies the item-level policy in `retry`, as every engine does.
@@ -49,7 +53,9 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
 
 
 def celery_settings(
-    broker: str, backend: str, visibility_timeout: float = VISIBILITY_TIMEOUT,
+    broker: str,
+    backend: str,
+    visibility_timeout: float = VISIBILITY_TIMEOUT,
     restore_interval: int = RESTORE_INTERVAL,
 ) -> dict[str, Any]:
     return {

@@ -36,9 +36,9 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from dealscout_cli import prompts
 from dealscout_cli.config import Settings, redact_url
 from dealscout_cli.costs import call_cost_micros, load_prices
+from dealscout_cli.distributed import QUEUE
 from dealscout_cli.distributed.app import (
     HARD_TIME_LIMIT,
-    QUEUE,
     TASK_NAME,
     VISIBILITY_TIMEOUT,
     make_app,
@@ -63,7 +63,9 @@ READY = ("SUCCESS", "FAILURE", "REVOKED")
 class FleetOptions:
     broker_url: str
     max_in_flight: int = 32  # tasks out at once; bounds the prepared images held in Redis
-    collect_timeout: float = HARD_TIME_LIMIT + VISIBILITY_TIMEOUT + 60  # then the task counts as lost
+    collect_timeout: float = (
+        HARD_TIME_LIMIT + VISIBILITY_TIMEOUT + 60
+    )  # then the task counts as lost
     poll_interval: float = POLL_INTERVAL
 
 
@@ -76,8 +78,16 @@ class _Out:
 
 def task_id_for(item_key: str, queued_at: str, settings: Settings) -> str:
     """The same item, prompts, models and queue generation always give the same task id."""
-    name = "|".join([item_key, prompts.PROMPT_VERSION, settings.vision_model, settings.pricing_model,
-                     str(settings.max_side), queued_at])
+    name = "|".join(
+        [
+            item_key,
+            prompts.PROMPT_VERSION,
+            settings.vision_model,
+            settings.pricing_model,
+            str(settings.max_side),
+            queued_at,
+        ]
+    )
     return str(uuid.uuid5(TASK_NAMESPACE, name))
 
 
@@ -180,7 +190,9 @@ class Coordinator:
         out = _Out(lease, item, time.monotonic() + self.options.collect_timeout)
         state = self.celery.AsyncResult(task_id).state
         if state in READY or self.redis.exists(SENT_PREFIX + task_id):
-            self.out[task_id] = out  # finished or still out from an earlier run: collect, do not pay again
+            self.out[task_id] = (
+                out  # finished or still out from an earlier run: collect, do not pay again
+            )
             return
         try:
             payload = self._payload(lease, item)
@@ -203,12 +215,23 @@ class Coordinator:
             images, barcodes = encode_images(prepared.images), prepared.barcodes
         s = self.settings
         return {
-            "item_id": item.id, "item_key": item.key, "label": item.label, "notes": item.notes,
-            "attempt": lease.attempt, "images": images, "barcodes": barcodes,
+            "item_id": item.id,
+            "item_key": item.key,
+            "label": item.label,
+            "notes": item.notes,
+            "attempt": lease.attempt,
+            "images": images,
+            "barcodes": barcodes,
             "identification": json.dumps(saved["output"]) if saved else None,
-            "vision_model": s.vision_model, "pricing_model": s.pricing_model, "max_side": s.max_side,
-            "max_retries": s.max_retries, "call_timeout": s.call_timeout, "rpm": s.rpm,
-            "tpm": s.tpm, "offline": s.offline, "grounded_prices": s.grounded_prices,
+            "vision_model": s.vision_model,
+            "pricing_model": s.pricing_model,
+            "max_side": s.max_side,
+            "max_retries": s.max_retries,
+            "call_timeout": s.call_timeout,
+            "rpm": s.rpm,
+            "tpm": s.tpm,
+            "offline": s.offline,
+            "grounded_prices": s.grounded_prices,
         }
 
     def _queued_at(self, job_id: int) -> str:
@@ -241,7 +264,11 @@ class Coordinator:
         try:
             if meta["status"] != "SUCCESS":
                 exc = meta.get("result")
-                kind = ErrorKind.TIMEOUT if "TimeLimit" in type(exc).__name__ else ErrorKind.FLEET_ERROR
+                kind = (
+                    ErrorKind.TIMEOUT
+                    if "TimeLimit" in type(exc).__name__
+                    else ErrorKind.FLEET_ERROR
+                )
                 message = f"{type(exc).__name__}: {exc}"[:500]
                 self._forget(task_id)
                 self._failed(out, RemoteFailure(kind, message, retryable=True))
@@ -254,8 +281,13 @@ class Coordinator:
             self._forget(task_id)  # a retry of this item must run again, not read this answer
             if result.get("identification"):
                 self.store.save_stage(
-                    lease, Stage.IDENTIFY, result["identification"], model=self.settings.vision_model,
-                    prompt_version=prompts.PROMPT_VERSION, offline=self.settings.offline, now=self.clock(),
+                    lease,
+                    Stage.IDENTIFY,
+                    result["identification"],
+                    model=self.settings.vision_model,
+                    prompt_version=prompts.PROMPT_VERSION,
+                    offline=self.settings.offline,
+                    now=self.clock(),
                 )
             error = result["error"]
             kind, message = ErrorKind(error["kind"]), error["message"]
@@ -278,8 +310,12 @@ class Coordinator:
         price = PriceEstimate.model_validate_json(result["price"])
         if result.get("grounded_price"):
             self.store.save_grounded_price(
-                item.id, result["grounded_price"], model=self.settings.pricing_model,
-                prompt_version=prompts.PROMPT_VERSION, offline=self.settings.offline, now=self.clock(),
+                item.id,
+                result["grounded_price"],
+                model=self.settings.pricing_model,
+                prompt_version=prompts.PROMPT_VERSION,
+                offline=self.settings.offline,
+                now=self.clock(),
             )
         self.lifecycle.apply(lease, item, done(identification, price))
 
@@ -289,8 +325,11 @@ class Coordinator:
             fields["item_id"] = item_id  # the worker's id is this database's, but be sure
             fields["offline"] = self.settings.offline
             fields["cost_micro_usd"] = (
-                call_cost_micros(self.prices, fields["model"], fields["input_tokens"], fields["output_tokens"])
-                if fields["input_tokens"] is not None else None
+                call_cost_micros(
+                    self.prices, fields["model"], fields["input_tokens"], fields["output_tokens"]
+                )
+                if fields["input_tokens"] is not None
+                else None
             )
             call = CallRecord(**fields)
             if self.store.call_recorded(call):
@@ -306,7 +345,9 @@ class Coordinator:
 
     def _heartbeat(self) -> None:
         for task_id, out in list(self.out.items()):
-            alive = self.store.heartbeat(out.lease, now=self.clock(), lease_seconds=self.settings.lease_seconds)
+            alive = self.store.heartbeat(
+                out.lease, now=self.clock(), lease_seconds=self.settings.lease_seconds
+            )
             if not alive:
                 self.out.pop(task_id, None)  # taken over; the new holder collects the same task id
 
@@ -318,8 +359,14 @@ class Coordinator:
             except LeaseLost:
                 continue
             self.summary.released += 1
-            self.lifecycle.on_event(Event(EventKind.ITEM_RELEASED, out.item.id, out.item.label,
-                                          message="back in the queue; the fleet's result is kept"))
+            self.lifecycle.on_event(
+                Event(
+                    EventKind.ITEM_RELEASED,
+                    out.item.id,
+                    out.item.label,
+                    message="back in the queue; the fleet's result is kept",
+                )
+            )
         self.out.clear()
 
     def _budget_allows_next_item(self) -> bool:
@@ -365,12 +412,17 @@ async def _no_calls(call: CallRecord) -> None:
 
 
 def run_fleet(
-    lifecycle: JobLifecycle, settings: Settings, *, handle_signals: bool = True,
+    lifecycle: JobLifecycle,
+    settings: Settings,
+    *,
+    handle_signals: bool = True,
     max_in_flight: int | None = None,
 ) -> RunSummary:
     """What `snap --engine celery` runs: the queue through the fleet, under `lifecycle`."""
     assert settings.broker, "config.validate requires a broker for --engine celery"
-    options = FleetOptions(broker_url=settings.broker, max_in_flight=max_in_flight or settings.concurrency)
+    options = FleetOptions(
+        broker_url=settings.broker, max_in_flight=max_in_flight or settings.concurrency
+    )
     coordinator = Coordinator(lifecycle, settings, options, handle_signals=handle_signals)
     try:
         return coordinator.run()

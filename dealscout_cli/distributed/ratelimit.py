@@ -90,8 +90,14 @@ class RedisModelLimiter:
     """Fleet-wide request spacing and pauses for one model."""
 
     def __init__(
-        self, client: Any, model: str, rpm: float | None, *, tpm: float | None = None,
-        burst: int = 1, sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        self,
+        client: Any,
+        model: str,
+        rpm: float | None,
+        *,
+        tpm: float | None = None,
+        burst: int = 1,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         self.client = client
         self.model = model
@@ -126,8 +132,13 @@ class RedisModelLimiter:
         return float(self._pause(keys=[PAUSE_PREFIX + self.model], args=[seconds]))
 
     def record(
-        self, permit: FleetPermit, *, actual_tokens: int | None = None, outcome: str = "ok",
-        latency: float | None = None, retry_after: float | None = None,
+        self,
+        permit: FleetPermit,
+        *,
+        actual_tokens: int | None = None,
+        outcome: str = "ok",
+        latency: float | None = None,
+        retry_after: float | None = None,
     ) -> None:
         if outcome == "rate_limited" and retry_after:
             self.pause(retry_after)

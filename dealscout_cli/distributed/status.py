@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dealscout_cli.distributed.app import QUEUE, make_app
+from dealscout_cli.distributed import QUEUE
+from dealscout_cli.distributed.app import make_app
 
 INSPECT_TIMEOUT = 1.0  # seconds to wait for workers to answer the broadcast
 PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport keeps priorities 3/6/9 in "<queue>\x06\x16<n>"
@@ -22,10 +23,18 @@ def fleet_status(broker_url: str, *, timeout: float = INSPECT_TIMEOUT) -> dict[s
     from dealscout_cli.config import redact_url as _redact
 
     report: dict[str, Any] = {
-        "broker": _redact(broker_url), "queue": QUEUE, "reachable": False, "error": None,
-        "workers": [], "tasks_in_flight": 0, "tasks_reserved": 0, "queue_depth": 0,
+        "broker": _redact(broker_url),
+        "queue": QUEUE,
+        "reachable": False,
+        "error": None,
+        "workers": [],
+        "tasks_in_flight": 0,
+        "tasks_reserved": 0,
+        "queue_depth": 0,
     }
-    client = redis.Redis.from_url(broker_url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    client = redis.Redis.from_url(
+        broker_url, socket_connect_timeout=timeout, socket_timeout=timeout
+    )
     try:
         keys = [QUEUE] + [f"{QUEUE}{PRIORITY_SEP}{n}" for n in (3, 6, 9)]
         report["queue_depth"] = sum(int(client.llen(key)) for key in keys)
@@ -42,7 +51,11 @@ def fleet_status(broker_url: str, *, timeout: float = INSPECT_TIMEOUT) -> dict[s
         reserved = inspect.reserved() or {}
         names = sorted(set(active) | set(reserved))
         report["workers"] = [
-            {"name": name, "active": len(active.get(name) or []), "reserved": len(reserved.get(name) or [])}
+            {
+                "name": name,
+                "active": len(active.get(name) or []),
+                "reserved": len(reserved.get(name) or []),
+            }
             for name in names
         ]
         report["tasks_in_flight"] = sum(w["active"] for w in report["workers"])

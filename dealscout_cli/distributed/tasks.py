@@ -43,7 +43,6 @@ CALLS_PREFIX = "dealscout:calls:"
 STAGE_PREFIX = "dealscout:stage:"
 
 
-
 class _ProcessResources:
     """What one pool process keeps between tasks: a Redis client, an event loop, providers.
 
@@ -109,16 +108,27 @@ def stage_key(task_id: str) -> str:
 
 def encode_images(images: list[PreparedImage]) -> list[dict[str, Any]]:
     return [
-        {"data": base64.b64encode(i.data).decode("ascii"), "mime_type": i.mime_type,
-         "width": i.width, "height": i.height, "sha256": i.source_sha256}
+        {
+            "data": base64.b64encode(i.data).decode("ascii"),
+            "mime_type": i.mime_type,
+            "width": i.width,
+            "height": i.height,
+            "sha256": i.source_sha256,
+        }
         for i in images
     ]
 
 
 def decode_images(encoded: list[dict[str, Any]]) -> list[PreparedImage]:
     return [
-        PreparedImage(base64.b64decode(i["data"]), i["mime_type"], i["width"], i["height"],
-                      "", i.get("sha256", ""))
+        PreparedImage(
+            base64.b64decode(i["data"]),
+            i["mime_type"],
+            i["width"],
+            i["height"],
+            "",
+            i.get("sha256", ""),
+        )
         for i in encoded
     ]
 
@@ -207,10 +217,14 @@ async def _identify_and_price(
             item, checkpoints, attempt=int(payload.get("attempt", 1)), prepared=prepared
         )
     except ProviderError as exc:
-        return _failure(checkpoints.identification_json, exc.kind, str(exc), retryable=exc.retryable)
+        return _failure(
+            checkpoints.identification_json, exc.kind, str(exc), retryable=exc.retryable
+        )
     except DealscoutError as exc:
         message = str(exc)
-        return _failure(checkpoints.identification_json, ErrorKind.WORKER_ERROR, message, retryable=False)
+        return _failure(
+            checkpoints.identification_json, ErrorKind.WORKER_ERROR, message, retryable=False
+        )
     return {
         "identification": identification.model_dump_json(),
         "price": price.model_dump_json(),
@@ -228,13 +242,16 @@ def _push_call(client: redis.Redis, task_id: str, line: str) -> None:
 
 def _saved_identification(client: redis.Redis, task_id: str) -> str | None:
     saved = client.get(stage_key(task_id))
-    return saved.decode() if saved else None
+    if isinstance(saved, bytes):
+        return saved.decode()
+    return saved or None
 
 
 def _failure(
     identification: str | None, kind: ErrorKind, message: str, *, retryable: bool
 ) -> dict[str, Any]:
     return {
-        "identification": identification, "price": None,
+        "identification": identification,
+        "price": None,
         "error": {"kind": kind.value, "message": message[:500], "retryable": retryable},
     }

@@ -172,7 +172,7 @@ class BatchRun:
                 )
                 to_price.append((lease, parsed))
             else:
-                assert identification is not None
+                assert identification is not None and isinstance(result, ModelReply)
                 self._complete(lease, identification, parsed, result, grounded)
         if to_price:
             await self._submit_price(to_price)

@@ -164,7 +164,9 @@ class Runner:
 
     async def _publish_limits(self) -> None:
         """Leave each model's limiter state in the runs table, for `dealscout status`."""
-        if self.pipeline.limits is None:
+        from dealscout_cli.limits import Limits
+
+        if not isinstance(self.pipeline.limits, Limits):
             return
         snapshot = [asdict(stats) for stats in self.pipeline.limits.snapshot()]
         await self.db(
@@ -238,9 +240,7 @@ class Runner:
             assert timer.cancelled_caught
         except (BadPhoto, ProviderError) as exc:
             error = exc
-        return outcome_of(
-            error, lease, self.lifecycle.policy, stopping=self._stop != _Stop.NONE
-        )
+        return outcome_of(error, lease, self.lifecycle.policy, stopping=self._stop != _Stop.NONE)
 
 
 __all__ = ["RunOptions", "Runner", "StoreThread"]
