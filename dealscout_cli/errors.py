@@ -14,6 +14,7 @@
         ├── ProviderTimeout    no answer within the call timeout
         ├── BadModelOutput     the answer is not valid JSON for the schema
         ├── Blocked            safety block or no candidates
+        ├── BadResponse        an answer that is not the API's (a captive portal's page)
         ├── ItemTimedOut       the item passed its soft time limit
         └── RemoteFailure      a Celery worker's failure, by kind (distributed mode)
     LeaseLost                  (a StoreError) another process owns the job now
@@ -45,6 +46,7 @@ class ErrorKind(StrEnum):
     SERVER_ERROR = "server_error"  # 5xx
     CLIENT_ERROR = "client_error"  # another 4xx
     CONNECTION_ERROR = "connection_error"  # no HTTP answer at all
+    BAD_RESPONSE = "bad_response"  # an HTTP answer that is not the API's (a portal's HTML page)
     BAD_PHOTO = "bad_photo"
     BAD_INPUT = "bad_input"  # a scanned file that is not a usable photo (a skipped item)
     LOST = "lost"  # distributed: no result from the fleet in time
@@ -171,6 +173,15 @@ class Blocked(ProviderError):
 
 class LeaseLost(StoreError):
     """This process no longer holds the job's lease; its result was not recorded."""
+
+
+class BadResponse(ProviderError):
+    """The server answered, but not as the Gemini API does (a captive portal, a proxy page)."""
+
+    KIND = ErrorKind.BAD_RESPONSE
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=None, retryable=True)
 
 
 class ItemTimedOut(ProviderError):

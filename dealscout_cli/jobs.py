@@ -52,6 +52,8 @@ class StopKind(StrEnum):
     ACCOUNT = "account"  # daily quota, rejected key, unknown model: every call would fail
     BUDGET = "budget"  # --max-cost
     BROKER = "broker"  # distributed: Redis went away
+    OUTAGE = "outage"  # no call has been answered for a while: the API, the network or a proxy
+    STORE = "store"  # the database cannot be written (disk full, a lock held too long)
 
 
 class Action(StrEnum):
@@ -69,6 +71,7 @@ class Outcome:
     message: str = ""
     retryable: bool = False
     delay: float = 0.0
+    stop: StopKind | None = None  # with Action.STOP: why the run stops
     identification: Identification | None = None
     price: PriceEstimate | None = None
 
@@ -89,7 +92,7 @@ def outcome_of(
     kind = kind_of(error)
     message = str(error)
     if kind in STOPS_THE_RUN:
-        return Outcome(Action.STOP, kind, stop_reason(kind, message))
+        return Outcome(Action.STOP, kind, stop_reason(kind, message), stop=StopKind.ACCOUNT)
     retryable = bool(getattr(error, "retryable", False)) and kind not in FINAL_KINDS
     if retryable and stopping:
         return Outcome(Action.RELEASE, kind, message, retryable=True)
@@ -98,6 +101,43 @@ def outcome_of(
             Action.RETRY, kind, message, retryable=True, delay=policy.item_delay(lease.attempt)
         )
     return Outcome(Action.FAIL, kind, message, retryable=retryable)
+
+
+# An outage: calls of these kinds only, no answer at all in OUTAGE_SECONDS and at least
+# OUTAGE_CALLS of them in a row. Then every item would fail the same way, one by one (200
+# items took ~40 minutes to fail at the default timeout): the run stops instead, exit 3.
+OUTAGE_KINDS = frozenset({ErrorKind.TIMEOUT, ErrorKind.CONNECTION_ERROR, ErrorKind.BAD_RESPONSE})
+OUTAGE_CALLS = 10
+OUTAGE_SECONDS = 30.0
+
+
+class OutageWatch:
+    """Counts calls in a row that got no answer from the API; any answer resets it."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.in_a_row = 0
+        self.last_answer = clock()  # the run's start counts as the last sign of life
+        self.last_kind: str | None = None
+
+    def saw(self, outcome: str) -> None:
+        if outcome in OUTAGE_KINDS:
+            self.in_a_row += 1
+            self.last_kind = outcome
+        elif outcome != ErrorKind.CANCELLED:
+            self.in_a_row = 0
+            self.last_answer = self.clock()
+
+    def verdict(self) -> str | None:
+        """None while the API may be there, else the one line a stop says."""
+        silent = self.clock() - self.last_answer
+        if self.in_a_row < OUTAGE_CALLS or silent < OUTAGE_SECONDS:
+            return None
+        return (
+            f"no answer from the Gemini API for {silent:.0f} s ({self.in_a_row} calls in a row "
+            f"ended {self.last_kind}); check the network, a proxy or --base-url, then run "
+            "`dealscout snap` again: every item is back in the queue"
+        )
 
 
 def stop_reason(kind: ErrorKind, message: str) -> str:
@@ -197,6 +237,7 @@ class JobLifecycle:
         self.budget = budget
         self.clock = clock
         self.summary = RunSummary(run_id=run_id)
+        self.outage = OutageWatch()
 
     @classmethod
     @contextmanager
@@ -218,7 +259,9 @@ class JobLifecycle:
             try:
                 store.finish_run(run_id, status, store.counts(), now=time.time())
             except StoreError:
-                if status != "crashed":
+                # The run already stopped on this (StopKind.STORE) or is crashing: its own
+                # error says more than this one would.
+                if status != "crashed" and lifecycle.summary.stop_kind != StopKind.STORE:
                     raise
 
     # ------------------------------------------------------------ the run
@@ -259,6 +302,7 @@ class JobLifecycle:
         self.note_call(call)
 
     def note_call(self, call: CallRecord) -> None:
+        self.outage.saw(call.outcome)
         self.summary.calls += 1
         self.summary.cost_micro_usd += call.cost_micro_usd or 0
         self.on_event(
@@ -279,6 +323,16 @@ class JobLifecycle:
         )
 
     # ------------------------------------------------------------ outcomes
+
+    def judge(self, error: BaseException, lease: Lease, *, stopping: bool = False) -> Outcome:
+        """`outcome_of` for this run: an item whose failure is part of an outage goes back
+        to the queue and stops the run, instead of being failed."""
+        outcome = outcome_of(error, lease, self.policy, stopping=stopping)
+        if outcome.kind in OUTAGE_KINDS and outcome.action in (Action.RETRY, Action.FAIL):
+            verdict = self.outage.verdict()
+            if verdict is not None:
+                return Outcome(Action.STOP, outcome.kind, verdict, stop=StopKind.OUTAGE)
+        return outcome
 
     def apply(self, lease: Lease, item: ItemRecord, outcome: Outcome) -> None:
         try:

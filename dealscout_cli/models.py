@@ -2,15 +2,55 @@
 
 `Identification` and `PriceEstimate` are sent to Gemini as response schemas and
 validated on the way back; `Listing` is what the store keeps and the exports read.
+
+A model can answer anything its schema allows, so an answer is untrusted input: every
+string is normalised first (control characters out, whitespace folded) and only then held
+to its length rules, and every number must be finite and in a sane range. An answer that
+breaks a rule fails validation (the pipeline's `bad_output`), so nothing odd is stored and
+whatever is stored reads back through these same models. The extra rules are validators,
+not schema keywords, so the schema Gemini is sent stays the one it was.
 """
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 TITLE_MAX = 80  # eBay's title limit; the tightest of the marketplaces we export to
+MAX_PRICE = 10_000_000  # major units: above any resale listing, far inside int64 cents
+
+# C0/C1 controls, DEL, and the Unicode format characters that reorder or hide text (bidi
+# overrides and isolates, zero-width joiners): never part of a title a buyer should read.
+_INVISIBLE = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]"
+)
+_SPACES = re.compile(r"\s+")
+
+
+def one_line(value: Any) -> Any:
+    """A single-line text as a buyer should see it: NFC, no controls, whitespace folded."""
+    if not isinstance(value, str):
+        return value
+    text = _INVISIBLE.sub("", unicodedata.normalize("NFC", value))
+    return _SPACES.sub(" ", text).strip()
+
+
+def paragraphs(value: Any) -> Any:
+    """A multi-line text: lines kept (at most one blank line between), each line folded."""
+    if not isinstance(value, str):
+        return value
+    lines = [one_line(line) for line in value.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    text = "\n".join(lines)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def _optional_line(value: Any) -> Any:
+    cleaned = one_line(value)
+    return None if cleaned == "" else cleaned
 
 
 class Condition(StrEnum):
@@ -57,6 +97,15 @@ class Attribute(BaseModel):
     name: str = Field(max_length=65)
     value: str = Field(max_length=200)
 
+    _clean = field_validator("name", "value", mode="before")(one_line)
+
+    @field_validator("name", "value")
+    @classmethod
+    def _not_blank(cls, text: str) -> str:
+        if not text:
+            raise ValueError("must not be blank")
+        return text
+
 
 class Identification(BaseModel):
     """What the vision model says the item is."""
@@ -87,12 +136,19 @@ class Identification(BaseModel):
     )
     confidence: float = Field(ge=0.0, le=1.0, description="How sure the identification is, 0 to 1")
 
-    @field_validator("title")
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    _lines = field_validator("title", "category", mode="before")(one_line)
+    _text = field_validator("description", mode="before")(paragraphs)
+    _optional = field_validator("brand", "model", mode="before")(_optional_line)
+
+    @field_validator("defects", mode="before")
     @classmethod
-    def _title_is_one_line(cls, title: str) -> str:
-        if "\n" in title:
-            raise ValueError("title must be one line")
-        return title.strip()
+    def _defects(cls, defects: Any) -> Any:
+        if not isinstance(defects, list):
+            return defects
+        cleaned = [one_line(defect) for defect in defects]
+        return [defect for defect in cleaned if defect != ""]
 
     @property
     def ebay_condition_id(self) -> int:
@@ -107,6 +163,29 @@ class PriceEstimate(BaseModel):
     high: float = Field(ge=0)
     currency: str = Field(min_length=3, max_length=3, description="ISO 4217 code, e.g. USD")
     rationale: str = Field(min_length=1, max_length=1000)
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    _text = field_validator("rationale", mode="before")(paragraphs)
+
+    @field_validator("currency", mode="before")
+    @classmethod
+    def _currency_code(cls, currency: Any) -> Any:
+        return one_line(currency).upper() if isinstance(currency, str) else currency
+
+    @field_validator("currency")
+    @classmethod
+    def _three_letters(cls, currency: str) -> str:
+        if not re.fullmatch("[A-Z]{3}", currency):
+            raise ValueError("currency must be an ISO 4217 code of three letters")
+        return currency
+
+    @field_validator("low", "suggested", "high")
+    @classmethod
+    def _sane(cls, price: float) -> float:
+        if price > MAX_PRICE:
+            raise ValueError(f"a price above {MAX_PRICE:,} is not a resale price")
+        return price
 
     @field_validator("high")
     @classmethod

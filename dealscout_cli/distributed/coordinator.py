@@ -47,7 +47,7 @@ from dealscout_cli.distributed.tasks import calls_key, encode_images, stage_key
 from dealscout_cli.engines import pipeline_config
 from dealscout_cli.errors import BadPhoto, BrokerError, ErrorKind, LeaseLost, RemoteFailure
 from dealscout_cli.events import Event, EventKind
-from dealscout_cli.jobs import Action, JobLifecycle, RunSummary, StopKind, done, outcome_of
+from dealscout_cli.jobs import Action, JobLifecycle, RunSummary, StopKind, done
 from dealscout_cli.models import Identification, PriceEstimate
 from dealscout_cli.pipeline import Pipeline
 from dealscout_cli.records import CallRecord, ItemRecord, JobState, Lease, Stage
@@ -197,7 +197,7 @@ class Coordinator:
         try:
             payload = self._payload(lease, item)
         except BadPhoto as exc:
-            self.lifecycle.apply(lease, item, outcome_of(exc, lease, self.lifecycle.policy))
+            self.lifecycle.apply(lease, item, self.lifecycle.judge(exc, lease))
             return
         self.celery.send_task(TASK_NAME, args=[payload], task_id=task_id, queue=QUEUE)
         self.redis.set(SENT_PREFIX + task_id, self.owner, ex=int(self.options.collect_timeout))
@@ -300,10 +300,10 @@ class Coordinator:
 
     def _failed(self, out: _Out, error: RemoteFailure) -> None:
         """A failed attempt, by the one lifecycle: retried, failed, or the run stopped."""
-        outcome = outcome_of(error, out.lease, self.lifecycle.policy, stopping=self.stopping)
+        outcome = self.lifecycle.judge(error, out.lease, stopping=self.stopping)
         self.lifecycle.apply(out.lease, out.item, outcome)
         if outcome.action == Action.STOP:
-            self._stop(outcome.message, StopKind.ACCOUNT)
+            self._stop(outcome.message, outcome.stop or StopKind.ACCOUNT)
 
     def _complete(self, lease: Lease, item: ItemRecord, result: dict[str, Any]) -> None:
         identification = Identification.model_validate_json(result["identification"])

@@ -115,6 +115,43 @@ def malformed(full: Answer) -> Answer:
     return Answer(text, "STOP", text_tokens(text))
 
 
+# Answers a model may give that fit the schema's letter and break its spirit: each one
+# (field, value) is applied where the answer has that field. JSON out of `json.dumps`, so
+# an infinite float is written as the bare `Infinity` a lenient encoder produces.
+ODDITIES: tuple[tuple[str, Any], ...] = (
+    ("title", "TV "),  # three characters, two after trimming
+    ("title", "      "),
+    ("title", "\x1b[2J\x1b[5mVintage mug"),  # clear screen, blink
+    ("title", '=HYPERLINK("http://evil.example/","Vintage mug")'),
+    ("description", "Nice.\x1b]8;;http://evil.example/\x1b\\click\x1b]8;;\x1b\\ \u202eevil"),
+    ("brand", "+cmd|' /C calc'!A0"),
+    ("high", float("inf")),
+    ("suggested", 1e20),
+    ("low", -0.0),
+    ("currency", "usd "),
+    ("rationale", "@SUM(1+1)*cmd|' /C calc'!A0"),
+)
+
+
+def odd(full: Answer, rng: random.Random) -> Answer:
+    """The odd-answer fault: one of ODDITIES that this answer has a field for."""
+    try:
+        body = json.loads(full.text)
+    except ValueError:
+        return full
+    if not isinstance(body, dict):
+        return full
+    fitting = [(field, value) for field, value in ODDITIES if field in body]
+    if not fitting:
+        return full
+    field, value = fitting[rng.randrange(len(fitting))]
+    body[field] = value
+    if field == "suggested" and "high" in body:
+        body["high"] = value * 10  # still low <= suggested <= high
+    text = json.dumps(body)
+    return Answer(text, full.finish_reason, text_tokens(text))
+
+
 def grounding_metadata(subject: Subject) -> dict[str, Any]:
     """What a google_search-grounded answer carries: the queries run and the pages used."""
     name = subject.item.name

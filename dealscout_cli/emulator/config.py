@@ -40,6 +40,7 @@ class EmulatorConfig:
     trickle_rate: float = 0.0
     trickle_seconds: float = 1.0
     malformed_rate: float = 0.0
+    odd_rate: float = 0.0  # schema-valid but hostile answers (answers.ODDITIES), one per answer
     max_tokens_rate: float = 0.0
     safety_rate: float = 0.0
     api_key: str | None = None
@@ -66,13 +67,16 @@ class EmulatorConfig:
             "drop_rate",
             "trickle_rate",
             "malformed_rate",
+            "odd_rate",
             "max_tokens_rate",
             "safety_rate",
         ):
             _check_rate(name, getattr(self, name))
         _check_error_rates(self.error_rates)
-        if self.malformed_rate + self.max_tokens_rate + self.safety_rate > 1:
-            raise ValueError("malformed_rate + max_tokens_rate + safety_rate must be <= 1")
+        if self.malformed_rate + self.max_tokens_rate + self.safety_rate + self.odd_rate > 1:
+            raise ValueError(
+                "malformed_rate + max_tokens_rate + safety_rate + odd_rate must be <= 1"
+            )
         if self.drop_rate + self.trickle_rate > 1:
             raise ValueError("drop_rate + trickle_rate must be <= 1")
         if self.batch_seconds < 0:

@@ -421,6 +421,12 @@ class EmulatorApp:
         elif output < config.safety_rate + config.max_tokens_rate + config.malformed_rate:
             self.stats.fault("malformed")
             result = answers.malformed(result)
+        elif (
+            output
+            < config.safety_rate + config.max_tokens_rate + config.malformed_rate + config.odd_rate
+        ):
+            self.stats.fault("odd")
+            result = answers.odd(result, subject.rng)
         self.stats.answered(model, prompt_tokens, result.output_tokens, request.image_hashes)
         candidate: dict[str, Any] = {
             "content": {"parts": [{"text": result.text}], "role": "model"},

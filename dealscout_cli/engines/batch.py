@@ -31,7 +31,7 @@ import anyio
 
 from dealscout_cli.costs import ModelPrice, call_cost_micros, grounding_fee_micros
 from dealscout_cli.errors import BadPhoto, ProviderError
-from dealscout_cli.jobs import JobLifecycle, StopKind, call_outcome, done, outcome_of
+from dealscout_cli.jobs import JobLifecycle, StopKind, call_outcome, done
 from dealscout_cli.models import Identification, PriceEstimate
 from dealscout_cli.pipeline import Pipeline, grounded_price_output, parse_answer
 from dealscout_cli.providers.base import ModelReply, ModelRequest
@@ -256,7 +256,7 @@ class BatchRun:
         )
 
     def _apply_error(self, lease: Lease, error: ProviderError | BadPhoto) -> None:
-        outcome = outcome_of(error, lease, self.lifecycle.policy)
+        outcome = self.lifecycle.judge(error, lease)
         self.lifecycle.apply(lease, self.store.item(lease.item_id), outcome)
 
     # ------------------------------------------------------------ submit

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import TaskGroup
 
-from dealscout_cli.errors import BadPhoto, ItemTimedOut, LeaseLost, ProviderError
+from dealscout_cli.errors import BadPhoto, ItemTimedOut, LeaseLost, ProviderError, StoreError
 from dealscout_cli.jobs import (
     Action,
     JobLifecycle,
@@ -35,7 +35,6 @@ from dealscout_cli.jobs import (
     StopKind,
     StoreCheckpoints,
     done,
-    outcome_of,
     released,
 )
 from dealscout_cli.records import CallRecord, ItemRecord, JobState, Lease
@@ -65,19 +64,52 @@ class _Stop(StrEnum):
 
 class StoreThread:
     """Store calls run in a worker thread, one at a time, so the event loop never blocks
-    on SQLite's lock; a paid call is recorded even while its item is being cancelled."""
+    on SQLite's lock.
+
+    A paid call is never unrecorded: it is recorded even while its item is being cancelled,
+    and one the database will not take (disk full, a lock held past the busy timeout) is kept
+    in `unrecorded` — the StoreError still stops the run — until a later write succeeds, or
+    `settle` sets it aside beside the database for the next run to record."""
 
     def __init__(self, lifecycle: JobLifecycle) -> None:
         self.lifecycle = lifecycle
+        self.unrecorded: list[CallRecord] = []
         self._lock = anyio.CapacityLimiter(1)
+        self._flushing = anyio.Lock()  # one flusher: two would write the same call twice
 
     async def __call__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self._lock)
 
     async def record_call(self, call: CallRecord) -> None:
-        with anyio.CancelScope(shield=True):
-            await self(self.lifecycle.store.record_call, self.lifecycle.run_id, call)
         self.lifecycle.note_call(call)
+        self.unrecorded.append(call)
+        with anyio.CancelScope(shield=True):
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Record the calls kept so far, oldest first; raises StoreError while it cannot."""
+        async with self._flushing:
+            while self.unrecorded:
+                call = self.unrecorded[0]
+                await self(self.lifecycle.store.record_call, self.lifecycle.run_id, call)
+                self.unrecorded.pop(0)
+
+    async def settle(self) -> None:
+        """At the end of a run: one more try, then the last resort beside the database."""
+        if not self.unrecorded:
+            return
+        try:
+            await self.flush()
+        except StoreError:
+            store, calls = self.lifecycle.store, list(self.unrecorded)
+            try:
+                await self(store.keep_unrecorded, self.lifecycle.run_id, calls)
+            except OSError as exc:
+                raise StoreError(
+                    f"{len(calls)} paid calls could not be recorded in {store.path} nor beside "
+                    f"it ({exc}); free some space before the next run"
+                ) from None
+            self.unrecorded.clear()
 
 
 class Runner:
@@ -147,20 +179,32 @@ class Runner:
                 _Stop.NOW, f"grace period of {self.options.grace:g} s over", StopKind.SIGNAL
             )
 
+    def _store_failed(self, error: StoreError) -> None:
+        """The database cannot be written: stop now, cleanly (exit 3). Leases that were not
+        given back expire, the paid calls are kept (`StoreThread`), a rerun carries on."""
+        self.request_stop(_Stop.NOW, str(error), StopKind.STORE)
+
     async def _heartbeat(self) -> None:
         interval = max(0.05, self.options.lease_seconds / 3)
         while True:
             await anyio.sleep(interval)
-            await self._publish_limits()
-            for job_id, (lease, scope) in list(self._held.items()):
-                alive = await self.db(
-                    self.store.heartbeat,
-                    lease,
-                    now=self.clock(),
-                    lease_seconds=self.options.lease_seconds,
-                )
-                if not alive and job_id in self._held:
-                    scope.cancel()  # someone else owns it now; stop paying for it
+            try:
+                await self._beat()
+            except StoreError as exc:
+                self._store_failed(exc)
+                return
+
+    async def _beat(self) -> None:
+        await self._publish_limits()
+        for job_id, (lease, scope) in list(self._held.items()):
+            alive = await self.db(
+                self.store.heartbeat,
+                lease,
+                now=self.clock(),
+                lease_seconds=self.options.lease_seconds,
+            )
+            if not alive and job_id in self._held:
+                scope.cancel()  # someone else owns it now; stop paying for it
 
     async def _publish_limits(self) -> None:
         """Leave each model's limiter state in the runs table, for `dealscout status`."""
@@ -189,6 +233,9 @@ class Runner:
                 )
                 if lease is not None:
                     await self._process(lease)
+            except StoreError as exc:
+                self._store_failed(exc)
+                return
             finally:
                 self._claimed -= 1
             if lease is None:
@@ -213,6 +260,9 @@ class Runner:
         try:
             with scope:
                 outcome = await self._attempt(lease, item)
+        except StoreError as exc:  # a checkpoint or a call could not be written
+            self._store_failed(exc)
+            return
         finally:
             self._held.pop(lease.job_id, None)
         with anyio.CancelScope(shield=True):
@@ -221,9 +271,15 @@ class Runner:
             except LeaseLost as exc:
                 self.lifecycle.lease_lost(item, exc)
                 return
+            except StoreError as exc:
+                self._store_failed(exc)
+                return
             self.lifecycle.report(item, lease, outcome)
         if outcome.action == Action.STOP:
-            self.request_stop(_Stop.GRACEFUL, outcome.message, StopKind.ACCOUNT)
+            # An outage cuts what is in flight (nothing is answering); an account stop lets
+            # calls already accepted finish.
+            how = _Stop.NOW if outcome.stop == StopKind.OUTAGE else _Stop.GRACEFUL
+            self.request_stop(how, outcome.message, outcome.stop or StopKind.ACCOUNT)
 
     async def _attempt(self, lease: Lease, item: ItemRecord) -> Outcome:
         checkpoints = StoreCheckpoints(
@@ -240,7 +296,7 @@ class Runner:
             assert timer.cancelled_caught
         except (BadPhoto, ProviderError) as exc:
             error = exc
-        return outcome_of(error, lease, self.lifecycle.policy, stopping=self._stop != _Stop.NONE)
+        return self.lifecycle.judge(error, lease, stopping=self._stop != _Stop.NONE)
 
 
 __all__ = ["RunOptions", "Runner", "StoreThread"]
@@ -255,8 +311,8 @@ async def run_local(lifecycle: JobLifecycle, settings: Settings, handle_signals:
     from dealscout_cli.providers import open_provider
 
     provider = open_provider(settings)
+    db = StoreThread(lifecycle)
     try:
-        db = StoreThread(lifecycle)
         default = ModelLimit(
             rpm=settings.rpm, tpm=settings.tpm, max_concurrency=settings.concurrency
         )
@@ -278,4 +334,6 @@ async def run_local(lifecycle: JobLifecycle, settings: Settings, handle_signals:
         )
         await Runner(lifecycle, pipeline, options, db).run()
     finally:
-        await provider.aclose()
+        with anyio.CancelScope(shield=True):
+            await db.settle()
+            await provider.aclose()

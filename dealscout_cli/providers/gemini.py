@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from dealscout_cli.config import NO_API_KEY
 from dealscout_cli.errors import (
+    BadResponse,
     Blocked,
     KeyRejected,
     ModelNotFound,
@@ -97,7 +98,23 @@ class GeminiProvider:
                 f"{request.model}: connection failed ({type(exc).__name__}: {self._scrub(str(exc))})",
                 retryable=True,
             ) from None
-        return self._reply(response, request.model)
+        except Exception as exc:  # the SDK could not read the answer: whatever it raised
+            raise self._unreadable(exc, request.model) from None
+        try:
+            return self._reply(response, request.model)
+        except ProviderError:
+            raise
+        except Exception as exc:  # a 200 whose shape is not a GenerateContentResponse
+            raise self._unreadable(exc, request.model) from None
+
+    def _unreadable(self, exc: Exception, model: str) -> BadResponse:
+        """Anything else the network sends (an HTML page with 200, a truncated body, another
+        API's JSON) is one defined kind of failure for this call, never a crash of the run."""
+        what = self._scrub(str(exc)).replace("\n", " ")[:160]
+        return BadResponse(
+            f"{model}: the answer is not the Gemini API's ({type(exc).__name__}: {what}); "
+            "a proxy or captive portal may be in the way, or --base-url points elsewhere"
+        )
 
     def _config(self, request: ModelRequest) -> types.GenerateContentConfig:
         from google.genai import types

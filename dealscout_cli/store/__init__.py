@@ -31,6 +31,11 @@ Where things live (each part is a class over the one shared connection; `Store` 
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
+from typing import Self
+
+from dealscout_cli.errors import StoreError
 from dealscout_cli.records import Stage  # its home is records; estimate.py imports it from here
 from dealscout_cli.store.batches import BatchJobs
 from dealscout_cli.store.items import ItemRecords
@@ -43,3 +48,13 @@ __all__ = ["Stage", "Store"]
 
 class Store(JobQueue, ItemRecords, BatchJobs, RunRecords, Reports):
     """One SQLite file. Open with `Store.open(path)`; safe to share between processes."""
+
+    @classmethod
+    def open(cls, path: Path | str, *, create: bool = True) -> Self:
+        """Open (and with `create`, make) the file; a writer first records any paid calls
+        an earlier run had to set aside (`keep_unrecorded`)."""
+        store = super().open(path, create=create)
+        if create:  # still unwritable: the file stays, and the run says why soon enough
+            with contextlib.suppress(StoreError):
+                store.import_unrecorded()
+        return store

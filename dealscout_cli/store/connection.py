@@ -56,12 +56,12 @@ class StoreConnection:
         try:
             yield self.conn
         except sqlite3.OperationalError as exc:
-            self.conn.execute("ROLLBACK")
+            self._rollback()
             if any(word in str(exc) for word in ("readonly", "locked", "disk", "full")):
                 raise StoreError(_explain_write_error(self.path, exc)) from None
             raise
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            self._rollback()
             raise
         else:
             self._commit()
@@ -70,8 +70,14 @@ class StoreConnection:
         try:
             self.conn.execute("COMMIT")
         except sqlite3.OperationalError as exc:
-            self.conn.execute("ROLLBACK")
+            self._rollback()
             raise StoreError(_explain_write_error(self.path, exc)) from None
+
+    def _rollback(self) -> None:
+        # A failed COMMIT (disk full, I/O error) may have rolled back already; a second
+        # ROLLBACK would then raise "cannot rollback - no transaction is active".
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
 
 
 def inserted_id(cur: sqlite3.Cursor) -> int:
@@ -141,5 +147,13 @@ def _explain_write_error(path: Path, exc: sqlite3.OperationalError) -> str:
     if "readonly" in text:
         return f"{path} is read-only; fix its permissions or pass --db with a writable path"
     if "locked" in text or "busy" in text:
-        return f"{path} stayed locked for {BUSY_TIMEOUT_MS // 1000} s by another process; try again"
+        return (
+            f"{path} stayed locked for {BUSY_TIMEOUT_MS / 1000:g} s by another program (a backup, "
+            "another snap?); run snap again once it lets go: nothing done so far is lost"
+        )
+    if "full" in text:
+        return (
+            f"the disk holding {path} is full; free some space and run snap again: "
+            "nothing done so far is lost"
+        )
     return f"{path}: {text}"

@@ -4,9 +4,11 @@ way (quality warnings, barcodes)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
+from pathlib import Path
 from typing import Any
 
 from dealscout_cli.errors import StoreError
@@ -109,6 +111,33 @@ class ItemRecords(StoreConnection):
                 ],
             )
 
+    def keep_unrecorded(self, run_id: int | None, calls: list[CallRecord]) -> Path:
+        """The last resort for paid calls the database would not take (disk full, a lock
+        held past the busy timeout): one JSON line each beside the database, read back into
+        `calls` by the next `Store.open` that can write (`import_unrecorded`)."""
+        side = unrecorded_path(self.path)
+        with side.open("a", encoding="utf-8") as out:
+            for call in calls:
+                out.write(json.dumps({"run_id": run_id, **dataclasses.asdict(call)}) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        return side
+
+    def import_unrecorded(self) -> int:
+        """Record the calls `keep_unrecorded` set aside; the file goes once they are in."""
+        side = unrecorded_path(self.path)
+        if not side.exists():
+            return 0
+        lines = [line for line in side.read_text(encoding="utf-8").splitlines() if line.strip()]
+        calls = [json.loads(line) for line in lines]
+        for fields in calls:
+            run_id = fields.pop("run_id", None)
+            call = CallRecord(**fields)
+            if not self.call_recorded(call):
+                self.record_call(run_id, call)
+        side.unlink()
+        return len(calls)
+
     def call_recorded(self, call: CallRecord) -> bool:
         """True when this attempt of this call (same item, stage, model, attempt and start
         instant) is recorded already: a fleet result seen twice is recorded once."""
@@ -158,3 +187,7 @@ def _write_stage(
 def _real_path(path: str, path_bytes: bytes | None) -> str:
     """The exact file name: its original bytes when it was not valid UTF-8 (see `_path_columns`)."""
     return os.fsdecode(path_bytes) if path_bytes is not None else path
+
+
+def unrecorded_path(db: Path) -> Path:
+    return db.with_name(db.name + "-unrecorded-calls.jsonl")

@@ -47,7 +47,12 @@ class Reports(StoreConnection):
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
         sql += " ORDER BY listings.item_id"
-        return [_listing(row, self._photos(row["item_id"])) for row in self._dicts(sql, params)]
+        found = []
+        for row in self._dicts(sql, params):
+            listing = _listing(row, self._photos(row["item_id"]))
+            if listing is not None:
+                found.append(listing)
+        return found
 
     def calls_for_item(self, item_id: int) -> list[dict[str, Any]]:
         return self._dicts(
@@ -156,7 +161,19 @@ class Reports(StoreConnection):
         )
 
 
-def _listing(row: dict[str, Any], photos: list[dict[str, Any]]) -> Listing:
+def _listing(row: dict[str, Any], photos: list[dict[str, Any]]) -> Listing | None:
+    """The listing a row holds, or None for a row an older version stored under looser rules
+    (a title of spaces, an infinite price): one such row must not take every listing down.
+    `dealscout snap --force` on its photos makes it again."""
+    from pydantic import ValidationError
+
+    try:
+        return _listing_or_raise(row, photos)
+    except ValidationError:
+        return None
+
+
+def _listing_or_raise(row: dict[str, Any], photos: list[dict[str, Any]]) -> Listing:
     from dealscout_cli.models import Identification, Listing, ListingPhoto, PriceEstimate
 
     return Listing(

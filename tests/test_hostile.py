@@ -1,0 +1,190 @@
+"""Untrusted answers and hostile networks: nothing crashes, nothing is lost.
+
+A model can answer anything its schema allows (the emulator's `odd_rate` serves such
+answers: a title of spaces, an infinite price, escape codes); a captive portal answers
+200 with an HTML page; a server can be down. Each must end as a defined failure of one
+item or a clean stop of the run, and whatever was stored must read back.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import FAKE_KEY
+from photo_factory import make_jpeg
+from typer.testing import CliRunner
+
+from dealscout_cli import jobs
+from dealscout_cli.cli import app
+from dealscout_cli.emulator import Emulator, EmulatorConfig
+from dealscout_cli.models import Identification, PriceEstimate
+from dealscout_cli.store import Store
+
+pytestmark = pytest.mark.slow
+CONTROL = {chr(c) for c in range(32) if chr(c) not in "\n"} | {"\x7f", "\u202e"}
+
+
+def make_photos(folder: Path, count: int) -> Path:
+    kinds = ("mug", "book", "lamp", "sneaker", "handbag")
+    for n in range(count):
+        make_jpeg(folder / f"p{n:02d}.jpg", size=(240, 180), kind=kinds[n % 5], seed=100 + n)
+    return folder
+
+
+def snap(folder: Path, db: Path, url: str, *extra: str) -> Any:
+    env = {"GEMINI_API_KEY": FAKE_KEY, "GOOGLE_GEMINI_BASE_URL": url}
+    args = ["snap", str(folder), "--db", str(db), "--quiet", *extra]
+    return CliRunner().invoke(app, args, env=env, catch_exceptions=False)
+
+
+def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_odd_but_schema_valid_answers_fail_their_item_and_never_the_record(
+    tmp_path: Path,
+) -> None:
+    folder, db = make_photos(tmp_path / "photos", 24), tmp_path / "odd.db"
+    with Emulator(EmulatorConfig(seed=11, odd_rate=1.0)) as emu:
+        first = snap(folder, db, emu.url)
+        again = snap(folder, db, emu.url)  # a rerun reloads what the first run saved
+    assert first.exit_code in (0, 1) and again.exit_code in (0, 1), first.stderr + again.stderr
+    states = dict(query(db, "SELECT state, COUNT(*) FROM jobs GROUP BY state"))
+    assert "running" not in states and "queued" not in states
+    kinds = {k for (k,) in query(db, "SELECT error_kind FROM jobs WHERE state = 'failed'")}
+    assert kinds == {"bad_output"}, kinds
+    # Whatever is stored reads back through the same models, every row of it.
+    rows = query(db, "SELECT identification, price FROM listings")
+    assert rows, "some odd answers are fine once normalised (escape codes, a formula)"
+    for identification, price in rows:
+        title = Identification.model_validate_json(identification).title
+        assert len(title) >= 3 and not CONTROL & set(title)
+        assert PriceEstimate.model_validate_json(price).suggested < 1e7
+    with Store.open(db) as store:
+        assert len(store.listings()) == len(rows)
+    for command in (["listings", "--json"], ["listings"], ["status"]):
+        shown = CliRunner().invoke(app, [*command, "--db", str(db)], catch_exceptions=False)
+        assert shown.exit_code == 0, shown.output
+    for fmt in ("csv", "jsonl", "ebay", "shopify"):
+        out = tmp_path / f"out.{fmt}"
+        written = CliRunner().invoke(
+            app,
+            ["export", "--db", str(db), "--format", fmt, "-o", str(out)],
+            catch_exceptions=False,
+        )
+        assert written.exit_code == 0, written.output
+
+
+class Portal(BaseHTTPRequestHandler):
+    """What a hotel or airport network answers every request with."""
+
+    def _login_page(self) -> None:
+        body = b"<html><head><title>Sign in</title></head><body>Accept the terms</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _login_page
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def captive_portal() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Portal)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def quick_outage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An outage is declared after 4 unanswered calls over 1 s (30 s and 10 by default)."""
+    monkeypatch.setattr(jobs, "OUTAGE_CALLS", 4)
+    monkeypatch.setattr(jobs, "OUTAGE_SECONDS", 1.0)
+
+
+def closed_port() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.mark.parametrize(
+    ("where", "kind"),
+    [("portal", "bad_response"), ("down", "connection_error")],
+)
+def test_an_api_that_never_answers_stops_the_run_with_every_item_back_in_the_queue(
+    tmp_path: Path, captive_portal: str, quick_outage: None, where: str, kind: str
+) -> None:
+    folder, db = make_photos(tmp_path / "photos", 12), tmp_path / "out.db"
+    url = captive_portal if where == "portal" else closed_port()
+    result = snap(folder, db, url, "--json")
+    assert result.exit_code == 3, result.stderr
+    assert "Traceback" not in result.output
+    run = json.loads(result.stdout)["run"]
+    assert "no answer from the Gemini API" in run["stop_reason"]
+    assert run["failed"] == 0
+    assert query(db, "SELECT DISTINCT state FROM jobs") == [("queued",)]
+    assert {o for (o,) in query(db, "SELECT outcome FROM calls")} <= {kind, "cancelled"}
+    assert query(db, f"SELECT COUNT(*) FROM calls WHERE outcome = '{kind}'")[0][0]
+
+
+def hold_write_lock(db: Path, after_calls: int, seconds: float) -> None:
+    """What a backup tool does: wait for the run to be under way, then hold the write lock."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if query(db, "SELECT COUNT(*) FROM calls")[0][0] >= after_calls:
+                break
+        except sqlite3.OperationalError:
+            pass  # the file or its tables are not there yet
+        time.sleep(0.02)
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("BEGIN EXCLUSIVE")
+        time.sleep(seconds)
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
+def test_a_write_lock_held_past_the_busy_timeout_stops_cleanly_and_loses_no_paid_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dealscout_cli.store import connection
+
+    monkeypatch.setattr(connection, "BUSY_TIMEOUT_MS", 400)  # 15 s in production
+    folder, db = make_photos(tmp_path / "photos", 16), tmp_path / "locked.db"
+    with Emulator(EmulatorConfig(seed=3, latency=0.15)) as emu:
+        locker = threading.Thread(target=hold_write_lock, args=(db, 4, 2.5))
+        locker.start()
+        stopped = snap(folder, db, emu.url, "--json", "--concurrency", "4")
+        locker.join()
+        resumed = snap(folder, db, emu.url, "--json")
+        served = emu.stats().requests
+    assert stopped.exit_code == 3, stopped.output
+    assert "Traceback" not in stopped.output
+    assert "locked" in json.loads(stopped.stdout)["run"]["stop_reason"]
+    assert resumed.exit_code == 0, resumed.output
+    assert query(db, "SELECT DISTINCT state FROM jobs") == [("done",)]
+    # Every request the server answered is a recorded call, once.
+    assert query(db, "SELECT COUNT(*) FROM calls")[0][0] == served
+    assert not (tmp_path / "locked.db-unrecorded-calls.jsonl").exists()
