@@ -36,6 +36,9 @@ DEFAULT_MAX_PIXELS = (
 )
 DEFAULT_QUALITY = 85
 MIN_SIDE = 32
+# A 50-megapixel photo is ~25 MB as JPEG and ~150 MB as 16-bit PNG: nothing a seller shoots is
+# bigger. A larger file is refused by its size, before any of it is read into memory.
+MAX_PHOTO_BYTES = 256 * 1024 * 1024
 LOW_RESOLUTION_SIDE = 500
 
 # Formats we decode; anything else is "not an image" to us. HEIF comes from pillow-heif.
@@ -218,12 +221,33 @@ def read_photo_bytes(path: Path) -> bytes:
         raise BadPhoto(name, f"not a regular file ({kind} named like a photo)")
     with open(fd, "rb") as file:
         try:
-            data = file.read()
+            size = os.fstat(fd).st_size
+            head = file.read(16)
+            _judge_before_reading(name, size, head)
+            data = head + file.read()
         except OSError as exc:
             raise BadPhoto(name, f"cannot read the file ({exc.strerror})") from None
-    if not data:
-        raise BadPhoto(name, "empty file (0 bytes)")
     return data
+
+
+def _judge_before_reading(name: str, size: int, head: bytes) -> None:
+    """Memory must not depend on what a file claims to be: judge it by its size and its
+    first bytes before reading it whole."""
+    if not head:
+        raise BadPhoto(name, "empty file (0 bytes)")
+    if size > MAX_PHOTO_BYTES:
+        raise BadPhoto(
+            name,
+            f"file too large ({size / 2**20:,.0f} MiB; photos are at most "
+            f"{MAX_PHOTO_BYTES // 2**20} MiB)",
+        )
+    register_heif()
+    for fmt in _FORMATS:
+        _factory, accept = Image.OPEN[fmt]
+        accepted = accept(head) if accept else True
+        if accepted and not isinstance(accepted, str):
+            return
+    raise BadPhoto(name, _NOT_AN_IMAGE)
 
 
 def open_image(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:

@@ -28,6 +28,7 @@ from .images import display_path
 GroupBy = Literal["photo", "folder"]
 
 PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".heic", ".heif"})
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024  # a million rows of paths; read whole, so judged first
 UNSUPPORTED_SUFFIXES = frozenset(
     {".bmp", ".tif", ".tiff", ".raw", ".cr2", ".nef", ".arw", ".dng", ".svg", ".psd"}
 )
@@ -386,6 +387,12 @@ def _manifest_rows(
     """(line number, row) pairs from a CSV or JSON-lines manifest, keys lower-cased."""
     name = display_path(manifest)
     try:
+        size = manifest.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise ScanError(
+                f"{name}: {size / 2**20:,.0f} MiB is too large for a manifest (at most "
+                f"{MAX_MANIFEST_BYTES // 2**20} MiB); split it"
+            )
         raw = manifest.read_bytes()
     except OSError as exc:
         raise ScanError(f"{name}: cannot read the manifest: {_os_reason(exc)}") from None

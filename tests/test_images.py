@@ -31,6 +31,7 @@ from dealscout_cli.images import (
     _fitted,
     prepare_photo,
     quality_warnings,
+    read_photo_bytes,
     register_heif,
 )
 
@@ -331,3 +332,30 @@ def test_small_photo_is_low_resolution(tmp_path: Path) -> None:
 def test_original_size_used_for_resolution_check() -> None:
     thumb = product_image("mug", (256, 192))
     assert quality_warnings(thumb, original_size=(4000, 3000)) == []
+
+
+def test_a_huge_file_is_refused_by_its_size_before_it_is_read(tmp_path: Path) -> None:
+    import resource
+
+    big = tmp_path / "huge.jpg"
+    with big.open("wb") as out:  # sparse: a JPEG header, then 1 GiB of nothing on disk
+        out.write(b"\xff\xd8\xff\xe0" + b"\0" * 12)
+        out.truncate(2**30)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(BadPhoto, match="file too large"):
+        read_photo_bytes(big)
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 50 * 1024  # nowhere near the 1 GiB it claims
+
+
+def test_a_large_file_that_is_not_an_image_is_refused_by_its_first_bytes(tmp_path: Path) -> None:
+    import resource
+
+    fake = tmp_path / "movie.jpg"
+    with fake.open("wb") as out:
+        out.write(b"\x00\x00\x00\x18ftypmp42")  # an MP4 renamed .jpg
+        out.truncate(200 * 2**20)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(BadPhoto, match="not an image"):
+        read_photo_bytes(fake)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50 * 1024  # KiB
