@@ -94,3 +94,4 @@ class EnqueueReport:
     already_queued: int
     failed_before: int
     requeued: int
+    redo_offline: int = 0  # offline placeholders queued again for a real run

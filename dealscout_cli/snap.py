@@ -72,7 +72,7 @@ def snap(
     found = scan([Path(p) for p in paths], group=cast(GroupBy, group), on_photo=on_scanning)
     now = time.time()
     with Store.open(settings.db_path) as store:
-        report = store.enqueue(found.items, now=now, force=force)
+        report = store.enqueue(found.items, now=now, force=force, offline=settings.offline)
         skipped_new = sum(
             store.record_skipped(p.path, p.reason, source=_where(p), now=now)
             for p in found.problems

@@ -62,6 +62,7 @@ def _snap_payload(result: "SnapResult") -> dict[str, Any]:
         "items_found": len(result.scan.items),
         "new": result.queued.new,
         "already_done": result.queued.already_done,
+        "redo_offline": result.queued.redo_offline,
         "problems": [
             {"path": p.path, "line": p.line, "reason": p.reason} for p in result.scan.problems
         ],
@@ -179,6 +180,7 @@ def _batch_payload(result: "SnapResult") -> dict[str, Any]:
         "items_found": len(result.scan.items),
         "new": result.queued.new,
         "already_done": result.queued.already_done,
+        "redo_offline": result.queued.redo_offline,
         "batch": {
             "submitted": report.submitted,
             "pending": report.pending,

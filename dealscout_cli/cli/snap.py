@@ -236,7 +236,12 @@ class RunOutput:
         err.print(
             f"found {len(found.items)} items: {report.new} new, {report.already_done} already done, "
             f"{report.already_queued} queued, {report.failed_before} failed earlier"
-            + (f", {report.requeued} re-queued (--force)" if report.requeued else ""),
+            + (f", {report.requeued} re-queued (--force)" if report.requeued else "")
+            + (
+                f"; {report.redo_offline} offline placeholders queued again for the real model"
+                if report.redo_offline
+                else ""
+            ),
             highlight=False,
         )
 

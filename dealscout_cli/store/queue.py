@@ -26,20 +26,22 @@ class JobQueue(StoreConnection):
     """Entering the queue, claiming, leases and the outcomes of an attempt."""
 
     def enqueue(
-        self, found: Iterable[FoundItem], *, now: float, force: bool = False
+        self, found: Iterable[FoundItem], *, now: float, force: bool = False, offline: bool = False
     ) -> EnqueueReport:
         """Record scanned items and queue the new ones.
 
         Items already known keep their state: a rerun does no paid work twice.
-        Photos that moved get their new path. `force` re-queues done items too.
+        Photos that moved get their new path. `force` re-queues done items too. A real run
+        (not `offline`) queues offline placeholders again: nothing offline blocks real work.
         """
         counts = dict.fromkeys(
-            ("new", "already_done", "already_queued", "failed_before", "requeued"), 0
+            ("new", "already_done", "already_queued", "failed_before", "requeued", "redo_offline"),
+            0,
         )
         stamp = iso_now(now)
         with self.transaction() as conn:
             for item in found:
-                item_id, outcome = _enqueue_item(conn, item, stamp, force=force)
+                item_id, outcome = _enqueue_item(conn, item, stamp, force=force, real=not offline)
                 counts[outcome] += 1
                 _save_photos(conn, item_id, item.photos)
         return EnqueueReport(**counts)
@@ -235,7 +237,7 @@ def fenced(conn: sqlite3.Connection, lease: Lease, sql: str, params: list[Any]) 
 
 
 def _enqueue_item(
-    conn: sqlite3.Connection, item: FoundItem, stamp: str, *, force: bool
+    conn: sqlite3.Connection, item: FoundItem, stamp: str, *, force: bool, real: bool
 ) -> tuple[int, str]:
     """The item's id, and which `EnqueueReport` count it adds to."""
     row = conn.execute("SELECT id FROM items WHERE key = ?", [item.key]).fetchone()
@@ -248,11 +250,24 @@ def _enqueue_item(
     if force and state in (JobState.DONE, JobState.FAILED):
         _requeue(conn, item_id, stamp, clear_stages=True)
         return item_id, "requeued"
+    if real and state != JobState.RUNNING and _has_offline_work(conn, item_id):
+        _requeue(conn, item_id, stamp, clear_stages=True)
+        return item_id, "redo_offline"
     if state == JobState.DONE:
         return item_id, "already_done"
     if state == JobState.FAILED:
         return item_id, "failed_before"
     return item_id, "already_queued"
+
+
+def _has_offline_work(conn: sqlite3.Connection, item_id: int) -> bool:
+    """An offline placeholder listing or stage: emulator output, never a real answer."""
+    row = conn.execute(
+        """SELECT EXISTS (SELECT 1 FROM listings WHERE item_id = ? AND offline = 1)
+               OR EXISTS (SELECT 1 FROM stages WHERE item_id = ? AND offline = 1)""",
+        [item_id, item_id],
+    ).fetchone()
+    return bool(row[0])
 
 
 def _insert_item(conn: sqlite3.Connection, item: FoundItem, stamp: str) -> int:

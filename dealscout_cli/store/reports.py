@@ -106,14 +106,20 @@ class Reports(StoreConnection):
         )
 
     def states_by_key(self, keys: list[str]) -> dict[str, tuple[str, bool]]:
-        """For known item keys: (job state, whether its identification is already saved)."""
+        """For known item keys: (job state, whether its identification is already saved).
+        Offline placeholders count as work still to do: a real run redoes them."""
         known: dict[str, tuple[str, bool]] = {}
         for start in range(0, len(keys), 500):  # SQLite's default limit is 999 bound parameters
             chunk = keys[start : start + 500]
             rows = self.conn.execute(
-                f"""SELECT items.key, jobs.state,
+                f"""SELECT items.key,
+                           CASE WHEN EXISTS (SELECT 1 FROM listings
+                                             WHERE listings.item_id = items.id
+                                             AND listings.offline = 1)
+                                THEN 'queued' ELSE jobs.state END,
                            EXISTS (SELECT 1 FROM stages WHERE stages.item_id = items.id
-                                   AND stages.stage = 'identify') AS identified
+                                   AND stages.stage = 'identify'
+                                   AND stages.offline = 0) AS identified
                     FROM items JOIN jobs ON jobs.item_id = items.id
                     WHERE items.key IN ({",".join("?" * len(chunk))})""",
                 chunk,

@@ -1,0 +1,40 @@
+"""A reseller's first hour: what a new user meets, tried as a new user would."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner
+
+from dealscout_cli.cli import app
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> Any:
+    return CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
+
+
+def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_trying_offline_first_never_traps_the_real_run_in_placeholders(
+    photos: Path, db: Path, env_with_key: dict[str, str]
+) -> None:
+    offline = run("snap", str(photos), "--db", str(db), "--offline", "--json", env={})
+    assert offline.exit_code == 0
+    items = json.loads(offline.stdout)["run"]["done"]
+    assert rows(db, "SELECT DISTINCT offline FROM listings") == [(1,)]
+    estimate = json.loads(run("estimate", str(photos), "--db", str(db), "--json").stdout)
+    assert estimate["cost_usd"] > 0  # the placeholders are still to be paid for, not free
+    real = run("snap", str(photos), "--db", str(db), "--json")
+    assert real.exit_code == 0, real.output
+    payload = json.loads(real.stdout)
+    assert payload["redo_offline"] == items and payload["run"]["done"] == items
+    assert rows(db, "SELECT DISTINCT offline FROM listings") == [(0,)]
+    again = run("snap", str(photos), "--db", str(db), "--offline", "--json")
+    assert json.loads(again.stdout)["run"] is None  # offline never redoes (or spoils) real work
+    assert rows(db, "SELECT DISTINCT offline FROM listings") == [(0,)]
