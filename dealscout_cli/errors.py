@@ -1,9 +1,9 @@
 """Every error dealscout raises on purpose, as one small tree.
 
     DealscoutError
-    ├── UsageError             bad flag, missing key, path that does not exist
+    ├── UsageError             bad flag, missing key, path that does not exist (exit 2)
+    │   └── ScanError          a path or manifest given that cannot be read at all
     ├── StoreError             database missing, not SQLite, read-only, locked
-    ├── ScanError              a folder or manifest that cannot be read at all
     ├── BadPhoto               one photo cannot be used (per item, never ends a run)
     ├── BrokerError            the Celery broker (Redis) cannot be reached
     └── ProviderError          a model call failed (carries HTTP status, retryable)
@@ -75,8 +75,9 @@ class StoreError(DealscoutError):
     """The database cannot be opened or written."""
 
 
-class ScanError(DealscoutError):
-    """A folder or manifest cannot be read at all."""
+class ScanError(UsageError):
+    """A folder or manifest given on the command line cannot be read at all: the command
+    was asked for something it cannot do, so nothing is stored (exit 2)."""
 
 
 class BrokerError(DealscoutError):

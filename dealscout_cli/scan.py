@@ -154,10 +154,9 @@ class _Scanner:
         if stat.S_ISDIR(info.st_mode):
             self._walk(path)
         elif suffix in MANIFEST_SUFFIXES:
-            try:
-                self._read_manifest(path, MANIFEST_SUFFIXES[suffix])
-            except ScanError as exc:  # one unreadable manifest must not stop the other inputs
-                self._problem(path, str(exc).removeprefix(f"{name}: "))
+            # A manifest that cannot be read is a usage error (exit 2, nothing stored), not an
+            # item: it would be stored as skipped forever and fail every later run.
+            self._read_manifest(path, MANIFEST_SUFFIXES[suffix])
         elif photo_kind(path.name) == "unsupported":
             self._problem(path, unsupported_reason(path.name))
         elif photo_kind(path.name) == "photo":

@@ -36,6 +36,7 @@ class SnapResult:
     failed_in_batch: list[dict[str, Any]] = field(default_factory=list)
     offline: bool = False
     batch: Any = None  # engines.batch.BatchReport with --batch
+    failed_earlier: int = 0  # items that failed in earlier runs (`dealscout status` has them)
 
     @property
     def exit_code(self) -> int:
@@ -73,10 +74,11 @@ def snap(
     now = time.time()
     with Store.open(settings.db_path) as store:
         report = store.enqueue(found.items, now=now, force=force, offline=settings.offline)
-        skipped_new = sum(
-            store.record_skipped(p.path, p.reason, source=_where(p), now=now)
+        new_problems = {
+            _where(p)
             for p in found.problems
-        )
+            if store.record_skipped(p.path, p.reason, source=_where(p), now=now)
+        }
         on_scanned(found, report)
         budget = None
         if settings.max_cost_micro_usd is not None:
@@ -86,17 +88,25 @@ def snap(
         # Batch Mode always runs: open batches need polling even when nothing new is queued.
         if settings.engine == "batch" or counts["queued"] or counts["running"]:
             summary, details = _run(store, settings, on_event, handle_signals, budget)
-        batch_keys = {item.key for item in found.items}
-        failed = [
+        # The exit code describes this run: what it tried and how that went. Failures of
+        # earlier runs are `status`'s to show (a bad file must not fail every cron run).
+        failed_now = {f["item_id"] for f in summary.failed_items} if summary else set()
+        this_run = [
             f
             for f in store.failures()
-            if f["state"] == "failed" and _in_batch(store, f, batch_keys)
+            if (f["state"] == "failed" and f["item_id"] in failed_now)
+            or (f["state"] == "skipped" and f["source"] in new_problems)
         ]
-        skipped = [
-            f for f in store.failures() if f["state"] == "skipped" and _is_problem_of(f, found)
-        ]
+        earlier = store.counts().get("failed", 0) - len(failed_now)
     return SnapResult(
-        found, report, skipped_new, summary, failed + skipped, settings.offline, details
+        found,
+        report,
+        len(new_problems),
+        summary,
+        this_run,
+        settings.offline,
+        details,
+        failed_earlier=max(0, earlier),
     )
 
 
@@ -142,14 +152,6 @@ def listing_stamp(settings: Settings) -> ListingStamp:
 
 def _where(problem: Any) -> str:
     return f"{problem.path}:{problem.line}" if getattr(problem, "line", None) else str(problem.path)
-
-
-def _in_batch(store: Store, failure: dict[str, Any], keys: set[str]) -> bool:
-    return store.item(failure["item_id"]).key in keys
-
-
-def _is_problem_of(failure: dict[str, Any], found: ScanResult) -> bool:
-    return any(failure["source"] == _where(p) for p in found.problems)
 
 
 def _budget(store: Store, found: ScanResult, settings: Settings, limit_micro_usd: int) -> Budget:

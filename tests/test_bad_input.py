@@ -55,12 +55,18 @@ def test_every_bad_file_has_its_reason_and_every_good_file_its_listing(corpus) -
             assert outcome in reasons[name], f"{name}: {reasons[name]!r} lacks {outcome!r}"
 
 
+# Manifests that cannot be read at all: a usage error, not an item (see the next test).
+UNREADABLE_MANIFESTS = ("manifests/missing-column.csv", "manifests/latin1.csv")
+
+
 def test_each_broken_manifest_line_is_named_and_the_good_lines_run(corpus) -> None:
     folder, expected = corpus
     manifests = sorted(
         name
         for name, outcome in expected.items()
-        if name.startswith("manifests/") and not name.startswith("manifests/photos/")
+        if name.startswith("manifests/")
+        and not name.startswith("manifests/photos/")
+        and name not in UNREADABLE_MANIFESTS
     )
     code, report = snap_json(*(str(folder / name) for name in manifests))
     assert code == 1
@@ -69,3 +75,23 @@ def test_each_broken_manifest_line_is_named_and_the_good_lines_run(corpus) -> No
         assert Path(name).name in problems, f"{name} has no problem reported"
         assert expected[name] in problems
     assert listed_paths(), "the manifests' good lines made no listings"
+
+
+@pytest.mark.parametrize("name", UNREADABLE_MANIFESTS)
+def test_a_manifest_that_cannot_be_read_is_a_usage_error_and_stores_nothing(
+    corpus, name: str
+) -> None:
+    folder, expected = corpus
+    result = CliRunner().invoke(app, ["snap", str(folder / name), "--offline"])
+    assert result.exit_code == 2
+    assert result.output.count(expected[name]) == 1  # one message, said once
+    assert Path(name).name in result.output
+    assert not Path(os.environ["DEALSCOUT_DB"]).exists()
+
+
+def test_a_file_that_is_neither_photo_nor_manifest_is_a_usage_error(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("# notes")
+    result = CliRunner().invoke(app, ["snap", str(readme), "--offline"])
+    assert result.exit_code == 2
+    assert "is not a folder, a photo" in result.output

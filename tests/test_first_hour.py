@@ -38,3 +38,18 @@ def test_trying_offline_first_never_traps_the_real_run_in_placeholders(
     again = run("snap", str(photos), "--db", str(db), "--offline", "--json")
     assert json.loads(again.stdout)["run"] is None  # offline never redoes (or spoils) real work
     assert rows(db, "SELECT DISTINCT offline FROM listings") == [(0,)]
+
+
+def test_a_bad_file_fails_the_run_that_meets_it_not_every_cron_run_after(
+    photos: Path, db: Path
+) -> None:
+    (photos / "broken.jpg").write_bytes(b"")
+    (photos / "truncated.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * 64)
+    first = run("snap", str(photos), "--db", str(db), "--offline", "--json")
+    assert first.exit_code == 1  # this run met two bad files
+    second = run("snap", str(photos), "--db", str(db), "--offline", "--json")
+    assert second.exit_code == 0, second.output  # nothing new tried, nothing went wrong
+    assert json.loads(second.stdout)["failed"] == []
+    status = json.loads(run("status", "--db", str(db), "--json").stdout)
+    counts = status["counts"]  # the earlier failures are still there for whoever looks
+    assert counts["failed"] + counts["skipped"] == 2

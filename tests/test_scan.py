@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -230,18 +229,17 @@ def test_manifest_jsonl_read(tmp_path: Path) -> None:
     assert (item.label, item.notes, item.source) == ("Mug", "boxed", "items.jsonl:1")
 
 
-def test_manifest_without_path_column_is_a_problem_naming_its_columns(tmp_path: Path) -> None:
+def test_manifest_without_path_column_is_an_error_naming_its_columns(tmp_path: Path) -> None:
     manifest = write_csv(tmp_path, "file,title\nmug.jpg,Mug\n")
-    [problem] = scan([manifest]).problems
-    assert problem.path.endswith("manifest.csv") and "no 'path' column" in problem.reason
-    assert "'file', 'title'" in problem.reason
+    with pytest.raises(ScanError, match=r"manifest.csv: no 'path' column .*'file', 'title'"):
+        scan([manifest])
 
 
-def test_unreadable_manifest_does_not_stop_other_inputs(tmp_path: Path) -> None:
+def test_unreadable_manifest_stops_the_scan_before_anything_is_stored(tmp_path: Path) -> None:
     manifest = write_csv(tmp_path, "file,title\nmug.jpg,Mug\n")
     make_jpeg(tmp_path / "photos" / "lamp.jpg")
-    result = scan([manifest, tmp_path / "photos"])
-    assert len(result.items) == 1 and len(result.problems) == 1
+    with pytest.raises(ScanError):  # a usage error: the seller fixes the file, runs again
+        scan([tmp_path / "photos", manifest])
 
 
 def test_manifest_unknown_path_is_a_problem(tmp_path: Path) -> None:
@@ -270,8 +268,8 @@ def test_manifest_duplicate_lines_are_problems_not_fatal(tmp_path: Path) -> None
 def test_manifest_not_utf8_is_a_problem_with_offset(tmp_path: Path) -> None:
     manifest = tmp_path / "manifest.csv"
     manifest.write_bytes(b"path,notes\nmug.jpg,caf\xe9\n")
-    [problem] = scan([manifest]).problems
-    assert re.search(r"not UTF-8 text .*offset 22", problem.reason)
+    with pytest.raises(ScanError, match=r"not UTF-8 text .*offset 22"):
+        scan([manifest])
 
 
 def test_manifest_utf8_bom_accepted(tmp_path: Path) -> None:
