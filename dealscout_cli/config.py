@@ -101,8 +101,27 @@ class Settings:
 
 NO_API_KEY = (
     "no Gemini API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), "
-    "or pass --offline to run against the built-in emulator"
+    "or pass --offline to run against the built-in emulator "
+    "(a local emulator at --base-url http://127.0.0.1:PORT needs no key)"
 )
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def is_local(base_url: str | None) -> bool:
+    """True for a base URL on this machine: `dealscout emulator`, which takes any key."""
+    if not base_url:
+        return False
+    from urllib.parse import urlsplit
+
+    host = urlsplit(base_url).hostname or ""
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def key_for(settings: Settings) -> str | None:
+    """The key a run sends: the user's, or for a local emulator a stand-in when none is set."""
+    if settings.api_key:
+        return settings.api_key
+    return OFFLINE_API_KEY if settings.offline or is_local(settings.base_url) else None
 
 
 def api_key_from_env(env: Mapping[str, str]) -> str | None:
@@ -167,8 +186,7 @@ def validate(settings: Settings) -> None:
             raise UsageError(f"{_flag(name)} must be more than 0, not {value}")
     if settings.max_cost_micro_usd is not None and settings.max_cost_micro_usd < 0:
         raise UsageError("--max-cost must be a positive amount in USD")
-    needs_key = settings.engine != "celery" and not settings.offline
-    if needs_key and not settings.api_key:
+    if settings.engine != "celery" and not key_for(settings):
         raise UsageError(NO_API_KEY)
 
 

@@ -57,6 +57,20 @@ GROUNDING_FEES: dict[str, tuple[Decimal, str]] = {  # family prefix: (USD per 1,
 DEFAULT_GROUNDING_FEE = (Decimal("35"), "prompt")  # an unknown family: the dearer rule
 
 
+def price_rows(prices: dict[str, ModelPrice], *models: str) -> dict[str, list[str]]:
+    """The prices of `models` as JSON (exact decimal text), for a Celery task's payload."""
+    return {
+        model: [str(price.input_per_million), str(price.output_per_million)]
+        for model in models
+        if (price := prices.get(model)) is not None
+    }
+
+
+def prices_from(rows: dict[str, list[str]]) -> dict[str, ModelPrice]:
+    """`price_rows` read back on a worker."""
+    return {model: ModelPrice(Decimal(i), Decimal(o)) for model, (i, o) in rows.items()}
+
+
 def load_prices(override_file: Path | None = None) -> dict[str, ModelPrice]:
     """The built-in table, with a user's JSON file laid over it."""
     table = dict(PRICE_TABLE)

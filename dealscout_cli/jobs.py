@@ -254,6 +254,7 @@ class JobLifecycle:
         try:
             yield lifecycle
             status = lifecycle.summary.status
+            lifecycle.settle_budget_reason()
         finally:
             lifecycle.summary.elapsed = time.monotonic() - started
             try:
@@ -281,6 +282,14 @@ class JobLifecycle:
             self.summary.stop_reason = reason
             self.summary.stop_kind = kind
         self.on_event(Event(EventKind.STOPPING, message=reason, fields=fields))
+
+    def settle_budget_reason(self) -> None:
+        """A budget stop said what was spent when it refused; the items in flight then went
+        on to finish, so say it again with what the run spent in the end."""
+        if self.summary.stop_kind == StopKind.BUDGET and self.budget is not None:
+            self.summary.stop_reason = self.budget.message(
+                self.summary.cost_micro_usd, in_flight=0, items_finished=self.summary.finished
+            )
 
     def budget_refusal(self, in_flight: int) -> str | None:
         """--max-cost: None while one more item fits the budget, else why not."""

@@ -273,6 +273,8 @@ class Pipeline:
     def _cost(self, request: ModelRequest, reply: ModelReply | None) -> int | None:
         if reply is None:
             return None
+        if self.config.offline:
+            return 0  # the built-in emulator bills nobody
         cost = call_cost_micros(self.prices, request.model, reply.input_tokens, reply.output_tokens)
         if cost is not None and request.grounded:
             cost += grounding_fee_micros(request.model, reply.search_queries)

@@ -159,6 +159,8 @@ def _budget(store: Store, found: ScanResult, settings: Settings, limit_micro_usd
     run; with --batch an item is expected at the batch price."""
     from dealscout_cli.estimate import estimate_scan
 
+    if settings.offline:
+        return Budget(limit_micro_usd, 0, 0)  # emulator calls cost nothing: any budget fits
     per_item = estimate_scan(found, settings).cost_per_item_micro_usd
     if per_item is not None and settings.engine == "batch":
         per_item = math.ceil(per_item * BATCH_DISCOUNT)

@@ -53,3 +53,35 @@ def test_a_bad_file_fails_the_run_that_meets_it_not_every_cron_run_after(
     status = json.loads(run("status", "--db", str(db), "--json").stdout)
     counts = status["counts"]  # the earlier failures are still there for whoever looks
     assert counts["failed"] + counts["skipped"] == 2
+
+
+def test_the_readme_emulator_example_needs_no_key(photos: Path, db: Path, emulator: Any) -> None:
+    result = run("snap", str(photos), "--db", str(db), "--base-url", emulator.url, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["run"]["done"] == 6
+
+
+def test_without_a_key_the_error_says_a_local_emulator_needs_none(photos: Path) -> None:
+    result = run("snap", str(photos), "--base-url", "https://proxy.example.com")
+    assert result.exit_code == 2
+    assert "GEMINI_API_KEY" in result.output and "needs no key" in result.output
+
+
+def test_a_budget_stop_closes_with_what_was_really_spent(
+    photos: Path, db: Path, env_with_key: dict[str, str]
+) -> None:
+    from dealscout_cli.costs import format_usd
+
+    result = run("snap", str(photos), "--db", str(db), "--max-cost", "0.006", "--json")
+    assert result.exit_code == 3
+    run_ = json.loads(result.stdout)["run"]
+    spent = rows(db, "SELECT SUM(cost_micro_usd) FROM calls")[0][0]
+    assert f"({format_usd(spent)} spent;" in run_["stop_reason"]
+    assert run_["cost_usd"] * 1_000_000 == spent
+
+
+def test_an_offline_run_fits_any_budget_since_it_costs_nothing(photos: Path, db: Path) -> None:
+    result = run("snap", str(photos), "--db", str(db), "--offline", "--max-cost", "0", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["run"]["cost_usd"] == 0
+    assert rows(db, "SELECT SUM(cost_micro_usd) FROM calls")[0][0] == 0

@@ -143,6 +143,10 @@ def record(db: Path) -> dict[str, Any]:
     }
 
 
+def spend(db: Path) -> int:
+    return int(query(db, "SELECT SUM(cost_micro_usd) FROM calls")[0][0] or 0)
+
+
 def max_calls_per_stage(db: Path) -> int:
     rows = query(db, "SELECT COUNT(*) FROM calls GROUP BY item_id, stage")
     return max((count for (count,) in rows), default=0)
@@ -172,6 +176,8 @@ def test_three_engines_make_the_same_listings_with_the_same_flags(
     assert records["local"]["barcodes read"] == 0  # --no-barcodes honoured everywhere
     assert records["batch"] == records["local"]
     assert records["fleet"] == records["local"]
+    # The fleet prices its calls with the coordinator's table, grounding fees included.
+    assert spend(tmp_path / "fleet.db") == spend(tmp_path / "local.db") > 0
     assert local["done"] == batch["done"] == fleet["done"] == 5
     assert local["failed"] == batch["failed"] == fleet["failed"] == 0
 

@@ -35,7 +35,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from dealscout_cli import prompts
 from dealscout_cli.config import Settings, redact_url
-from dealscout_cli.costs import call_cost_micros, load_prices
+from dealscout_cli.costs import load_prices, price_rows
 from dealscout_cli.distributed import QUEUE
 from dealscout_cli.distributed.app import (
     HARD_TIME_LIMIT,
@@ -232,6 +232,7 @@ class Coordinator:
             "tpm": s.tpm,
             "offline": s.offline,
             "grounded_prices": s.grounded_prices,
+            "prices": price_rows(self.prices, s.vision_model, s.pricing_model),
         }
 
     def _queued_at(self, job_id: int) -> str:
@@ -323,14 +324,7 @@ class Coordinator:
         for line in self.redis.lrange(calls_key(task_id), 0, -1):
             fields = json.loads(line)
             fields["item_id"] = item_id  # the worker's id is this database's, but be sure
-            fields["offline"] = self.settings.offline
-            fields["cost_micro_usd"] = (
-                call_cost_micros(
-                    self.prices, fields["model"], fields["input_tokens"], fields["output_tokens"]
-                )
-                if fields["input_tokens"] is not None
-                else None
-            )
+            fields["offline"] = self.settings.offline  # priced by the worker with our table
             call = CallRecord(**fields)
             if self.store.call_recorded(call):
                 continue

@@ -29,7 +29,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from celery import signals
 
 from dealscout_cli.config import api_key_from_env, resolve
-from dealscout_cli.costs import load_prices
+from dealscout_cli.costs import prices_from
 from dealscout_cli.distributed.app import RESULT_EXPIRES, TASK_NAME, app
 from dealscout_cli.distributed.ratelimit import RedisLimits
 from dealscout_cli.errors import DealscoutError, ErrorKind, ProviderError
@@ -202,7 +202,7 @@ async def _identify_and_price(
             read_barcodes=False,  # read by the coordinator, sent in the payload
             grounded_prices=payload.get("grounded_prices", False),
         ),
-        load_prices(None),  # the coordinator prices calls with its own table
+        prices_from(payload.get("prices") or {}),  # the coordinator's table (its --prices)
         record_call,
         policy=policy_for(max_retries=payload["max_retries"], max_attempts=1),
         limits=RedisLimits(client, payload.get("rpm"), tpm=payload.get("tpm")),

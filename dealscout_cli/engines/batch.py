@@ -208,8 +208,10 @@ class BatchRun:
     ) -> None:
         reply = result if isinstance(result, ModelReply) else None
         now = self.clock()
-        cost = None
-        if reply is not None:
+        cost: int | None = None
+        if reply is not None and self.offline:
+            cost = 0  # the built-in emulator bills nobody
+        elif reply is not None:
             cost = call_cost_micros(
                 self.prices, batch["model"], reply.input_tokens, reply.output_tokens, batch=True
             )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from dealscout_cli.config import NO_API_KEY
+from dealscout_cli.config import NO_API_KEY, key_for
 from dealscout_cli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -19,12 +19,13 @@ if TYPE_CHECKING:
 
 def open_provider(settings: Settings, *, max_connections: int | None = None) -> GeminiProvider:
     """The provider a run calls (imports the SDK: ~1.4 s, so only when a run needs it)."""
-    if not settings.api_key:
+    api_key = key_for(settings)
+    if not api_key:
         raise UsageError(NO_API_KEY)
     from dealscout_cli.providers.gemini import GeminiProvider
 
     return GeminiProvider(
-        settings.api_key,
+        api_key,
         base_url=settings.base_url,
         timeout=settings.call_timeout,
         max_connections=max_connections or max(8, settings.concurrency * 2),
