@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
@@ -98,10 +99,11 @@ def test_vision_tokens_count_every_photo_at_its_prepared_size(three_sizes: Path,
     assert big_vision - small_vision == 258 * 6 - 258
 
 
-def test_items_already_done_cost_nothing(photos: Path, db: Path) -> None:
+def test_items_already_done_cost_nothing(photos: Path, db: Path, emulator: Any) -> None:
     settings = Settings(db_path=db)
     before = estimate([photos], settings)
-    snap([photos], settings.with_(offline=True), handle_signals=False)
+    real = settings.with_(base_url=emulator.url, api_key="any-key-works-here")
+    snap([photos], real, handle_signals=False)
     after = estimate([photos], settings)
     assert (before.already_done, after.already_done) == (0, before.items)
     assert after.requests == 0
@@ -109,9 +111,10 @@ def test_items_already_done_cost_nothing(photos: Path, db: Path) -> None:
     assert before.cost_micro_usd and before.cost_micro_usd > 0
 
 
-def test_identified_items_are_only_priced(photos: Path, db: Path) -> None:
+def test_identified_items_are_only_priced(photos: Path, db: Path, emulator: Any) -> None:
     settings = Settings(db_path=db)
-    snap([photos], settings.with_(offline=True), handle_signals=False)
+    real = settings.with_(base_url=emulator.url, api_key="any-key-works-here")
+    snap([photos], real, handle_signals=False)
     with sqlite3.connect(db) as conn:  # as if pricing had failed after identification
         conn.execute("UPDATE jobs SET state = 'queued' WHERE item_id = 1")
         conn.execute("DELETE FROM listings WHERE item_id = 1")
@@ -128,10 +131,13 @@ def test_cost_per_item_is_one_identify_and_one_price_call(photos: Path, db: Path
     assert predicted.cost_per_item_micro_usd == expected
 
 
-def test_cost_per_item_is_typical_when_nothing_is_left_to_do(photos: Path, db: Path) -> None:
+def test_cost_per_item_is_typical_when_nothing_is_left_to_do(
+    photos: Path, db: Path, emulator: Any
+) -> None:
     settings = Settings(db_path=db)
     fresh = estimate([photos], settings)
-    snap([photos], settings.with_(offline=True), handle_signals=False)
+    real = settings.with_(base_url=emulator.url, api_key="any-key-works-here")
+    snap([photos], real, handle_signals=False)
     done = estimate([photos], settings)
     assert done.cost_micro_usd == 0
     # A budget still needs a price for the next item someone queued: a 12 MP photo's.
@@ -264,3 +270,11 @@ def test_table_keeps_big_numbers_whole_at_80_columns(
     for number in ("4,710,000", "~2,500,000", "~3,300,000", "20,000", "$28.44"):
         assert number in table
     assert max(len(line) for line in table.splitlines()) <= 80
+
+
+def test_offline_placeholders_are_still_to_pay_for(photos: Path, db: Path) -> None:
+    settings = Settings(db_path=db)
+    before = estimate([photos], settings)
+    snap([photos], settings.with_(offline=True), handle_signals=False)
+    after = estimate([photos], settings)
+    assert after.already_done == 0 and after.cost_micro_usd == before.cost_micro_usd

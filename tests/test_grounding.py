@@ -7,10 +7,12 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from dealscout_cli.cli import app
 from dealscout_cli.costs import PRICE_TABLE, call_cost_micros, grounding_fee_micros
+from dealscout_cli.emulator import Emulator, EmulatorConfig
 from dealscout_cli.pipeline import strip_code_fence
 
 runner = CliRunner()
@@ -65,9 +67,15 @@ def test_grounded_prices_online(photos: Path, db: Path, env_with_key, emulator: 
         assert cost == tokens + extra
 
 
-def test_grounded_prices_in_batch_mode(photos: Path, db: Path) -> None:
-    result = run("snap", str(photos), "--batch", "--offline", "--grounded-prices")
-    assert result.exit_code == 0, result.output
+def test_grounded_prices_in_batch_mode(
+    photos: Path, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Against a served emulator, not --offline: offline calls cost nothing, this checks prices.
+    with Emulator(EmulatorConfig(seed=1, batch_seconds=0.0)) as emu:
+        monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", emu.url)
+        for _ in range(3):  # collect identify, submit price; collect price
+            result = run("snap", str(photos), "--batch", "--grounded-prices")
+            assert result.exit_code == 0, result.output
     assert len(json.loads(run("listings", "--json").stdout)) == 6
     assert rows(db, "SELECT grounded FROM batches ORDER BY id") == [(0,), (1,)]
     calls = rows(db, "SELECT stage, model, input_tokens, output_tokens, cost_micro_usd FROM calls")

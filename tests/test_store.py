@@ -52,7 +52,7 @@ def complete(store: Store, lease, now: float) -> None:
         prompt_version="t",
         vision_model="v",
         pricing_model="p",
-        offline=True,
+        offline=False,
     )
 
 
