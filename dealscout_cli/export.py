@@ -32,6 +32,12 @@ Marketplace quirks, decided here once:
   item without an image and a link, so it refuses to run without a base URL.
 - Shopify `Product Category` must be a Standard Product Taxonomy category, so it
   stays empty; our category text goes in the free-form `Type` column.
+- No cell runs as a spreadsheet formula: every CSV format writes its rows through
+  `_Sheet`, which quotes each data cell and passes each text cell through
+  `text.spreadsheet_cell` (a title "=HYPERLINK(...)" is written "'=HYPERLINK(...)").
+  Our own values (prices, quantities, condition IDs, dates, the header rows) never
+  start with a formula character, so they are written as they are. Length limits
+  count the quote: a prefixed eBay title is still at most 80 characters.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ import html
 import json
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
@@ -51,6 +57,7 @@ from urllib.parse import quote
 
 from dealscout_cli.errors import UsageError
 from dealscout_cli.models import EBAY_CONDITION_ID, Condition, Identification, Listing
+from dealscout_cli.text import spreadsheet_cell
 
 EBAY_TITLE_MAX = 80
 META_TITLE_MAX = 150
@@ -171,8 +178,7 @@ CSV_COLUMNS = [
 def _write_csv(
     listings: Sequence[Listing], out: TextIO, options: ExportOptions, report: ExportReport
 ) -> None:
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
-    writer.writeheader()
+    writer = _Sheet(out, CSV_COLUMNS)
     links = _PhotoLinks(options, listings)
     for listing in listings:
         ident, price = listing.identification, listing.price
@@ -252,8 +258,7 @@ def _write_ebay(
         f"Action(SiteID={options.ebay_site}|Country={EBAY_SITE_COUNTRY[options.ebay_site]}"
         f"|Currency={options.currency}|Version={EBAY_TEMPLATE_VERSION}|CC=UTF-8)"
     )
-    writer = csv.writer(out)
-    writer.writerow([
+    writer = _Sheet(out, [
         action, "Custom label (SKU)", "Category ID", "Title", "UPC", "Price", "Quantity",
         "Item photo URL", "Condition ID", "Description", "Format",
     ])  # fmt: skip
@@ -269,7 +274,7 @@ def _write_ebay(
             "Draft",
             listing.sku,
             ident.category if ident.category.isdigit() else "",
-            shorten(ident.title, EBAY_TITLE_MAX),
+            _fit(ident.title, EBAY_TITLE_MAX),
             first_gtin(listing.barcodes) or "",
             f"{price:.2f}",
             options.quantity,
@@ -293,8 +298,7 @@ SHOPIFY_COLUMNS = [
 def _write_shopify(
     listings: Sequence[Listing], out: TextIO, options: ExportOptions, report: ExportReport
 ) -> None:
-    writer = csv.DictWriter(out, fieldnames=SHOPIFY_COLUMNS, restval="")
-    writer.writeheader()
+    writer = _Sheet(out, SHOPIFY_COLUMNS)
     if not options.photo_base_url:
         report.note("Shopify needs hosted photo URLs: pass --photo-base-url to fill 'Image Src'")
     links = _PhotoLinks(options, listings)
@@ -341,15 +345,14 @@ def _write_meta(
     listings: Sequence[Listing], out: TextIO, options: ExportOptions, report: ExportReport
 ) -> None:
     assert options.photo_base_url  # check_options refuses Meta without one
-    writer = csv.DictWriter(out, fieldnames=META_COLUMNS)
-    writer.writeheader()
+    writer = _Sheet(out, META_COLUMNS)
     links = _PhotoLinks(options, listings)
     for listing, price in _ready(listings, options, report, required=_meta_requirements):
         ident = listing.identification
         writer.writerow({
             "id": listing.sku,
-            "title": shorten(ident.title, META_TITLE_MAX),
-            "description": _description_text(ident)[:META_DESCRIPTION_MAX],
+            "title": _fit(ident.title, META_TITLE_MAX),
+            "description": spreadsheet_cell(_description_text(ident))[:META_DESCRIPTION_MAX],
             "availability": "in stock",
             "condition": meta_condition(ident.condition),
             "price": f"{price:.2f} {options.currency}",
@@ -379,6 +382,37 @@ _WRITERS: dict[
     ExportFormat.SHOPIFY: _write_shopify,
     ExportFormat.META: _write_meta,
 }
+
+
+# --- cells --------------------------------------------------------------------------------------
+
+
+class _Sheet:
+    """A CSV file as every format here writes it: our header row as it is, then data rows
+    with every cell quoted and every text cell through `spreadsheet_cell` (see the module
+    docstring). A row is a list in column order or a dict by column name (missing: empty)."""
+
+    def __init__(self, out: TextIO, columns: Sequence[str]) -> None:
+        self.columns = list(columns)
+        csv.writer(out).writerow(self.columns)
+        self._rows = csv.writer(out, quoting=csv.QUOTE_ALL)
+
+    def writerow(self, row: Sequence[object] | Mapping[str, object]) -> None:
+        if isinstance(row, Mapping):
+            assert set(row) <= set(self.columns), f"not columns: {set(row) - set(self.columns)}"
+            cells = [row.get(column, "") for column in self.columns]
+        else:
+            cells = list(row)
+        assert len(cells) == len(self.columns), "one cell a column"
+        self._rows.writerow(
+            [spreadsheet_cell(cell) if isinstance(cell, str) else cell for cell in cells]
+        )
+
+
+def _fit(text: str, limit: int) -> str:
+    """`text` shortened to `limit` characters counting the quote `spreadsheet_cell` may add
+    (the writer then leaves it as it is: a prefixed cell starts with a quote)."""
+    return shorten(spreadsheet_cell(shorten(text, limit)), limit)
 
 
 # --- values -------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """`dealscout export`: the listings as a file a marketplace or a script can take."""
 
+import io
 import os
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ import typer
 
 from dealscout_cli import config
 from dealscout_cli.cli.options import EXIT_USAGE, DbOption, err, fail, guarded, open_store, plain
+from dealscout_cli.text import printable
 
 if TYPE_CHECKING:  # the formats import pydantic models: only when the command runs
     from dealscout_cli.export import ExportFormat, ExportReport
@@ -67,10 +69,10 @@ def export(
             include_offline=include_offline,
         )
     )
-    for sku, reason in report.skipped:
-        err.print(f"skipped {sku}: {reason}", markup=False)
-    for note in report.notes:
-        err.print(f"note: {note}", markup=False)
+    for sku, reason in report.skipped:  # a reason may quote a model's currency
+        err.print(f"skipped {printable(sku)}: {printable(reason)}", markup=False)
+    for note in report.notes:  # notes name photo paths
+        err.print(f"note: {printable(note)}", markup=False)
     if output is not None:
         err.print(f"wrote {report.written} listings to {plain(output)}")
 
@@ -107,6 +109,13 @@ def _write(
         photo_base_url=photo_base_url, photo_root=root, include_offline=include_offline
     )
     check_options(fmt, options, found)  # before -o is opened: a refusal leaves no empty file
+    if output is None and sys.stdout.isatty():
+        # On a terminal the file is only looked at: its control characters are escaped there
+        # (a model's "\x1b[2J" would clear the screen); to a pipe or -o it stays exact.
+        shown = io.StringIO(newline="")
+        report = export_listings(found, fmt, shown, options)
+        sys.stdout.write(printable(shown.getvalue(), multiline=True))
+        return report
     if output is None:
         return export_listings(found, fmt, sys.stdout, options)
     with output.open("w", encoding="utf-8", newline="") as handle:

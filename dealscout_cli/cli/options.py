@@ -15,6 +15,7 @@ import typer
 
 from dealscout_cli import config
 from dealscout_cli.errors import DealscoutError, UsageError
+from dealscout_cli.text import printable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -73,12 +74,17 @@ def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     raise typer.Exit(code)
 
 
+# Outside text (a model's title, a server's message, a file name) reaches a terminal through
+# one of two doors, both showing control characters as escapes (`text.printable`): `plain()`
+# inside a rich markup string (`err.print(f"[red]...[/] {plain(x)}")`), `printable()` for
+# everything printed without markup (`out`, `markup=False`, table cells on `out`).
 def plain(text: object) -> str:
-    """`text` escaped for a rich markup string: a path like `shoots/[/x]/a.jpg` is printed as
-    is instead of being read as a closing tag (which raises MarkupError)."""
+    """Outside text for a rich markup string: control characters shown as escapes (so ESC
+    cannot clear the screen or hide a link) and markup escaped (so a path like
+    `shoots/[/x]/a.jpg` is printed as is instead of read as a closing tag)."""
     from rich.markup import escape
 
-    return escape(str(text))
+    return escape(printable(text))
 
 
 def guarded(fn: Callable[[], Any]) -> Any:

@@ -2,7 +2,9 @@
 event for cron, or one JSON object per event for log collectors.
 
 CLI layer only: the runner emits `Event`s and knows nothing of this module.
-Everything here writes to stderr (or a log file); results go to stdout.
+Everything here writes to stderr (or a log file); results go to stdout. Item labels (file
+names) and messages (model and server text) are shown with control characters escaped, on
+the bar and in plain lines alike; JSON events keep them exact (json.dumps escapes them).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from dataclasses import asdict, is_dataclass
 from typing import IO, Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -26,8 +27,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from dealscout_cli.cli.options import plain
 from dealscout_cli.costs import format_usd
 from dealscout_cli.events import Event, EventKind
+from dealscout_cli.text import printable
 
 
 class ScanCounter:
@@ -71,7 +74,9 @@ class QuietReporter:
     def __call__(self, event: Event) -> None:
         if event.kind == EventKind.ITEM_FAILED:
             self.console.print(
-                f"failed: item {event.item_id} ({event.label}): {event.message}", markup=False
+                f"failed: item {event.item_id} ({printable(event.label)}): "
+                f"{printable(event.message)}",
+                markup=False,
             )
 
     def close(self) -> None:
@@ -93,26 +98,26 @@ class LineReporter:
 
     def __call__(self, event: Event) -> None:
         f = event.fields
+        label = f"'{printable(event.label)}'"
+        message = printable(event.message)
         if event.kind == EventKind.RUN_STARTED:
             self.total = f["queued"]
             self._line(f"run started: {self.total} items queued")
         elif event.kind == EventKind.ITEM_DONE:
             self.done += 1
             self._line(
-                f"done {self.done}/{self.total}: item {event.item_id} {event.label!r} -> "
-                f"{f['title']!r} {f['price']:.2f} {f['currency']}"
+                f"done {self.done}/{self.total}: item {event.item_id} {label} -> "
+                f"'{printable(f['title'])}' {f['price']:.2f} {printable(f['currency'])}"
             )
         elif event.kind == EventKind.ITEM_FAILED:
             self.failed += 1
-            self._line(f"FAILED item {event.item_id} {event.label!r}: {event.message}")
+            self._line(f"FAILED item {event.item_id} {label}: {message}")
         elif event.kind == EventKind.ITEM_RETRY:
-            self._line(
-                f"retry later ({f['delay']:g} s): item {event.item_id} {event.label!r}: {event.message}"
-            )
+            self._line(f"retry later ({f['delay']:g} s): item {event.item_id} {label}: {message}")
         elif event.kind == EventKind.ITEM_RELEASED:
-            self._line(f"released item {event.item_id} {event.label!r}: {event.message}")
+            self._line(f"released item {event.item_id} {label}: {message}")
         elif event.kind == EventKind.STOPPING:
-            self._line(f"stopping: {event.message}")
+            self._line(f"stopping: {message}")
 
     def close(self) -> None:
         pass
@@ -182,12 +187,12 @@ class BarReporter:
         elif event.kind == EventKind.ITEM_FAILED:
             self.failed += 1
             self.progress.console.print(
-                f"[red]failed[/] item {event.item_id} ({escape(str(event.label))}): "
-                f"{escape(str(event.message))}",
+                f"[red]failed[/] item {event.item_id} ({plain(event.label)}): "
+                f"{plain(event.message)}",
                 highlight=False,
             )
         elif event.kind == EventKind.STOPPING:
-            self.progress.console.print(f"[yellow]stopping:[/] {escape(str(event.message))}")
+            self.progress.console.print(f"[yellow]stopping:[/] {plain(event.message)}")
         elapsed = max(time.monotonic() - self.started, 1e-6)
         self.progress.update(
             self.task,

@@ -1,13 +1,16 @@
 """What the commands print: result tables on stdout, notes and failures on stderr, `--json` payloads.
 
 Rich is imported when the first table is drawn (`new_table`), so a `--json` run never loads
-it. Every function here takes what the core returned and only formats it.
+it. Every function here takes what the core returned and only formats it. Text from outside
+(titles, file names, server messages) is shown with its control characters escaped: table
+cells go through `_row`, lines on stderr through `plain` or `printable` (see `options`).
 """
 
 from typing import TYPE_CHECKING, Any
 
 from dealscout_cli.cli.options import err, new_table, out, plain, print_json
 from dealscout_cli.costs import format_usd
+from dealscout_cli.text import printable
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -16,6 +19,14 @@ if TYPE_CHECKING:
     from dealscout_cli.jobs import RunSummary
     from dealscout_cli.models import Listing
     from dealscout_cli.snap import SnapResult
+
+
+def _row(table: "Table", *cells: str, style: str | None = None, multiline: bool = False) -> None:
+    """A table row whose cells may hold outside text: each shown with `printable`. The
+    tables are printed on `out`, which reads no markup, so "[offline]" needs no escaping;
+    `multiline` keeps the newlines of a cell that has a row of its own (a description)."""
+    table.add_row(*(printable(cell, multiline=multiline) for cell in cells), style=style)
+
 
 # ---------------------------------------------------------------- snap
 
@@ -90,7 +101,8 @@ def _summary_table(summary: "RunSummary", *, offline: bool) -> "Table":
     for column in ("done", "failed", "retry later", "released", "calls", "cost", "time", "items/s"):
         table.add_column(column, justify="right")
     rate = summary.done / summary.elapsed if summary.elapsed else 0.0
-    table.add_row(
+    _row(
+        table,
         str(summary.done),
         str(summary.failed),
         str(summary.retried),
@@ -110,9 +122,8 @@ def _render_failures(failures: list[dict[str, Any]]) -> None:
         error = failure["error"] or ""
         if where and where in error:
             where = ""  # BadPhoto messages already start with the file
-        err.print(
-            f"  item {failure['item_id']}: {where + ': ' if where else ''}{error}", markup=False
-        )
+        shown = f"{printable(where)}: {printable(error)}" if where else printable(error)
+        err.print(f"  item {failure['item_id']}: {shown}", markup=False)
     if len(failures) > 20:
         err.print(f"  ... and {len(failures) - 20} more (`dealscout status --json`)")
     err.print(
@@ -139,7 +150,8 @@ def render_made(summary: Any, *, offline: bool) -> None:
     made.add_column("condition", no_wrap=True)
     made.add_column("price", justify="right", no_wrap=True)
     for row in summary.done_items:
-        made.add_row(
+        _row(
+            made,
             str(row["item_id"]),
             row["label"],
             row["title"],
@@ -170,7 +182,8 @@ def render_batch(result: "SnapResult", *, quiet: bool, json_out: bool) -> None:
     if result.failed_in_batch and not quiet:
         err.print(f"[red]{len(result.failed_in_batch)} items failed or were skipped:[/]")
         for failure in result.failed_in_batch[:20]:
-            err.print(f"  item {failure['item_id']}: {failure['error'] or ''}", markup=False)
+            error = printable(failure["error"] or "")
+            err.print(f"  item {failure['item_id']}: {error}", markup=False)
 
 
 def _batch_payload(result: "SnapResult") -> dict[str, Any]:
@@ -202,8 +215,8 @@ def _batch_payload(result: "SnapResult") -> dict[str, Any]:
 def _render_batch_progress(report: Any, summary: Any, *, offline: bool) -> None:
     for batch in report.collected:
         err.print(
-            f"collected {batch['name']} ({batch['stage']}, {batch['items']} items, "
-            f"{batch['state']})",
+            f"collected {plain(batch['name'])} ({plain(batch['stage'])}, {batch['items']} items, "
+            f"{plain(batch['state'])})",
             highlight=False,
         )
     if summary.calls:
@@ -215,7 +228,7 @@ def _render_batch_progress(report: Any, summary: Any, *, offline: bool) -> None:
     render_made(summary, offline=offline)
     for batch in report.submitted:
         err.print(
-            f"submitted {batch['name']} ({batch['stage']}, {batch['items']} items)",
+            f"submitted {plain(batch['name'])} ({plain(batch['stage'])}, {batch['items']} items)",
             highlight=False,
         )
     waiting = len(report.pending)
@@ -233,49 +246,51 @@ def _render_batch_progress(report: Any, summary: Any, *, offline: bool) -> None:
 
 def status_table(report: dict[str, Any]) -> "Table":
     """`status_report` (plus the fleet, when asked) as a two-column table."""
-    table = new_table(title=f"dealscout status: {report['database']}", show_header=False)
+    table = new_table(title=f"dealscout status: {printable(report['database'])}", show_header=False)
     table.add_column(style="bold")
     table.add_column()
     _add_item_rows(table, report)
     _add_call_rows(table, report)
-    table.add_row("active runs", str(report["active_runs"]))
+    _row(table, "active runs", str(report["active_runs"]))
     fleet = report.get("fleet")
     if fleet is not None:
         _add_fleet_rows(table, fleet)
     if report["offline_listings"]:
-        table.add_row(
-            "offline", f"{report['offline_listings']} listings made by the emulator (placeholders)"
+        _row(
+            table,
+            "offline",
+            f"{report['offline_listings']} listings made by the emulator (placeholders)",
         )
     for error in report["last_errors"]:
-        table.add_row(f"  item {error['item_id']}", f"{error['state']}: {error['error']}")
+        _row(table, f"  item {error['item_id']}", f"{error['state']}: {error['error']}")
     return table
 
 
 def _add_item_rows(table: "Table", report: dict[str, Any]) -> None:
     counts = report["counts"]
-    table.add_row("items", str(report["items"]))
+    _row(table, "items", str(report["items"]))
     for state in ("done", "queued", "running", "failed", "skipped"):
-        table.add_row(f"  {state}", str(counts[state]))
+        _row(table, f"  {state}", str(counts[state]))
     if counts.get("batched"):  # only after `snap --batch`: waiting on a Gemini batch job
-        table.add_row("  batched", f"{counts['batched']} (the next `snap --batch` collects them)")
-    table.add_row(
-        "throughput", f"{report['throughput_items_per_minute']:.1f} items/min (last 5 min)"
-    )
+        _row(table, "  batched", f"{counts['batched']} (the next `snap --batch` collects them)")
+    _row(table, "throughput", f"{report['throughput_items_per_minute']:.1f} items/min (last 5 min)")
     if report["eta"]:
-        table.add_row("eta", report["eta"])
+        _row(table, "eta", report["eta"])
 
 
 def _add_call_rows(table: "Table", report: dict[str, Any]) -> None:
-    table.add_row(
+    _row(
+        table,
         "calls",
         f"{report['calls']} ({report['input_tokens']:,} in / {report['output_tokens']:,} out tokens)",
     )
     cost = format_usd(report["cost_micro_usd"])
     if report["unpriced_calls"]:
         cost += f" (+{report['unpriced_calls']} calls to models without a price; see --prices)"
-    table.add_row("cost", cost)
+    _row(table, "cost", cost)
     for model in report["models_last_minute"]:
-        table.add_row(
+        _row(
+            table,
             f"  {model['model']}",
             f"{model['requests']} req last min, {model['rate_limited'] or 0} × 429, "
             f"{model['mean_latency_ms']} ms mean",
@@ -283,7 +298,8 @@ def _add_call_rows(table: "Table", report: dict[str, Any]) -> None:
     for limiter in report["limiters"]:
         allowed = f"{limiter['rpm_limit']:.0f} rpm" if limiter["rpm_limit"] else "no limit yet"
         paused = f", paused {limiter['paused_until']:.0f} s" if limiter["paused_until"] else ""
-        table.add_row(
+        _row(
+            table,
             f"  {limiter['model']} (run {limiter['run_id']})",
             f"{allowed}{' adaptive' if limiter['adaptive'] else ''}, {limiter['in_flight']} in flight "
             f"of {limiter['concurrency_cap']}, {limiter['rate_limited_total']} × 429{paused}",
@@ -292,15 +308,17 @@ def _add_call_rows(table: "Table", report: dict[str, Any]) -> None:
 
 def _add_fleet_rows(table: "Table", fleet: dict[str, Any]) -> None:
     if not fleet["reachable"]:
-        table.add_row("fleet", f"{fleet['broker']}: {fleet['error']}")
+        _row(table, "fleet", f"{fleet['broker']}: {fleet['error']}")
         return
-    table.add_row(
+    _row(
+        table,
         "fleet",
         f"{len(fleet['workers'])} workers, {fleet['tasks_in_flight']} tasks in flight, "
         f"{fleet['queue_depth']} queued in the broker",
     )
     for worker in fleet["workers"]:
-        table.add_row(
+        _row(
+            table,
             f"  {worker['name']}",
             f"{worker['active']} active, {worker['reserved']} reserved",
         )
@@ -335,7 +353,7 @@ def listings_table(found: list["Listing"]) -> "Table":
         ]
         if warned:
             cells.append(str(len(listing.quality_warnings)) if listing.quality_warnings else "")
-        table.add_row(*cells)
+        _row(table, *cells)
     return table
 
 
@@ -348,24 +366,28 @@ def listing_table(listing: "Listing", calls: list[dict[str, Any]]) -> "Table":
     )
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("title", ident.title)
-    table.add_row("condition", f"{ident.condition.value} (eBay {ident.ebay_condition_id})")
-    table.add_row("brand / model", f"{ident.brand or '-'} / {ident.model or '-'}")
-    table.add_row("category", ident.category)
+    _row(table, "title", ident.title)
+    _row(table, "condition", f"{ident.condition.value} (eBay {ident.ebay_condition_id})")
+    _row(table, "brand / model", f"{ident.brand or '-'} / {ident.model or '-'}")
+    _row(table, "category", ident.category)
     if listing.price:
         p = listing.price
-        table.add_row(
-            "price", f"{p.low:.2f} – {p.suggested:.2f} – {p.high:.2f} {p.currency}: {p.rationale}"
+        _row(
+            table,
+            "price",
+            f"{p.low:.2f} – {p.suggested:.2f} – {p.high:.2f} {p.currency}: {p.rationale}",
         )
-    table.add_row("description", ident.description)
+    _row(table, "description", ident.description, multiline=True)
     if ident.defects:
-        table.add_row("defects", "; ".join(ident.defects))
+        _row(table, "defects", "; ".join(ident.defects))
     for photo in listing.photos:
-        table.add_row("photo", photo.path)
+        _row(table, "photo", photo.path)
     for warning in listing.quality_warnings:
-        table.add_row("warning", warning)
-    table.add_row(
-        "prompt", f"{listing.prompt_version} ({listing.vision_model}, {listing.pricing_model})"
+        _row(table, "warning", warning)
+    _row(
+        table,
+        "prompt",
+        f"{listing.prompt_version} ({listing.vision_model}, {listing.pricing_model})",
     )
     _add_call_cost_rows(table, calls)
     return table
@@ -375,12 +397,13 @@ def _add_call_cost_rows(table: "Table", calls: list[dict[str, Any]]) -> None:
     total = 0
     for call in calls:
         total += call["cost_micro_usd"] or 0
-        table.add_row(
+        _row(
+            table,
             f"call {call['stage']}",
             f"{call['model']} #{call['attempt']} {call['outcome']} {call['latency_ms']} ms "
             f"{call['input_tokens'] or 0}+{call['output_tokens'] or 0} tok {format_usd(call['cost_micro_usd'])}",
         )
-    table.add_row("cost", format_usd(total))
+    _row(table, "cost", format_usd(total))
 
 
 # ---------------------------------------------------------------- estimate
@@ -395,7 +418,8 @@ def render_estimate(result: "Estimate") -> None:
     for column in ("calls", "input\ntokens", "output\ntokens", "cost"):
         table.add_column(column, justify="right", no_wrap=True)
     for row in result.rows:
-        table.add_row(
+        _row(
+            table,
             row.model,
             row.stage,
             f"{row.requests:,}",
@@ -403,7 +427,8 @@ def render_estimate(result: "Estimate") -> None:
             f"~{row.output_tokens:,}",
             format_usd(row.cost_micro_usd),
         )
-    table.add_row(
+    _row(
+        table,
         "total",
         "",
         f"{result.requests:,}",
@@ -420,7 +445,9 @@ def render_estimate(result: "Estimate") -> None:
     if result.cost_micro_usd is None:
         err.print("some models have no price: pass --prices with their USD per 1M tokens")
     for photo in result.unusable[:20]:
-        err.print(f"will be skipped: {photo.path}: {photo.reason}", markup=False)
+        err.print(
+            f"will be skipped: {printable(photo.path)}: {printable(photo.reason)}", markup=False
+        )
     if len(result.unusable) > 20:
         err.print(f"... and {len(result.unusable) - 20} more (`--json` lists them all)")
 
