@@ -31,25 +31,44 @@ _INVISIBLE = re.compile(
 _SPACES = re.compile(r"\s+")
 
 
-def one_line(value: Any) -> Any:
+# Validation context for what the store kept: read back as it was written (an older version's
+# row under looser rules included), not normalised again; the terminal and CSV layers make
+# it safe to show (`text`).
+STORED = {"stored": True}
+
+
+def _stored(info: ValidationInfo | None) -> bool:
+    return bool(info is not None and isinstance(info.context, dict) and info.context.get("stored"))
+
+
+def one_line(value: Any, info: ValidationInfo | None = None) -> Any:
     """A single-line text as a buyer should see it: NFC, no controls, whitespace folded."""
-    if not isinstance(value, str):
+    if not isinstance(value, str) or _stored(info):
         return value
     text = _INVISIBLE.sub("", unicodedata.normalize("NFC", value))
     return _SPACES.sub(" ", text).strip()
 
 
-def paragraphs(value: Any) -> Any:
+def paragraphs(value: Any, info: ValidationInfo | None = None) -> Any:
     """A multi-line text: lines kept (at most one blank line between), each line folded."""
-    if not isinstance(value, str):
+    if not isinstance(value, str) or _stored(info):
         return value
     lines = [one_line(line) for line in value.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
     text = "\n".join(lines)
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
-def _optional_line(value: Any) -> Any:
-    cleaned = one_line(value)
+# Validators take `info` without a default: pydantic passes it only to a required parameter.
+def _clean_line(value: Any, info: ValidationInfo) -> Any:
+    return one_line(value, info)
+
+
+def _clean_text(value: Any, info: ValidationInfo) -> Any:
+    return paragraphs(value, info)
+
+
+def _clean_optional(value: Any, info: ValidationInfo) -> Any:
+    cleaned = one_line(value, info)
     return None if cleaned == "" else cleaned
 
 
@@ -97,7 +116,7 @@ class Attribute(BaseModel):
     name: str = Field(max_length=65)
     value: str = Field(max_length=200)
 
-    _clean = field_validator("name", "value", mode="before")(one_line)
+    _clean = field_validator("name", "value", mode="before")(_clean_line)
 
     @field_validator("name", "value")
     @classmethod
@@ -138,14 +157,14 @@ class Identification(BaseModel):
 
     model_config = ConfigDict(allow_inf_nan=False)
 
-    _lines = field_validator("title", "category", mode="before")(one_line)
-    _text = field_validator("description", mode="before")(paragraphs)
-    _optional = field_validator("brand", "model", mode="before")(_optional_line)
+    _lines = field_validator("title", "category", mode="before")(_clean_line)
+    _text = field_validator("description", mode="before")(_clean_text)
+    _optional = field_validator("brand", "model", mode="before")(_clean_optional)
 
     @field_validator("defects", mode="before")
     @classmethod
-    def _defects(cls, defects: Any) -> Any:
-        if not isinstance(defects, list):
+    def _defects(cls, defects: Any, info: ValidationInfo) -> Any:
+        if not isinstance(defects, list) or _stored(info):
             return defects
         cleaned = [one_line(defect) for defect in defects]
         return [defect for defect in cleaned if defect != ""]
@@ -166,17 +185,19 @@ class PriceEstimate(BaseModel):
 
     model_config = ConfigDict(allow_inf_nan=False)
 
-    _text = field_validator("rationale", mode="before")(paragraphs)
+    _text = field_validator("rationale", mode="before")(_clean_text)
 
     @field_validator("currency", mode="before")
     @classmethod
-    def _currency_code(cls, currency: Any) -> Any:
-        return one_line(currency).upper() if isinstance(currency, str) else currency
+    def _currency_code(cls, currency: Any, info: ValidationInfo) -> Any:
+        if not isinstance(currency, str) or _stored(info):
+            return currency
+        return one_line(currency).upper()
 
     @field_validator("currency")
     @classmethod
-    def _three_letters(cls, currency: str) -> str:
-        if not re.fullmatch("[A-Z]{3}", currency):
+    def _three_letters(cls, currency: str, info: ValidationInfo) -> str:
+        if not re.fullmatch("[A-Z]{3}", currency) and not _stored(info):
             raise ValueError("currency must be an ISO 4217 code of three letters")
         return currency
 

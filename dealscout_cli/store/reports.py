@@ -180,14 +180,24 @@ def _listing(row: dict[str, Any], photos: list[dict[str, Any]]) -> Listing | Non
 
 
 def _listing_or_raise(row: dict[str, Any], photos: list[dict[str, Any]]) -> Listing:
-    from dealscout_cli.models import Identification, Listing, ListingPhoto, PriceEstimate
+    from dealscout_cli.models import (
+        STORED,
+        Identification,
+        Listing,
+        ListingPhoto,
+        PriceEstimate,
+    )
 
     return Listing(
         item_id=row["item_id"],
         item_key=row["key"],
         sku=row["sku"],
-        identification=Identification.model_validate_json(row["identification"]),
-        price=PriceEstimate.model_validate_json(row["price"]) if row["price"] else None,
+        identification=Identification.model_validate_json(row["identification"], context=STORED),
+        price=(
+            PriceEstimate.model_validate_json(row["price"], context=STORED)
+            if row["price"]
+            else None
+        ),
         photos=[ListingPhoto(**photo) for photo in photos],
         barcodes=json.loads(row["barcodes"]),
         quality_warnings=json.loads(row["quality_warnings"]),
