@@ -42,6 +42,36 @@ answer adds ``ADDITIVE_INCREASE x ceiling / rate`` requests per minute, where ce
 the rate just before the last cut: a straight-line climb of 10% of the ceiling per
 minute, past it if the server allows more, until the next 429.
 
+A 429 *storm* (the server refuses everything for a while, whatever we send) is not a
+quota, and measuring it as one collapsed the rate: a storm in a run's first seconds
+read as "the server accepted 0 requests last minute", the rate floored at 1 RPM, and a
+climb of 10% of a 1 RPM ceiling per minute never came back (11 of 40 items in 8
+minutes). So a cut is not the only thing the limiter remembers; it also keeps ``good``,
+the most clean answers the server gave in any trailing minute of the last
+``GOOD_MEMORY`` seconds, and recovers in three ways:
+
+- **Floor.** A cut never takes the rate below ``FLOOR_SHARE x`` the clean answers of the
+  last minute: while the server still takes requests, repeated cuts in a storm stop at
+  half of what it takes. (At a real quota the cuts are far above it: 0.9 x rate.)
+- **Regrowth.** Below ``RECOVER_SHARE x good`` a clean answer grows the rate
+  multiplicatively, ``rate x 2 ** (60 / rate / DOUBLING_SECONDS)``: each answer stands
+  for the ``60/rate`` seconds of spacing it used, so the rate doubles every
+  ``DOUBLING_SECONDS`` (10 s) of clean answers, however low it fell. From half of good
+  that is one doubling (10 s); from 1 RPM to 0.9 x 300 RPM, log2(270) = 8.1 doublings,
+  about 80 s -- in practice less, since one answer at 1 RPM already covers 60 s (x64).
+  At and above 0.9 x good the climb is the additive one, so the sawtooth at a real
+  quota (cut to 0.9 x rate, which is about 0.9 x good) is what it was.
+- **Probing.** When a cut finds that the server has given no clean answer in
+  ``GOOD_MEMORY`` (the storm came first, or outlasted the memory), there is no good rate
+  to return to: from the next clean answer the rate doubles every ``DOUBLING_SECONDS``
+  without a cap, as a run's start is unbounded, until a 429 pattern; that cut measures
+  what the server accepted over the last minute, as the first one does.
+
+When the rate grows, the spacing already charged (``tat``) is rescaled to the new rate,
+so a start scheduled 60 s out at 1 RPM does not hold up the faster rate that followed.
+With a 10 s storm at the start of a 300 RPM run, the rate is back above 270 RPM within
+about a minute of the storm's end (benchmarks/storm.py prints the numbers).
+
 The arithmetic (GCRA, Little's law, AIMD) lives in small pure functions so that the
 Redis-wide limiter can run the same steps in a Lua script.
 """
@@ -71,6 +101,11 @@ TOKEN_SAMPLES = 50
 DECREASE_FACTOR = 0.9  # later cuts are gentle: the first one already found the quota
 ADDITIVE_INCREASE = 0.1  # of the pre-cut rate, per minute of clean answers
 MIN_ADAPTIVE_RPM = 1.0
+# Recovering from a 429 storm (see the module docstring).
+GOOD_MEMORY = 2 * WINDOW  # how long the best clean minute is remembered
+FLOOR_SHARE = 0.5  # a cut never goes below this share of the last minute's clean answers
+RECOVER_SHARE = 0.9  # below this share of the good rate, regrow multiplicatively
+DOUBLING_SECONDS = 10.0  # ... doubling every this many seconds of clean answers
 # A 429 only cuts the rate when 429s are a real share of recent answers. Servers also
 # send the odd 429 that says nothing about our rate (shared capacity, injected faults);
 # halving on each of those walked a chaos run down to 1 RPM.
@@ -117,6 +152,20 @@ def aimd_decrease(rate: float, factor: float = DECREASE_FACTOR) -> float:
 def aimd_increase(rate: float, ceiling: float, step: float = ADDITIVE_INCREASE) -> float:
     """One clean answer's share of a climb of ``step x ceiling`` requests per minute."""
     return rate + step * ceiling / rate
+
+
+def regrow(rate: float, doubling: float = DOUBLING_SECONDS) -> float:
+    """One clean answer's share of a rate that doubles every `doubling` seconds: the answer
+    stands for the ``60/rate`` seconds of spacing it used."""
+    factor: float = 2.0 ** (emission_interval(rate) / doubling)
+    return rate * factor
+
+
+def gcra_rescale(tat: float, last_start: float, old_interval: float, new_interval: float) -> float:
+    """`tat` with the debt charged since `last_start` at `old_interval` re-priced at `new_interval`."""
+    if tat <= last_start:
+        return tat
+    return last_start + (tat - last_start) * new_interval / old_interval
 
 
 # -- values -----------------------------------------------------------------------------
@@ -205,6 +254,13 @@ class ModelLimiter:
         self._rate_limited_total = 0
         self._recent_429s: deque[bool] = deque(maxlen=RECENT_OUTCOMES)
         self._refused_starts: deque[float] = deque()  # start times of requests answered 429
+        self._last_start = -math.inf  # the scheduled time of the last committed start
+        self._clean_answers: deque[float] = deque()  # when each clean answer came, last minute
+        self._good: deque[tuple[float, float]] = deque()  # (when, rate in force) of clean
+        # answers, rates decreasing: its head is the best of the last GOOD_MEMORY seconds
+        self._after_cut = False  # the next clean answer decides whether to probe
+        self._probing = False
+        self._nap: anyio.CancelScope | None = None  # the gate's sleep, while it sleeps
 
     @property
     def adaptive(self) -> bool:
@@ -214,6 +270,14 @@ class ModelLimiter:
     def allowed_rpm(self) -> float | None:
         """The request rate in force: configured, adaptive, or None for unbounded."""
         return self._allowed_rpm
+
+    def good_rpm(self) -> float:
+        """The highest adaptive rate that got clean answers in the last GOOD_MEMORY seconds
+        (0 when none did: the limiter has nothing to return to)."""
+        now = self.clock()
+        while self._good and self._good[0][0] <= now - GOOD_MEMORY:
+            self._good.popleft()
+        return self._good[0][1] if self._good else 0.0
 
     # -- acquiring --------------------------------------------------------------------
 
@@ -267,8 +331,11 @@ class ModelLimiter:
                     scheduled = now if slept_until is None else max(ready, slept_until)
                     self._commit(scheduled, now, tokens)
                     return now
-                slept_until = ready
-                await self._sleep(ready - now)
+                with anyio.CancelScope() as nap:  # `_grow` ends it when the rate rises
+                    self._nap = nap
+                    await self._sleep(ready - now)
+                self._nap = None
+                slept_until = None if nap.cancelled_caught else ready
 
     def _ready_at(self, tokens: int) -> float:
         """Earliest start the quotas and pauses allow (may be in the past)."""
@@ -285,6 +352,7 @@ class ModelLimiter:
         if self._allowed_rpm is not None:
             interval = emission_interval(self._allowed_rpm)
             self._request_tat = gcra_charge(self._request_tat, scheduled, interval)
+            self._last_start = max(self._last_start, scheduled)
         if self.limit.tpm is not None:
             cost = tokens * emission_interval(self.limit.tpm)
             self._token_tat = gcra_charge(self._token_tat, scheduled, cost)
@@ -315,11 +383,13 @@ class ModelLimiter:
         if outcome == "ok":
             self._latencies.append(latency)
             if self._allowed_rpm is not None and self._after_last_cut(permit):
-                self._allowed_rpm = aimd_increase(self._allowed_rpm, self._ceiling_rpm)
+                self._grow()
+            self._note_clean_answer()
         elif outcome == "rate_limited":
             self._rate_limited_total += 1
             self._refused_starts.append(permit.started_at)
-            window_full = retry_after is None or retry_after >= SHORT_RETRY
+            # A probe is looking for the quota's edge: any 429 pattern ends it, short or not.
+            window_full = retry_after is None or retry_after >= SHORT_RETRY or self._probing
             if window_full and self._after_last_cut(permit) and self._429s_are_a_pattern():
                 self._cut_rate()
         if retry_after is not None and retry_after > 0:
@@ -341,21 +411,67 @@ class ModelLimiter:
 
     def _cut_rate(self) -> None:
         now = self.clock()
-        if self._allowed_rpm is None:
-            # First 429: the server's quota is what it accepted over its window -- the starts
-            # of the last minute that were not refused. Not a rate stretched from a short
-            # burst (300 starts in 19 s read as 950 rpm), and not half of anything.
+        if self._allowed_rpm is None or self._probing:
+            # First 429 (or the first after probing): the server's quota is what it accepted
+            # over its window -- the starts of the last minute that were not refused. Not a
+            # rate stretched from a short burst (300 starts in 19 s read as 950 rpm), and not
+            # half of anything.
             self._forget_old_starts(now)
             while self._refused_starts and self._refused_starts[0] <= now - WINDOW:
                 self._refused_starts.popleft()
             accepted = len(self._starts) - len(self._refused_starts)
             self._ceiling_rpm = max(MIN_ADAPTIVE_RPM, float(accepted))
             self._allowed_rpm = self._ceiling_rpm
+            if self._clean_answers_in_window(now):  # measured at the quota, not in a storm
+                self._note_good(now, self._allowed_rpm)
         else:
             self._ceiling_rpm = self._allowed_rpm
-            self._allowed_rpm = aimd_decrease(self._allowed_rpm)
+            floor = FLOOR_SHARE * len(self._clean_answers_in_window(now))
+            self._allowed_rpm = max(aimd_decrease(self._allowed_rpm), floor)
         self._last_cut_at = now
+        self._after_cut = True
+        self._probing = False
         self._recent_429s.clear()  # the next cut needs fresh evidence at the new rate
+
+    def _grow(self) -> None:
+        """A clean answer at the rate in force: regrow, probe or climb (module docstring)."""
+        rate = self._allowed_rpm
+        assert rate is not None
+        if self._after_cut:  # the first clean answer since the cut: is there a good rate?
+            self._after_cut = False
+            self._probing = self.good_rpm() == 0
+        target = RECOVER_SHARE * self.good_rpm()
+        if self._probing:
+            grown = regrow(rate)
+        elif rate < target:
+            grown = min(target, regrow(rate))
+        else:
+            grown = aimd_increase(rate, self._ceiling_rpm)
+        self._request_tat = gcra_rescale(
+            self._request_tat, self._last_start, emission_interval(rate), emission_interval(grown)
+        )
+        self._allowed_rpm = grown
+        if self._nap is not None:
+            self._nap.cancel()  # the acquirer at the gate may go sooner now: let it look again
+
+    def _note_clean_answer(self) -> None:
+        now = self.clock()
+        self._clean_answers_in_window(now).append(now)
+        rate = self._allowed_rpm
+        if rate is not None and not self._probing:  # else it says nothing about a rate
+            self._note_good(now, rate)
+
+    def _note_good(self, now: float, rate: float) -> None:
+        good = self._good
+        while good and good[-1][1] <= rate:
+            good.pop()
+        good.append((now, rate))
+
+    def _clean_answers_in_window(self, now: float) -> deque[float]:
+        answers = self._clean_answers
+        while answers and answers[0] <= now - WINDOW:
+            answers.popleft()
+        return answers
 
     def pause(self, seconds: float) -> None:
         """Hold every acquirer of this model until ``now + seconds`` (never shortens one)."""
