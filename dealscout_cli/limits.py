@@ -82,7 +82,9 @@ import math
 import statistics
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -166,6 +168,55 @@ def gcra_rescale(tat: float, last_start: float, old_interval: float, new_interva
     if tat <= last_start:
         return tat
     return last_start + (tat - last_start) * new_interval / old_interval
+
+
+# -- the soft time limit -----------------------------------------------------------------
+
+
+class SoftTimeLimit:
+    """An item's soft time limit whose clock stands still while the item waits for a permit:
+    a slow quota (or a 429 pause) is the account's doing, not the item's, and must not fail it."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.scope = anyio.CancelScope(deadline=anyio.current_time() + seconds)
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        remaining = self.scope.deadline - anyio.current_time()
+        self.scope.deadline = math.inf
+        try:
+            yield
+        finally:
+            self.scope.deadline = anyio.current_time() + remaining
+
+
+# The deadline belongs to the task that runs the item, as anyio's cancel scopes do: the
+# pipeline finds it here without every stage passing it along.
+_SOFT_LIMIT: ContextVar[SoftTimeLimit | None] = ContextVar("soft_time_limit", default=None)
+
+
+@contextmanager
+def soft_time_limit(seconds: float) -> Iterator[SoftTimeLimit]:
+    """`anyio.move_on_after(seconds)`, except that `waiting_for_permit` stops its clock."""
+    limit = SoftTimeLimit(seconds)
+    token = _SOFT_LIMIT.set(limit)
+    try:
+        with limit.scope:
+            yield limit
+    finally:
+        _SOFT_LIMIT.reset(token)
+
+
+@contextmanager
+def waiting_for_permit() -> Iterator[None]:
+    """While inside, the current task's soft time limit (if any) does not run."""
+    limit = _SOFT_LIMIT.get()
+    if limit is None:
+        yield
+        return
+    with limit.paused():
+        yield
 
 
 # -- values -----------------------------------------------------------------------------

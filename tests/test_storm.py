@@ -7,16 +7,24 @@ stop that wakes the items sleeping in a limiter pause.
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
+import subprocess
+import sys
+import time
 from contextlib import closing
 from pathlib import Path
 
 import httpx
 import pytest
+from conftest import FAKE_KEY
 from photo_factory import make_jpeg
+from processes import spawn
 
 from dealscout_cli.config import Settings
 from dealscout_cli.emulator import Emulator, EmulatorConfig, parse_storm
+from dealscout_cli.snap import snap
 
 VISION = Settings().vision_model
 HELLO = {"contents": [{"parts": [{"text": "hi"}]}]}
@@ -71,3 +79,52 @@ def test_storm_flag_reads_seconds_or_a_range() -> None:
         parse_storm("soon")
     with pytest.raises(ValueError, match="start < end"):
         parse_storm("40-30")
+
+
+# -- through a run ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_run_that_starts_in_a_storm_recovers_and_no_item_times_out(tmp_path: Path) -> None:
+    """The issue's run: 40 items, a healthy 300 RPM server, 10 s of 429s at the start. It
+    used to finish 11 items in 480 s, and fail 19 of 20 as 'took longer than 30 s'."""
+    photos, db = make_items(tmp_path / "p", 40), tmp_path / "d.db"
+    config = EmulatorConfig(seed=3, rpm=300, latency=0.05, storm=(0, 10))
+    with Emulator(config) as emu:
+        proc = spawn(
+            [
+                sys.executable, "-m", "dealscout_cli.cli", "snap", str(photos),
+                "--base-url", emu.url, "--db", str(db), "--json", "--quiet",
+                "--soft-time-limit", "30", "--max-attempts", "2",
+            ],
+            env={**os.environ, "GEMINI_API_KEY": FAKE_KEY},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        started = time.monotonic()
+        try:
+            stdout, stderr = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            pytest.fail(f"not done 120 s after a 10 s storm: {states(db)}")
+        elapsed = time.monotonic() - started
+    assert proc.returncode == 0, stderr
+    report = json.loads(stdout)
+    assert report["run"]["done"] == 40 and report["failed"] == []
+    assert elapsed < 90  # 10 s of storm, then the climb back (it used to take forever)
+
+
+def test_waiting_for_the_quota_does_not_count_toward_the_soft_time_limit(
+    tmp_path: Path,
+) -> None:
+    # 60 RPM: starts 1 s apart, so the sixth item waits 5 s for its permit, past the 2 s limit.
+    photos = make_items(tmp_path / "p", 6)
+    with Emulator(EmulatorConfig(seed=4)) as emu:
+        settings = Settings(
+            db_path=tmp_path / "d.db", api_key=FAKE_KEY, base_url=emu.url, rpm=60,
+            concurrency=6, soft_time_limit=2, max_attempts=1, max_retries=0,
+        )  # fmt: skip
+        result = snap([photos], settings, handle_signals=False)
+    assert result.summary is not None
+    assert [f["error"] for f in result.failed_in_batch] == []
+    assert result.summary.done == 6

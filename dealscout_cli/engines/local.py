@@ -11,6 +11,9 @@ Stopping: the first SIGINT/SIGTERM stops claiming and gives in-flight items
 to the queue. A second signal cancels at once. A per-day quota 429 stops the run
 the same way.
 
+The soft time limit counts the item's own time: waiting for a permit does not count
+(`limits.soft_time_limit`), so a slow quota never fails an item as "took too long".
+
 What an attempt's result means and how it is written is `jobs.JobLifecycle`'s; the
 runner reports through its events and never prints.
 """
@@ -38,6 +41,7 @@ from dealscout_cli.jobs import (
     outcome_of,
     released,
 )
+from dealscout_cli.limits import Limits, soft_time_limit
 from dealscout_cli.records import CallRecord, ItemRecord, JobState, Lease
 
 if TYPE_CHECKING:
@@ -164,8 +168,6 @@ class Runner:
 
     async def _publish_limits(self) -> None:
         """Leave each model's limiter state in the runs table, for `dealscout status`."""
-        from dealscout_cli.limits import Limits
-
         if not isinstance(self.pipeline.limits, Limits):
             return
         snapshot = [asdict(stats) for stats in self.pipeline.limits.snapshot()]
@@ -231,13 +233,13 @@ class Runner:
         )
         limit = self.options.soft_time_limit
         try:
-            with anyio.move_on_after(limit) as timer:
+            with soft_time_limit(limit) as timer:
                 identification, price = await self.pipeline.process(
                     item, checkpoints, attempt=lease.attempt
                 )
                 return done(identification, price)
             error: BaseException = ItemTimedOut(f"took longer than {limit:g} s (soft time limit)")
-            assert timer.cancelled_caught
+            assert timer.scope.cancelled_caught
         except (BadPhoto, ProviderError) as exc:
             error = exc
         return outcome_of(error, lease, self.lifecycle.policy, stopping=self._stop != _Stop.NONE)
