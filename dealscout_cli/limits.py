@@ -170,7 +170,14 @@ def gcra_rescale(tat: float, last_start: float, old_interval: float, new_interva
     return last_start + (tat - last_start) * new_interval / old_interval
 
 
-# -- the soft time limit -----------------------------------------------------------------
+# -- stopping and the soft time limit ----------------------------------------------------
+
+
+class Stopping(Exception):  # noqa: N818 (a signal like anyio's Cancelled, not an error)
+    """The run is stopping: `acquire` lets no new request start (see `Limits.wake_all`).
+
+    Not a `DealscoutError`: it never reaches a person. The engine catches it and gives the
+    item back to the queue, since nothing was sent and nothing failed."""
 
 
 class SoftTimeLimit:
@@ -311,6 +318,8 @@ class ModelLimiter:
         # answers, rates decreasing: its head is the best of the last GOOD_MEMORY seconds
         self._after_cut = False  # the next clean answer decides whether to probe
         self._probing = False
+        self._stop_reason: str | None = None
+        self._waiting: set[anyio.CancelScope] = set()
         self._nap: anyio.CancelScope | None = None  # the gate's sleep, while it sleeps
 
     @property
@@ -333,16 +342,32 @@ class ModelLimiter:
     # -- acquiring --------------------------------------------------------------------
 
     async def acquire(self, estimated_tokens: int) -> Permit:
-        """Wait for a slot, the request spacing, token room and any pause; then go."""
+        """Wait for a slot, the request spacing, token room and any pause; then go.
+        Raises `Stopping` once `wake_all` was called, at once, however long the wait."""
         if estimated_tokens < 0:
             raise ValueError(f"estimated_tokens must be >= 0, not {estimated_tokens}")
-        await self._take_slot()
-        try:
-            started_at = await self._pass_gate(estimated_tokens)
-        except BaseException:
-            self._release_slot()
-            raise
-        return Permit(self, estimated_tokens, started_at)
+        if self._stop_reason is not None:
+            raise Stopping(self._stop_reason)
+        with anyio.CancelScope() as waiting:
+            self._waiting.add(waiting)
+            try:
+                await self._take_slot()
+                try:
+                    started_at = await self._pass_gate(estimated_tokens)
+                except BaseException:
+                    self._release_slot()
+                    raise
+                return Permit(self, estimated_tokens, started_at)
+            finally:
+                self._waiting.discard(waiting)
+        raise Stopping(self._stop_reason or "stopping")  # `wake_all` cancelled the wait
+
+    def wake_all(self, reason: str) -> None:
+        """From now on no request starts here: every acquirer, waiting (in a pause, for the
+        spacing, for a slot) or still to come, raises `Stopping`. Permits out stay valid."""
+        self._stop_reason = reason
+        for waiting in self._waiting:
+            waiting.cancel()
 
     async def _take_slot(self) -> None:
         if not self._slot_waiters and self._in_flight < self.concurrency_cap():
@@ -618,6 +643,7 @@ class Limits:
         self._default = default
         self._clock = clock
         self._sleep = sleep
+        self._stop_reason: str | None = None
         self._limiters = {
             model: ModelLimiter(model, limit, clock=clock, sleep=sleep)
             for model, limit in per_model.items()
@@ -627,8 +653,16 @@ class Limits:
         limiter = self._limiters.get(model)
         if limiter is None:
             limiter = ModelLimiter(model, self._default, clock=self._clock, sleep=self._sleep)
+            if self._stop_reason is not None:
+                limiter.wake_all(self._stop_reason)
             self._limiters[model] = limiter
         return limiter
+
+    def wake_all(self, reason: str) -> None:
+        """A stop reaches every model's waiters at once: see `ModelLimiter.wake_all`."""
+        self._stop_reason = reason
+        for limiter in self._limiters.values():
+            limiter.wake_all(reason)
 
     def snapshot(self) -> list[LimiterStats]:
         return [limiter.snapshot() for limiter in self._limiters.values()]

@@ -16,6 +16,7 @@ from dealscout_cli.limits import (
     ModelLimit,
     ModelLimiter,
     Permit,
+    Stopping,
     littles_law_concurrency,
 )
 
@@ -646,3 +647,34 @@ def test_rate_is_back_to_ninety_percent_within_two_minutes_of_a_storm(
     # ... and not by hammering: few refusals once the storm is over.
     refused_after = sum(1 for t in server.refused if t >= storm[1])
     assert refused_after <= 0.05 * len(server.accepted)
+
+
+# -- stopping ---------------------------------------------------------------------------
+
+
+def test_wake_all_ends_every_wait_at_once_even_a_day_long_pause() -> None:
+    limits = Limits({}, ModelLimit(rpm=60, max_concurrency=1))
+    limiter = limits.for_model("vision")
+    stopped: list[str] = []
+
+    async def waiter() -> None:
+        with pytest.raises(Stopping, match="daily quota"):
+            await limiter.acquire(0)
+        stopped.append("woken")
+
+    async def main() -> None:
+        held = await limiter.acquire(0)  # the one slot: the next waits for it ...
+        limiter.pause(86_400)  # ... and then for a day
+        with anyio.fail_after(2):
+            async with anyio.create_task_group() as tg:
+                for _ in range(3):
+                    tg.start_soon(waiter)
+                await settle()
+                limits.wake_all("daily quota exhausted")
+        limiter.record(held, actual_tokens=None, outcome="ok", latency=0.1)  # still valid
+        with pytest.raises(Stopping):
+            await limits.for_model("pricing").acquire(0)  # a model first asked for later
+        assert limiter.snapshot().in_flight == 0
+
+    run(main)
+    assert stopped == ["woken"] * 3

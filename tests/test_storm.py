@@ -128,3 +128,29 @@ def test_waiting_for_the_quota_does_not_count_toward_the_soft_time_limit(
     assert result.summary is not None
     assert [f["error"] for f in result.failed_in_batch] == []
     assert result.summary.done == 6
+
+
+def test_a_daily_quota_stop_wakes_the_items_sleeping_in_a_pause(tmp_path: Path) -> None:
+    # 12 RPM: one vision start every 5 s. The second is refused for the day; its RetryInfo
+    # (a day) pauses the model, and the items waiting for their turn would sleep in that
+    # pause until their soft time limit (20 s) ended them. The stop must reach them at once.
+    photos = make_items(tmp_path / "p", 4)
+    emulator = EmulatorConfig(seed=5, model_overrides={VISION: {"rpd": 1}})
+    with Emulator(emulator) as emu:
+        settings = Settings(
+            db_path=tmp_path / "d.db", api_key=FAKE_KEY, base_url=emu.url, rpm=12,
+            concurrency=4, soft_time_limit=20,
+        )  # fmt: skip
+        started = time.monotonic()
+        result = snap([photos], settings, handle_signals=False)
+        elapsed = time.monotonic() - started
+    summary = result.summary
+    assert summary is not None and summary.stop_reason is not None
+    assert "daily quota" in summary.stop_reason
+    assert elapsed < 12, f"the stop waited {elapsed:.0f} s for the sleeping items"
+    assert (summary.done, summary.failed, summary.released) == (1, 0, 3)
+    assert states(tmp_path / "d.db") == {"done": 1, "queued": 3}
+    with closing(sqlite3.connect(tmp_path / "d.db")) as conn:
+        # Given back untouched: no attempt used up by the items that never sent a request.
+        attempts = conn.execute("SELECT attempts FROM jobs WHERE state = 'queued'").fetchall()
+    assert attempts == [(0,), (0,), (0,)]

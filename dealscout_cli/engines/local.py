@@ -6,10 +6,12 @@ time limit, and finishes the job in one fenced transaction. A heartbeat task
 keeps this process's leases alive; a killed process's leases simply expire and
 another run (or a run already going) claims them again.
 
-Stopping: the first SIGINT/SIGTERM stops claiming and gives in-flight items
-`grace` seconds; whatever is still running then is cancelled and released back
-to the queue. A second signal cancels at once. A per-day quota 429 stops the run
-the same way.
+Stopping: the first SIGINT/SIGTERM stops claiming and gives items that are calling
+the model `grace` seconds; whatever is still running then is cancelled and released
+back to the queue. A second signal cancels at once. A per-day quota 429, the budget
+and the broker stop the run the same way. Every stop reaches the items that have not
+sent their request yet -- waiting for a permit, or sleeping in a 429 pause -- at once
+(`Limits.wake_all`): they go back to the queue, released, not failed.
 
 The soft time limit counts the item's own time: waiting for a permit does not count
 (`limits.soft_time_limit`), so a slow quota never fails an item as "took too long".
@@ -41,7 +43,7 @@ from dealscout_cli.jobs import (
     outcome_of,
     released,
 )
-from dealscout_cli.limits import Limits, soft_time_limit
+from dealscout_cli.limits import Limits, Stopping, soft_time_limit
 from dealscout_cli.records import CallRecord, ItemRecord, JobState, Lease
 
 if TYPE_CHECKING:
@@ -113,6 +115,8 @@ class Runner:
             self._stop = how
             self._stop_claiming.set()
             self.lifecycle.stop(reason, kind, how=how.value)
+        if isinstance(self.pipeline.limits, Limits):
+            self.pipeline.limits.wake_all(reason)
         if how == _Stop.NOW:
             for _lease, scope in list(self._held.values()):
                 scope.cancel()
@@ -240,6 +244,8 @@ class Runner:
                 return done(identification, price)
             error: BaseException = ItemTimedOut(f"took longer than {limit:g} s (soft time limit)")
             assert timer.scope.cancelled_caught
+        except Stopping as stop:
+            return released(f"the run is stopping ({stop})")  # before sending: no attempt used
         except (BadPhoto, ProviderError) as exc:
             error = exc
         return outcome_of(error, lease, self.lifecycle.policy, stopping=self._stop != _Stop.NONE)
