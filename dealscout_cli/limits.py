@@ -47,8 +47,8 @@ quota, and measuring it as one collapsed the rate: a storm in a run's first seco
 read as "the server accepted 0 requests last minute", the rate floored at 1 RPM, and a
 climb of 10% of a 1 RPM ceiling per minute never came back (11 of 40 items in 8
 minutes). So a cut is not the only thing the limiter remembers; it also keeps ``good``,
-the most clean answers the server gave in any trailing minute of the last
-``GOOD_MEMORY`` seconds, and recovers in three ways:
+the highest rate in force that got clean answers in the last ``GOOD_MEMORY`` (120 s) --
+never a probe's rate, nor an unbounded one -- and recovers in three ways:
 
 - **Floor.** A cut never takes the rate below ``FLOOR_SHARE x`` the clean answers of the
   last minute: while the server still takes requests, repeated cuts in a storm stop at
@@ -61,16 +61,20 @@ the most clean answers the server gave in any trailing minute of the last
   about 80 s -- in practice less, since one answer at 1 RPM already covers 60 s (x64).
   At and above 0.9 x good the climb is the additive one, so the sawtooth at a real
   quota (cut to 0.9 x rate, which is about 0.9 x good) is what it was.
-- **Probing.** When a cut finds that the server has given no clean answer in
-  ``GOOD_MEMORY`` (the storm came first, or outlasted the memory), there is no good rate
-  to return to: from the next clean answer the rate doubles every ``DOUBLING_SECONDS``
-  without a cap, as a run's start is unbounded, until a 429 pattern; that cut measures
-  what the server accepted over the last minute, as the first one does.
+- **Probing.** When the first clean answer after a cut finds no good rate (the storm
+  came before any clean answer, or outlasted the memory), there is nothing to return
+  to: the rate doubles every ``DOUBLING_SECONDS`` without a cap, as a run's start is
+  unbounded, until a 429 pattern -- short RetryInfo or not, that is the edge it looks
+  for. That cut measures what the server accepted over the last minute, as the first
+  one does.
 
-When the rate grows, the spacing already charged (``tat``) is rescaled to the new rate,
-so a start scheduled 60 s out at 1 RPM does not hold up the faster rate that followed.
-With a 10 s storm at the start of a 300 RPM run, the rate is back above 270 RPM within
-about a minute of the storm's end (benchmarks/storm.py prints the numbers).
+When the rate grows, the spacing already charged (``tat``) is rescaled to the new rate
+and the acquirer asleep at the gate looks again, so a start booked 60 s out at 1 RPM
+does not hold up the faster rate that followed. Measured (benchmarks/storm.py, 300 RPM
+server, 10 s storm at the start): ok calls in the four minutes after the storm were
+300, 251, 298, 296 a model (it used to be 11 items in 8 minutes). Minute 2's dip is the
+probe's overshoot paid back: the server's sliding window still holds the burst that
+found the edge in minute 1, so nothing fits for a while whatever the client's rate.
 
 The arithmetic (GCRA, Little's law, AIMD) lives in small pure functions so that the
 Redis-wide limiter can run the same steps in a Lua script.
