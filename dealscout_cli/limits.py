@@ -42,6 +42,40 @@ answer adds ``ADDITIVE_INCREASE x ceiling / rate`` requests per minute, where ce
 the rate just before the last cut: a straight-line climb of 10% of the ceiling per
 minute, past it if the server allows more, until the next 429.
 
+A 429 *storm* (the server refuses everything for a while, whatever we send) is not a
+quota, and measuring it as one collapsed the rate: a storm in a run's first seconds
+read as "the server accepted 0 requests last minute", the rate floored at 1 RPM, and a
+climb of 10% of a 1 RPM ceiling per minute never came back (11 of 40 items in 8
+minutes). So a cut is not the only thing the limiter remembers; it also keeps ``good``,
+the highest rate in force that got clean answers in the last ``GOOD_MEMORY`` (120 s) --
+never a probe's rate, nor an unbounded one -- and recovers in three ways:
+
+- **Floor.** A cut never takes the rate below ``FLOOR_SHARE x`` the clean answers of the
+  last minute: while the server still takes requests, repeated cuts in a storm stop at
+  half of what it takes. (At a real quota the cuts are far above it: 0.9 x rate.)
+- **Regrowth.** Below ``RECOVER_SHARE x good`` a clean answer grows the rate
+  multiplicatively, ``rate x 2 ** (60 / rate / DOUBLING_SECONDS)``: each answer stands
+  for the ``60/rate`` seconds of spacing it used, so the rate doubles every
+  ``DOUBLING_SECONDS`` (10 s) of clean answers, however low it fell. From half of good
+  that is one doubling (10 s); from 1 RPM to 0.9 x 300 RPM, log2(270) = 8.1 doublings,
+  about 80 s -- in practice less, since one answer at 1 RPM already covers 60 s (x64).
+  At and above 0.9 x good the climb is the additive one, so the sawtooth at a real
+  quota (cut to 0.9 x rate, which is about 0.9 x good) is what it was.
+- **Probing.** When the first clean answer after a cut finds no good rate (the storm
+  came before any clean answer, or outlasted the memory), there is nothing to return
+  to: the rate doubles every ``DOUBLING_SECONDS`` without a cap, as a run's start is
+  unbounded, until a 429 pattern -- short RetryInfo or not, that is the edge it looks
+  for. That cut measures what the server accepted over the last minute, as the first
+  one does.
+
+When the rate grows, the spacing already charged (``tat``) is rescaled to the new rate
+and the acquirer asleep at the gate looks again, so a start booked 60 s out at 1 RPM
+does not hold up the faster rate that followed. Measured (benchmarks/storm.py, 300 RPM
+server, 10 s storm at the start): ok calls in the four minutes after the storm were
+300, 251, 298, 296 a model (it used to be 11 items in 8 minutes). Minute 2's dip is the
+probe's overshoot paid back: the server's sliding window still holds the burst that
+found the edge in minute 1, so nothing fits for a while whatever the client's rate.
+
 The arithmetic (GCRA, Little's law, AIMD) lives in small pure functions so that the
 Redis-wide limiter can run the same steps in a Lua script.
 """
@@ -52,7 +86,9 @@ import math
 import statistics
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -71,6 +107,11 @@ TOKEN_SAMPLES = 50
 DECREASE_FACTOR = 0.9  # later cuts are gentle: the first one already found the quota
 ADDITIVE_INCREASE = 0.1  # of the pre-cut rate, per minute of clean answers
 MIN_ADAPTIVE_RPM = 1.0
+# Recovering from a 429 storm (see the module docstring).
+GOOD_MEMORY = 2 * WINDOW  # how long the best clean minute is remembered
+FLOOR_SHARE = 0.5  # a cut never goes below this share of the last minute's clean answers
+RECOVER_SHARE = 0.9  # below this share of the good rate, regrow multiplicatively
+DOUBLING_SECONDS = 10.0  # ... doubling every this many seconds of clean answers
 # A 429 only cuts the rate when 429s are a real share of recent answers. Servers also
 # send the odd 429 that says nothing about our rate (shared capacity, injected faults);
 # halving on each of those walked a chaos run down to 1 RPM.
@@ -117,6 +158,76 @@ def aimd_decrease(rate: float, factor: float = DECREASE_FACTOR) -> float:
 def aimd_increase(rate: float, ceiling: float, step: float = ADDITIVE_INCREASE) -> float:
     """One clean answer's share of a climb of ``step x ceiling`` requests per minute."""
     return rate + step * ceiling / rate
+
+
+def regrow(rate: float, doubling: float = DOUBLING_SECONDS) -> float:
+    """One clean answer's share of a rate that doubles every `doubling` seconds: the answer
+    stands for the ``60/rate`` seconds of spacing it used."""
+    factor: float = 2.0 ** (emission_interval(rate) / doubling)
+    return rate * factor
+
+
+def gcra_rescale(tat: float, last_start: float, old_interval: float, new_interval: float) -> float:
+    """`tat` with the debt charged since `last_start` at `old_interval` re-priced at `new_interval`."""
+    if tat <= last_start:
+        return tat
+    return last_start + (tat - last_start) * new_interval / old_interval
+
+
+# -- stopping and the soft time limit ----------------------------------------------------
+
+
+class Stopping(Exception):  # noqa: N818 (a signal like anyio's Cancelled, not an error)
+    """The run is stopping: `acquire` lets no new request start (see `Limits.wake_all`).
+
+    Not a `DealscoutError`: it never reaches a person. The engine catches it and gives the
+    item back to the queue, since nothing was sent and nothing failed."""
+
+
+class SoftTimeLimit:
+    """An item's soft time limit whose clock stands still while the item waits for a permit:
+    a slow quota (or a 429 pause) is the account's doing, not the item's, and must not fail it."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.scope = anyio.CancelScope(deadline=anyio.current_time() + seconds)
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        remaining = self.scope.deadline - anyio.current_time()
+        self.scope.deadline = math.inf
+        try:
+            yield
+        finally:
+            self.scope.deadline = anyio.current_time() + remaining
+
+
+# The deadline belongs to the task that runs the item, as anyio's cancel scopes do: the
+# pipeline finds it here without every stage passing it along.
+_SOFT_LIMIT: ContextVar[SoftTimeLimit | None] = ContextVar("soft_time_limit", default=None)
+
+
+@contextmanager
+def soft_time_limit(seconds: float) -> Iterator[SoftTimeLimit]:
+    """`anyio.move_on_after(seconds)`, except that `waiting_for_permit` stops its clock."""
+    limit = SoftTimeLimit(seconds)
+    token = _SOFT_LIMIT.set(limit)
+    try:
+        with limit.scope:
+            yield limit
+    finally:
+        _SOFT_LIMIT.reset(token)
+
+
+@contextmanager
+def waiting_for_permit() -> Iterator[None]:
+    """While inside, the current task's soft time limit (if any) does not run."""
+    limit = _SOFT_LIMIT.get()
+    if limit is None:
+        yield
+        return
+    with limit.paused():
+        yield
 
 
 # -- values -----------------------------------------------------------------------------
@@ -205,6 +316,15 @@ class ModelLimiter:
         self._rate_limited_total = 0
         self._recent_429s: deque[bool] = deque(maxlen=RECENT_OUTCOMES)
         self._refused_starts: deque[float] = deque()  # start times of requests answered 429
+        self._last_start = -math.inf  # the scheduled time of the last committed start
+        self._clean_answers: deque[float] = deque()  # when each clean answer came, last minute
+        self._good: deque[tuple[float, float]] = deque()  # (when, rate in force) of clean
+        # answers, rates decreasing: its head is the best of the last GOOD_MEMORY seconds
+        self._after_cut = False  # the next clean answer decides whether to probe
+        self._probing = False
+        self._stop_reason: str | None = None
+        self._waiting: set[anyio.CancelScope] = set()
+        self._nap: anyio.CancelScope | None = None  # the gate's sleep, while it sleeps
 
     @property
     def adaptive(self) -> bool:
@@ -215,19 +335,43 @@ class ModelLimiter:
         """The request rate in force: configured, adaptive, or None for unbounded."""
         return self._allowed_rpm
 
+    def good_rpm(self) -> float:
+        """The highest adaptive rate that got clean answers in the last GOOD_MEMORY seconds
+        (0 when none did: the limiter has nothing to return to)."""
+        now = self.clock()
+        while self._good and self._good[0][0] <= now - GOOD_MEMORY:
+            self._good.popleft()
+        return self._good[0][1] if self._good else 0.0
+
     # -- acquiring --------------------------------------------------------------------
 
     async def acquire(self, estimated_tokens: int) -> Permit:
-        """Wait for a slot, the request spacing, token room and any pause; then go."""
+        """Wait for a slot, the request spacing, token room and any pause; then go.
+        Raises `Stopping` once `wake_all` was called, at once, however long the wait."""
         if estimated_tokens < 0:
             raise ValueError(f"estimated_tokens must be >= 0, not {estimated_tokens}")
-        await self._take_slot()
-        try:
-            started_at = await self._pass_gate(estimated_tokens)
-        except BaseException:
-            self._release_slot()
-            raise
-        return Permit(self, estimated_tokens, started_at)
+        if self._stop_reason is not None:
+            raise Stopping(self._stop_reason)
+        with anyio.CancelScope() as waiting:
+            self._waiting.add(waiting)
+            try:
+                await self._take_slot()
+                try:
+                    started_at = await self._pass_gate(estimated_tokens)
+                except BaseException:
+                    self._release_slot()
+                    raise
+                return Permit(self, estimated_tokens, started_at)
+            finally:
+                self._waiting.discard(waiting)
+        raise Stopping(self._stop_reason or "stopping")  # `wake_all` cancelled the wait
+
+    def wake_all(self, reason: str) -> None:
+        """From now on no request starts here: every acquirer, waiting (in a pause, for the
+        spacing, for a slot) or still to come, raises `Stopping`. Permits out stay valid."""
+        self._stop_reason = reason
+        for waiting in self._waiting:
+            waiting.cancel()
 
     async def _take_slot(self) -> None:
         if not self._slot_waiters and self._in_flight < self.concurrency_cap():
@@ -267,8 +411,11 @@ class ModelLimiter:
                     scheduled = now if slept_until is None else max(ready, slept_until)
                     self._commit(scheduled, now, tokens)
                     return now
-                slept_until = ready
-                await self._sleep(ready - now)
+                with anyio.CancelScope() as nap:  # `_grow` ends it when the rate rises
+                    self._nap = nap
+                    await self._sleep(ready - now)
+                self._nap = None
+                slept_until = None if nap.cancelled_caught else ready
 
     def _ready_at(self, tokens: int) -> float:
         """Earliest start the quotas and pauses allow (may be in the past)."""
@@ -285,6 +432,7 @@ class ModelLimiter:
         if self._allowed_rpm is not None:
             interval = emission_interval(self._allowed_rpm)
             self._request_tat = gcra_charge(self._request_tat, scheduled, interval)
+            self._last_start = max(self._last_start, scheduled)
         if self.limit.tpm is not None:
             cost = tokens * emission_interval(self.limit.tpm)
             self._token_tat = gcra_charge(self._token_tat, scheduled, cost)
@@ -315,11 +463,13 @@ class ModelLimiter:
         if outcome == "ok":
             self._latencies.append(latency)
             if self._allowed_rpm is not None and self._after_last_cut(permit):
-                self._allowed_rpm = aimd_increase(self._allowed_rpm, self._ceiling_rpm)
+                self._grow()
+            self._note_clean_answer()
         elif outcome == "rate_limited":
             self._rate_limited_total += 1
             self._refused_starts.append(permit.started_at)
-            window_full = retry_after is None or retry_after >= SHORT_RETRY
+            # A probe is looking for the quota's edge: any 429 pattern ends it, short or not.
+            window_full = retry_after is None or retry_after >= SHORT_RETRY or self._probing
             if window_full and self._after_last_cut(permit) and self._429s_are_a_pattern():
                 self._cut_rate()
         if retry_after is not None and retry_after > 0:
@@ -341,21 +491,67 @@ class ModelLimiter:
 
     def _cut_rate(self) -> None:
         now = self.clock()
-        if self._allowed_rpm is None:
-            # First 429: the server's quota is what it accepted over its window -- the starts
-            # of the last minute that were not refused. Not a rate stretched from a short
-            # burst (300 starts in 19 s read as 950 rpm), and not half of anything.
+        if self._allowed_rpm is None or self._probing:
+            # First 429 (or the first after probing): the server's quota is what it accepted
+            # over its window -- the starts of the last minute that were not refused. Not a
+            # rate stretched from a short burst (300 starts in 19 s read as 950 rpm), and not
+            # half of anything.
             self._forget_old_starts(now)
             while self._refused_starts and self._refused_starts[0] <= now - WINDOW:
                 self._refused_starts.popleft()
             accepted = len(self._starts) - len(self._refused_starts)
             self._ceiling_rpm = max(MIN_ADAPTIVE_RPM, float(accepted))
             self._allowed_rpm = self._ceiling_rpm
+            if self._clean_answers_in_window(now):  # measured at the quota, not in a storm
+                self._note_good(now, self._allowed_rpm)
         else:
             self._ceiling_rpm = self._allowed_rpm
-            self._allowed_rpm = aimd_decrease(self._allowed_rpm)
+            floor = FLOOR_SHARE * len(self._clean_answers_in_window(now))
+            self._allowed_rpm = max(aimd_decrease(self._allowed_rpm), floor)
         self._last_cut_at = now
+        self._after_cut = True
+        self._probing = False
         self._recent_429s.clear()  # the next cut needs fresh evidence at the new rate
+
+    def _grow(self) -> None:
+        """A clean answer at the rate in force: regrow, probe or climb (module docstring)."""
+        rate = self._allowed_rpm
+        assert rate is not None
+        if self._after_cut:  # the first clean answer since the cut: is there a good rate?
+            self._after_cut = False
+            self._probing = self.good_rpm() == 0
+        target = RECOVER_SHARE * self.good_rpm()
+        if self._probing:
+            grown = regrow(rate)
+        elif rate < target:
+            grown = min(target, regrow(rate))
+        else:
+            grown = aimd_increase(rate, self._ceiling_rpm)
+        self._request_tat = gcra_rescale(
+            self._request_tat, self._last_start, emission_interval(rate), emission_interval(grown)
+        )
+        self._allowed_rpm = grown
+        if self._nap is not None:
+            self._nap.cancel()  # the acquirer at the gate may go sooner now: let it look again
+
+    def _note_clean_answer(self) -> None:
+        now = self.clock()
+        self._clean_answers_in_window(now).append(now)
+        rate = self._allowed_rpm
+        if rate is not None and not self._probing:  # else it says nothing about a rate
+            self._note_good(now, rate)
+
+    def _note_good(self, now: float, rate: float) -> None:
+        good = self._good
+        while good and good[-1][1] <= rate:
+            good.pop()
+        good.append((now, rate))
+
+    def _clean_answers_in_window(self, now: float) -> deque[float]:
+        answers = self._clean_answers
+        while answers and answers[0] <= now - WINDOW:
+            answers.popleft()
+        return answers
 
     def pause(self, seconds: float) -> None:
         """Hold every acquirer of this model until ``now + seconds`` (never shortens one)."""
@@ -451,6 +647,7 @@ class Limits:
         self._default = default
         self._clock = clock
         self._sleep = sleep
+        self._stop_reason: str | None = None
         self._limiters = {
             model: ModelLimiter(model, limit, clock=clock, sleep=sleep)
             for model, limit in per_model.items()
@@ -460,8 +657,16 @@ class Limits:
         limiter = self._limiters.get(model)
         if limiter is None:
             limiter = ModelLimiter(model, self._default, clock=self._clock, sleep=self._sleep)
+            if self._stop_reason is not None:
+                limiter.wake_all(self._stop_reason)
             self._limiters[model] = limiter
         return limiter
+
+    def wake_all(self, reason: str) -> None:
+        """A stop reaches every model's waiters at once: see `ModelLimiter.wake_all`."""
+        self._stop_reason = reason
+        for limiter in self._limiters.values():
+            limiter.wake_all(reason)
 
     def snapshot(self) -> list[LimiterStats]:
         return [limiter.snapshot() for limiter in self._limiters.values()]

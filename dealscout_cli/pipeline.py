@@ -33,6 +33,7 @@ from dealscout_cli.costs import (
 from dealscout_cli.errors import BadModelOutput, BadPhoto, ProviderError, RateLimited
 from dealscout_cli.images import PreparedImage, prepare_photo
 from dealscout_cli.jobs import call_outcome
+from dealscout_cli.limits import waiting_for_permit
 from dealscout_cli.models import Identification, PriceEstimate
 from dealscout_cli.providers.base import ImagePart, ModelReply, ModelRequest, Provider
 from dealscout_cli.records import CallRecord, ItemRecord, Stage
@@ -238,7 +239,8 @@ class Pipeline:
         if self.provider is None:
             raise RuntimeError("this pipeline only prepares photos; it has no provider")
         limiter = self.limits.for_model(request.model) if self.limits is not None else None
-        permit = await limiter.acquire(estimate_request_tokens(request)) if limiter else None
+        with waiting_for_permit():  # the quota's time, not the item's: off its soft limit
+            permit = await limiter.acquire(estimate_request_tokens(request)) if limiter else None
         started = self.clock()
         mono = time.monotonic()
         reply: ModelReply | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -15,6 +16,7 @@ from dealscout_cli.limits import (
     ModelLimit,
     ModelLimiter,
     Permit,
+    Stopping,
     littles_law_concurrency,
 )
 
@@ -559,3 +561,120 @@ def test_429s_that_say_retry_in_a_second_pause_but_keep_the_rate() -> None:
         assert limiter.snapshot().paused_until > 0
 
     run(main)
+
+
+# -- after a 429 storm ------------------------------------------------------------------
+
+
+class SlidingWindowServer:
+    """A per-minute quota over a true sliding window, and a storm that refuses everything
+    from `storm[0]` to `storm[1]` (RetryInfo: until it ends, like the emulator's, or none)."""
+
+    def __init__(self, rpm: int, storm: tuple[float, float], storm_retry_info: bool) -> None:
+        self.rpm = rpm
+        self.storm = storm
+        self.storm_retry_info = storm_retry_info
+        self.accepted: list[float] = []
+        self.refused: list[float] = []
+
+    def answer(self, now: float) -> tuple[str, float]:
+        start, end = self.storm
+        if start <= now < end:
+            self.refused.append(now)
+            return "rate_limited", float(math.ceil(end - now)) if self.storm_retry_info else 0.0
+        in_window = [t for t in self.accepted[-self.rpm :] if t > now - 60]
+        if len(in_window) >= self.rpm:
+            self.refused.append(now)
+            return "rate_limited", float(max(1, math.ceil(in_window[0] + 60 - now)))
+        self.accepted.append(now)
+        return "ok", 0.0
+
+    def ok_between(self, start: float, end: float) -> int:
+        return sum(1 for t in self.accepted if start <= t < end)
+
+
+class AnswersFirst(FakeTime):
+    """Fake time that moves only once the answers due at this instant have been recorded,
+    so a 429's pause starts when the 429 came, not after some other task's wait."""
+
+    async def sleep(self, seconds: float) -> None:
+        await settle()
+        await super().sleep(seconds)
+
+
+def run_against(server: SlidingWindowServer, fake: FakeTime, until: float) -> ModelLimiter:
+    """Eight workers through one adaptive limiter against `server`: eight requests in flight."""
+    limiter = limiter_for(ModelLimit(max_concurrency=8), fake)
+
+    async def worker() -> None:
+        while fake.now < until:
+            permit = await limiter.acquire(0)
+            outcome, retry = server.answer(fake.now)
+            await settle()  # the answer comes back while the others send theirs
+            limiter.record(
+                permit,
+                actual_tokens=None,
+                outcome="ok" if outcome == "ok" else "rate_limited",
+                latency=0.2,
+                retry_after=retry or None,
+            )
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            for _ in range(8):
+                tg.start_soon(worker)
+
+    run(main)
+    return limiter
+
+
+@pytest.mark.parametrize(
+    ("storm_at", "retry_info"), [(0.0, True), (0.0, False), (200.0, True), (200.0, False)]
+)
+def test_rate_is_back_to_ninety_percent_within_two_minutes_of_a_storm(
+    storm_at: float, retry_info: bool
+) -> None:
+    # At the start, the storm used to set the rate to the 6 requests in flight (the server
+    # had accepted none), and a climb of 10% of 6 RPM a minute never came back. Mid-run,
+    # without RetryInfo to pause for, cut after cut walked the rate down.
+    fake = AnswersFirst(now=0.0)
+    storm = (storm_at, storm_at + 10)
+    server = SlidingWindowServer(300, storm, retry_info)
+    limiter = run_against(server, fake, until=storm[1] + 180)
+    two_minutes_on = server.ok_between(storm[1] + 120, storm[1] + 180)
+    assert two_minutes_on >= 0.9 * 300
+    assert (limiter.allowed_rpm or 0) >= 0.9 * 300
+    # ... and not by hammering: few refusals once the storm is over.
+    refused_after = sum(1 for t in server.refused if t >= storm[1])
+    assert refused_after <= 0.05 * len(server.accepted)
+
+
+# -- stopping ---------------------------------------------------------------------------
+
+
+def test_wake_all_ends_every_wait_at_once_even_a_day_long_pause() -> None:
+    limits = Limits({}, ModelLimit(rpm=60, max_concurrency=1))
+    limiter = limits.for_model("vision")
+    stopped: list[str] = []
+
+    async def waiter() -> None:
+        with pytest.raises(Stopping, match="daily quota"):
+            await limiter.acquire(0)
+        stopped.append("woken")
+
+    async def main() -> None:
+        held = await limiter.acquire(0)  # the one slot: the next waits for it ...
+        limiter.pause(86_400)  # ... and then for a day
+        with anyio.fail_after(2):
+            async with anyio.create_task_group() as tg:
+                for _ in range(3):
+                    tg.start_soon(waiter)
+                await settle()
+                limits.wake_all("daily quota exhausted")
+        limiter.record(held, actual_tokens=None, outcome="ok", latency=0.1)  # still valid
+        with pytest.raises(Stopping):
+            await limits.for_model("pricing").acquire(0)  # a model first asked for later
+        assert limiter.snapshot().in_flight == 0
+
+    run(main)
+    assert stopped == ["woken"] * 3

@@ -40,6 +40,10 @@ SeedOption = Annotated[
 ApiKeyOption = Annotated[
     str | None, typer.Option(help="Accept only this key (default: any non-empty key).")
 ]
+StormOption = Annotated[
+    str | None,
+    typer.Option(help="429 to every request from START to END s after start, e.g. 10 or 30-40."),
+]
 ModelsOption = Annotated[
     str | None,
     typer.Option(
@@ -66,6 +70,7 @@ def emulator(
     seed: SeedOption = 1,
     api_key: ApiKeyOption = None,
     models: ModelsOption = None,
+    storm: StormOption = None,
 ) -> None:
     """Run a local stand-in for the Gemini API, with rate limits and fault injection.
 
@@ -74,7 +79,7 @@ def emulator(
 
     Example: dealscout emulator --port 8089 --rpm 60 --latency 0.8 --error-rate 429=0.1,503=0.02
     """
-    from dealscout_cli.emulator import EmulatorConfig, parse_error_rates, parse_models
+    from dealscout_cli.emulator import EmulatorConfig, parse_error_rates, parse_models, parse_storm
 
     try:
         cfg = EmulatorConfig(
@@ -92,6 +97,7 @@ def emulator(
             safety_rate=safety_rate,
             api_key=api_key,
             models=parse_models(models) if models is not None else None,
+            storm=parse_storm(storm) if storm is not None else None,
         )
     except ValueError as exc:
         fail(str(exc), EXIT_USAGE)

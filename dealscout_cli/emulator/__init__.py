@@ -14,7 +14,7 @@ bodies, malformed JSON, MAX_TOKENS, safety blocks). See the README, section "The
 Importing this package does not import google-genai or uvicorn.
 """
 
-from .config import EmulatorConfig, parse_error_rates, parse_models
+from .config import EmulatorConfig, parse_error_rates, parse_models, parse_storm
 from .server import Emulator, EmulatorApp, serve
 from .stats import StatsSnapshot
 
@@ -25,5 +25,6 @@ __all__ = [
     "StatsSnapshot",
     "parse_error_rates",
     "parse_models",
+    "parse_storm",
     "serve",
 ]

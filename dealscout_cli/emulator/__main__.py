@@ -9,7 +9,13 @@ import argparse
 import contextlib
 import sys
 
-from .config import LATENCY_DISTRIBUTIONS, EmulatorConfig, parse_error_rates, parse_models
+from .config import (
+    LATENCY_DISTRIBUTIONS,
+    EmulatorConfig,
+    parse_error_rates,
+    parse_models,
+    parse_storm,
+)
 from .server import serve
 
 
@@ -31,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     for fault in ("drop", "trickle", "malformed", "max-tokens", "safety"):
         add(f"--{fault}-rate", type=float, default=0.0, help=f"share of requests with {fault}")
     add("--trickle-seconds", type=float, default=1.0, help="how long a trickled body takes")
+    add("--storm", help="429 to every request from START to END s after start, e.g. 10 or 30-40")
     add("--window-seconds", type=float, default=60.0, help="length of the per-minute window")
     add("--api-key", help="accept only this key (default: any non-empty key)")
     add("--models", help="serve only these models, comma-separated (default: any name)")
@@ -59,6 +66,7 @@ def main(argv: list[str] | None = None) -> None:
             api_key=args.api_key,
             window_seconds=args.window_seconds,
             models=parse_models(args.models) if args.models is not None else None,
+            storm=parse_storm(args.storm) if args.storm is not None else None,
         )
     except ValueError as problem:
         parser.error(str(problem))

@@ -49,6 +49,10 @@ class EmulatorConfig:
     day_seconds: float = 86_400.0
     injected_retry_delay: int = 1
     batch_seconds: float = 2.0  # a batch job reports SUCCEEDED this long after it was created
+    # (start, end) in seconds after the emulator started (or was reset): every generateContent
+    # in between is refused with a per-minute quota 429, as a shared capacity crunch does to a
+    # healthy project. Its RetryInfo says when the storm ends.
+    storm: tuple[float, float] | None = None
     model_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -81,6 +85,8 @@ class EmulatorConfig:
             raise ValueError("drop_rate + trickle_rate must be <= 1")
         if self.batch_seconds < 0:
             raise ValueError(f"batch_seconds must be >= 0, got {self.batch_seconds}")
+        if self.storm is not None:
+            _check_storm(self.storm)
         if self.window_seconds <= 0 or self.day_seconds <= 0:
             raise ValueError("window_seconds and day_seconds must be > 0")
         known = {f.name for f in dataclasses.fields(self)} - {"model_overrides", "api_key", "seed"}
@@ -112,6 +118,25 @@ def _check_error_rates(rates: Mapping[int, float]) -> None:
         _check_rate(f"error rate for {status}", rate)
     if sum(rates.values()) > 1.0 + 1e-9:
         raise ValueError(f"error rates add up to {sum(rates.values()):.3f}, more than 1")
+
+
+def _check_storm(storm: tuple[float, float]) -> None:
+    start, end = storm
+    if not 0 <= start < end:
+        raise ValueError(f"storm must be (start, end) seconds with 0 <= start < end, got {storm}")
+
+
+def parse_storm(text: str) -> tuple[float, float]:
+    """Parse "10" (the first 10 s) or "30-40" (from 30 s to 40 s) into (start, end) seconds."""
+    start_text, sep, end_text = text.strip().partition("-")
+    try:
+        storm = (float(start_text), float(end_text)) if sep else (0.0, float(start_text))
+    except ValueError:
+        raise ValueError(
+            f"bad storm {text!r}: expected SECONDS or START-END, e.g. 10 or 30-40"
+        ) from None
+    _check_storm(storm)
+    return storm
 
 
 def parse_models(text: str) -> tuple[str, ...]:

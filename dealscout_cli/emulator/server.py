@@ -10,9 +10,9 @@ Routes:
     POST /_emulator/reset       clear stats and quota windows, re-seed the faults
 
 A generateContent request goes: key check → body check → arrival counted →
-injected error? → quota (per day, per minute, tokens per minute) → latency →
-answer, possibly spoiled (safety block, MAX_TOKENS, malformed) → delivered,
-possibly dropped half-way or trickled.
+inside a 429 storm? → injected error? → quota (per day, per minute, tokens per
+minute) → latency → answer, possibly spoiled (safety block, MAX_TOKENS,
+malformed) → delivered, possibly dropped half-way or trickled.
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ class EmulatorApp:
         self._quotas: dict[str, ModelQuota] = {}
         self._faults = random.Random(self.config.seed)
         self._served = 0
+        self._started = self.clock()  # the origin of `EmulatorConfig.storm`
 
     def config_for(self, model: str) -> EmulatorConfig:
         config = self._configs.get(model)
@@ -236,6 +237,14 @@ class EmulatorApp:
         details = usage_details(model, request, [_size(f) for f in facts])
         prompt_tokens = sum(details.values())
 
+        storm = self.storm_left(config, now)
+        if storm > 0:
+            self.stats.fault("storm")
+            self.stats.rate_limited("rpm")
+            self.stats.status(model, 429)
+            until_calm = Denial("rpm", config.rpm or 0, max(1, math.ceil(storm)))
+            await respond(send, 429, quota_error(until_calm, model))
+            return
         injected = pick_status(config.error_rates, draws["error"])
         if injected is None:
             quota = self._quotas.get(model)
@@ -256,6 +265,14 @@ class EmulatorApp:
             return
         payload = self.answer_payload(model, request, facts, details, config, draws)
         await self.deliver(model, payload, config, draws, send, receive)
+
+    def storm_left(self, config: EmulatorConfig, now: float) -> float:
+        """Seconds until the 429 storm ends, when `now` is inside it; else 0."""
+        if config.storm is None:
+            return 0.0
+        start, end = config.storm
+        elapsed = now - self._started
+        return end - elapsed if start <= elapsed < end else 0.0
 
     # ------------------------------------------------------------ Batch Mode
 

@@ -6,10 +6,15 @@ time limit, and finishes the job in one fenced transaction. A heartbeat task
 keeps this process's leases alive; a killed process's leases simply expire and
 another run (or a run already going) claims them again.
 
-Stopping: the first SIGINT/SIGTERM stops claiming and gives in-flight items
-`grace` seconds; whatever is still running then is cancelled and released back
-to the queue. A second signal cancels at once. A per-day quota 429 stops the run
-the same way.
+Stopping: the first SIGINT/SIGTERM stops claiming and gives items that are calling
+the model `grace` seconds; whatever is still running then is cancelled and released
+back to the queue. A second signal cancels at once. A per-day quota 429, the budget
+and the broker stop the run the same way. Every stop reaches the items that have not
+sent their request yet -- waiting for a permit, or sleeping in a 429 pause -- at once
+(`Limits.wake_all`): they go back to the queue, released, not failed.
+
+The soft time limit counts the item's own time: waiting for a permit does not count
+(`limits.soft_time_limit`), so a slow quota never fails an item as "took too long".
 
 What an attempt's result means and how it is written is `jobs.JobLifecycle`'s; the
 runner reports through its events and never prints.
@@ -37,6 +42,7 @@ from dealscout_cli.jobs import (
     done,
     released,
 )
+from dealscout_cli.limits import Limits, Stopping, soft_time_limit
 from dealscout_cli.records import CallRecord, ItemRecord, JobState, Lease
 
 if TYPE_CHECKING:
@@ -141,6 +147,8 @@ class Runner:
             self._stop = how
             self._stop_claiming.set()
             self.lifecycle.stop(reason, kind, how=how.value)
+        if isinstance(self.pipeline.limits, Limits):
+            self.pipeline.limits.wake_all(reason)
         if how == _Stop.NOW:
             for _lease, scope in list(self._held.values()):
                 scope.cancel()
@@ -208,8 +216,6 @@ class Runner:
 
     async def _publish_limits(self) -> None:
         """Leave each model's limiter state in the runs table, for `dealscout status`."""
-        from dealscout_cli.limits import Limits
-
         if not isinstance(self.pipeline.limits, Limits):
             return
         snapshot = [asdict(stats) for stats in self.pipeline.limits.snapshot()]
@@ -287,13 +293,15 @@ class Runner:
         )
         limit = self.options.soft_time_limit
         try:
-            with anyio.move_on_after(limit) as timer:
+            with soft_time_limit(limit) as timer:
                 identification, price = await self.pipeline.process(
                     item, checkpoints, attempt=lease.attempt
                 )
                 return done(identification, price)
             error: BaseException = ItemTimedOut(f"took longer than {limit:g} s (soft time limit)")
-            assert timer.cancelled_caught
+            assert timer.scope.cancelled_caught
+        except Stopping as stop:
+            return released(f"the run is stopping ({stop})")  # before sending: no attempt used
         except (BadPhoto, ProviderError) as exc:
             error = exc
         return self.lifecycle.judge(error, lease, stopping=self._stop != _Stop.NONE)
