@@ -648,6 +648,7 @@ class Limits:
         self._clock = clock
         self._sleep = sleep
         self._stop_reason: str | None = None
+        self._sleeping: set[anyio.CancelScope] = set()
         self._limiters = {
             model: ModelLimiter(model, limit, clock=clock, sleep=sleep)
             for model, limit in per_model.items()
@@ -663,10 +664,27 @@ class Limits:
         return limiter
 
     def wake_all(self, reason: str) -> None:
-        """A stop reaches every model's waiters at once: see `ModelLimiter.wake_all`."""
+        """A stop reaches every model's waiters at once: see `ModelLimiter.wake_all`; and
+        every call sleeping between its retries (`backoff`)."""
         self._stop_reason = reason
         for limiter in self._limiters.values():
             limiter.wake_all(reason)
+        for sleeping in self._sleeping:
+            sleeping.cancel()
+
+    async def backoff(self, seconds: float) -> None:
+        """A call's wait before its next try (backoff, RetryInfo): the server's time, like
+        a permit's, so it is off the item's soft time limit, and a stop ends it at once."""
+        if self._stop_reason is not None:
+            raise Stopping(self._stop_reason)
+        with waiting_for_permit(), anyio.CancelScope() as sleeping:
+            self._sleeping.add(sleeping)
+            try:
+                await self._sleep(seconds)
+                return
+            finally:
+                self._sleeping.discard(sleeping)
+        raise Stopping(self._stop_reason or "stopping")
 
     def snapshot(self) -> list[LimiterStats]:
         return [limiter.snapshot() for limiter in self._limiters.values()]

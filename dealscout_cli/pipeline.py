@@ -33,7 +33,7 @@ from dealscout_cli.costs import (
 from dealscout_cli.errors import BadModelOutput, BadPhoto, ProviderError, RateLimited
 from dealscout_cli.images import PreparedImage, prepare_photo
 from dealscout_cli.jobs import call_outcome
-from dealscout_cli.limits import waiting_for_permit
+from dealscout_cli.limits import Limits, waiting_for_permit
 from dealscout_cli.models import Identification, PriceEstimate
 from dealscout_cli.providers.base import ImagePart, ModelReply, ModelRequest, Provider
 from dealscout_cli.records import CallRecord, ItemRecord, Stage
@@ -226,12 +226,18 @@ class Pipeline:
         self, request: ModelRequest, stage: Stage, item_id: int, item_attempt: int
     ) -> tuple[BaseModel, ModelReply]:
         """One call, retried by the policy's tenacity loop; every attempt is recorded."""
-        async for attempt in self.policy.call_retrying(sleep=anyio.sleep):
+        async for attempt in self.policy.call_retrying(sleep=self._backoff):
             with attempt:
                 return await self._attempt(
                     request, stage, item_id, attempt.retry_state.attempt_number
                 )
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    async def _backoff(self, seconds: float) -> None:
+        if isinstance(self.limits, Limits):
+            await self.limits.backoff(seconds)  # a stop wakes it; off the soft time limit
+        else:
+            await anyio.sleep(seconds)
 
     async def _attempt(
         self, request: ModelRequest, stage: Stage, item_id: int, call_attempt: int

@@ -154,3 +154,27 @@ def test_a_daily_quota_stop_wakes_the_items_sleeping_in_a_pause(tmp_path: Path) 
         # Given back untouched: no attempt used up by the items that never sent a request.
         attempts = conn.execute("SELECT attempts FROM jobs WHERE state = 'queued'").fetchall()
     assert attempts == [(0,), (0,), (0,)]
+
+
+def test_a_stop_wakes_a_call_sleeping_between_its_retries() -> None:
+    """A RetryInfo-long wait between tries is the server's time too: a stop ends it."""
+    import anyio
+
+    from dealscout_cli.limits import Limits, ModelLimit, Stopping
+
+    limits = Limits({}, ModelLimit())
+
+    async def main() -> float:
+        started = anyio.current_time()
+        async with anyio.create_task_group() as tg:
+
+            async def sleeper() -> None:
+                with pytest.raises(Stopping):
+                    await limits.backoff(3600)
+
+            tg.start_soon(sleeper)
+            await anyio.sleep(0.05)
+            limits.wake_all("daily quota exhausted")
+        return anyio.current_time() - started
+
+    assert anyio.run(main) < 5
