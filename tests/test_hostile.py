@@ -188,3 +188,56 @@ def test_a_write_lock_held_past_the_busy_timeout_stops_cleanly_and_loses_no_paid
     # Every request the server answered is a recorded call, once.
     assert query(db, "SELECT COUNT(*) FROM calls")[0][0] == served
     assert not (tmp_path / "locked.db-unrecorded-calls.jsonl").exists()
+
+
+def test_batch_mode_behind_a_captive_portal_says_so_and_loses_nothing(
+    tmp_path: Path, captive_portal: str
+) -> None:
+    folder, db = make_photos(tmp_path / "photos", 3), tmp_path / "batch.db"
+    result = snap(folder, db, captive_portal, "--batch", "--json")
+    assert result.exit_code == 3, result.output
+    assert "Traceback" not in result.output
+    errors = json.loads(result.stdout)["batch"]["errors"]
+    assert errors and "not the Gemini API's" in errors[0]
+    assert query(db, "SELECT DISTINCT state FROM jobs") == [("queued",)]
+
+
+def test_a_full_disk_mid_run_stops_cleanly_and_a_rerun_records_every_paid_call(
+    tmp_path: Path,
+) -> None:
+    """A real write failure: the run's process may not grow any file past a cap (the kernel
+    answers EFBIG, as a full disk answers ENOSPC), hit a few calls into the run."""
+    import os
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    from dealscout_cli.scan import scan
+
+    folder, db = make_photos(tmp_path / "photos", 40), tmp_path / "full.db"
+    with Store.open(db) as store:  # queued beforehand, so the cap is met mid-run
+        store.enqueue(scan([folder]).items, now=time.time())
+    cap = max(p.stat().st_size for p in tmp_path.glob("full.db*")) + 120_000
+
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (cap, cap))
+
+    command = [sys.executable, "-m", "dealscout_cli.cli", "snap", str(folder), "--db", str(db)]
+    with Emulator(EmulatorConfig(seed=1, latency=0.05)) as emu:
+        env = {**os.environ, "GEMINI_API_KEY": FAKE_KEY, "GOOGLE_GEMINI_BASE_URL": emu.url}
+        full = subprocess.run(
+            [*command, "--json", "--concurrency", "4"], env=env, preexec_fn=limited,
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        served_before = emu.stats().requests
+        rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        served = emu.stats().requests
+    assert full.returncode == 3, full.stderr
+    assert "Traceback" not in full.stderr
+    assert "free some space" in json.loads(full.stdout)["run"]["stop_reason"]
+    assert served_before > 0  # the run had paid for calls when the disk filled
+    assert rerun.returncode == 0, rerun.stderr
+    assert query(db, "SELECT DISTINCT state FROM jobs") == [("done",)]
+    assert query(db, "SELECT COUNT(*) FROM calls")[0][0] == served  # each call, once

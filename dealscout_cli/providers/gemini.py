@@ -171,6 +171,8 @@ class GeminiProvider:
             raise ProviderError(
                 f"{model}: batch submission failed ({type(exc).__name__})", retryable=True
             ) from None
+        except Exception as exc:  # an answer the SDK cannot read (a portal's page)
+            raise self._unreadable(exc, model) from None
         if not job.name:
             raise ProviderError(f"{model}: the batch was accepted without a name", retryable=True)
         return job.name
@@ -192,6 +194,16 @@ class GeminiProvider:
             raise ProviderError(
                 f"{name}: polling failed ({type(exc).__name__})", retryable=True
             ) from None
+        except Exception as exc:  # an answer the SDK cannot read (a portal's page)
+            raise self._unreadable(exc, model) from None
+        try:
+            return self._batch_status(name, model, job)
+        except ProviderError:
+            raise
+        except Exception as exc:  # a SUCCEEDED job whose shape is not the API's
+            raise self._unreadable(exc, model) from None
+
+    def _batch_status(self, name: str, model: str, job: types.BatchJob) -> BatchStatus:
         state = _batch_state(job.state)
         error = None
         if job.error is not None:

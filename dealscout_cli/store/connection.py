@@ -156,4 +156,9 @@ def _explain_write_error(path: Path, exc: sqlite3.OperationalError) -> str:
             f"the disk holding {path} is full; free some space and run snap again: "
             "nothing done so far is lost"
         )
+    if "disk I/O error" in text:
+        return (
+            f"cannot write {path} (disk I/O error: a full disk, a file-size limit or a failing "
+            "drive); free some space and run snap again: nothing done so far is lost"
+        )
     return f"{path}: {text}"
