@@ -136,29 +136,47 @@ class Pipeline:
     # ------------------------------------------------------------ stages
 
     async def prepare(self, item: ItemRecord) -> tuple[list[PreparedImage], list[str]]:
-        """Prepared images (deduplicated by content) and the photo-quality warnings."""
+        """Prepared images (deduplicated by content) and the photo-quality warnings.
+
+        A photo that cannot be used (not an image, corrupt, vanished) is left out and named
+        in the warnings; the item fails only when none of its photos can be used."""
         images: list[PreparedImage] = []
         warnings: list[str] = []
+        left_out: list[BadPhoto] = []
         seen: set[str] = set()
         for photo in item.photos:
             if photo.sha256 in seen:
                 continue
             seen.add(photo.sha256)
-            image = await anyio.to_thread.run_sync(
-                functools.partial(
-                    prepare_photo,
-                    Path(photo.path),
-                    max_side=self.config.max_side,
-                    expected_sha256=photo.sha256,
-                    check_quality=True,
-                ),
-                abandon_on_cancel=True,
-                limiter=self.image_limiter,
-            )
+            name = Path(photo.path).name
+            try:
+                image = await anyio.to_thread.run_sync(
+                    functools.partial(
+                        prepare_photo,
+                        Path(photo.path),
+                        max_side=self.config.max_side,
+                        expected_sha256=photo.sha256,
+                        check_quality=True,
+                    ),
+                    abandon_on_cancel=True,
+                    limiter=self.image_limiter,
+                )
+            except BadPhoto as exc:
+                left_out.append(exc)
+                warnings.append(f"{name}: left out, {exc.reason}")
+                continue
             images.append(image)
-            warnings.extend(f"{Path(photo.path).name}: {w}" for w in image.warnings)
+            warnings.extend(f"{name}: {w}" for w in image.warnings)
+        if not images and len(left_out) == 1:
+            raise left_out[0]  # its one bad photo's own error
         if not images:
-            raise BadPhoto(item.label, "item has no photos")
+            reasons = "; ".join(f"{Path(bad.path).name}: {bad.reason}" for bad in left_out)
+            raise BadPhoto(
+                item.label,
+                f"none of its {len(left_out)} photos can be used ({reasons})"
+                if left_out
+                else "item has no photos",
+            )
         return images, warnings
 
     async def barcodes(self, item: ItemRecord) -> list[str]:

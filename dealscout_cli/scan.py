@@ -5,6 +5,7 @@ moving photos makes no new (paid) work. Every photo found ends in exactly one
 item, in `problems` (with a reason a seller can act on) or in `duplicates`:
 nothing vanishes, and nothing on disk makes `scan` raise except a path given on
 the command line that does not exist or a manifest that cannot be read at all.
+`warnings` point at items that are probably grouped wrong; they are still items.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ MANIFEST_SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 # System litter that is never a product photo (hidden names are skipped too).
 IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini", "__macosx"})
 HASH_CHUNK = 1 << 20
+# More photos than a seller takes of one product: a folder of 40 is several products (or a
+# whole shoot) grouped as one, and every photo of an item goes into one paid request.
+MANY_PHOTOS = 12
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,8 @@ class ScanProblem:
 class ScanResult:
     items: list[FoundItem] = field(default_factory=list)
     problems: list[ScanProblem] = field(default_factory=list)
+    # Items kept but worth a look (e.g. too many photos for one product); not skipped.
+    warnings: list[ScanProblem] = field(default_factory=list)
     duplicates: list[tuple[str, str]] = field(default_factory=list)  # (path, same content as path)
 
 
@@ -87,7 +93,9 @@ def scan(
     """Scan folders (recursively), manifests (.csv/.jsonl) and single photos into items.
 
     `group="photo"` makes each photo an item; `group="folder"` makes each folder
-    holding photos one item. A manifest's `item` column groups its rows itself.
+    holding photos one item, except the folders given in `paths`: photos loose in
+    those are one item each (a shoot's top folder holds products, it is not one). A
+    manifest's `item` column groups its rows itself.
     `on_photo(n)` is called after each photo is read and hashed, with the count so far
     (10,000 photos take seconds: enough to want a counter).
     """
@@ -178,7 +186,7 @@ class _Scanner:
             folder = stack.pop()
             photos, subfolders = self._list_folder(folder, visited)
             if photos:
-                if self.group == "folder":
+                if self.group == "folder" and folder != root:
                     draft = _Draft(_folder_label(folder), display_path(folder))
                     for photo in photos:
                         self._add_photo(photo, draft)
@@ -191,7 +199,7 @@ class _Scanner:
             self.drafts[first_draft:],
             key=lambda draft: (
                 str(draft.photos[0].path.parent)
-                if self.group == "folder"
+                if self.group == "folder" and draft.photos[0].path.parent != root
                 else str(draft.photos[0].path)
             ),
         )
@@ -329,6 +337,15 @@ class _Scanner:
                     result.duplicates.append((photo.display, kept[key][photo.sha256]))
                 continue
             kept[key] = {sha: photo.display for sha, photo in unique.items()}
+            if len(unique) > MANY_PHOTOS:
+                result.warnings.append(
+                    ScanProblem(
+                        draft.source,
+                        f"{len(unique)} photos in one item, more than the {MANY_PHOTOS} one "
+                        "product usually has; if it holds several products, give each its "
+                        "own folder",
+                    )
+                )
             result.items.append(
                 FoundItem(
                     key=key,

@@ -50,9 +50,9 @@ def test_snap_offline_makes_one_listing_per_item(photos: Path, db: Path) -> None
     result = run("snap", str(photos), "--group", "folder", "--offline", "--quiet")
     assert result.exit_code == 0, result.output
     listings = json.loads(run("listings", "--json").stdout)
-    assert len(listings) == 2  # the loose photos folder and the sneaker folder
+    assert len(listings) == 4  # each loose photo at the top, and the sneaker folder
     assert all(listing["offline"] for listing in listings)
-    assert sorted(len(x["photos"]) for x in listings) == [3, 3]
+    assert sorted(len(x["photos"]) for x in listings) == [1, 1, 1, 3]
     assert all(len(x["identification"]["title"]) <= 80 for x in listings)
 
 
@@ -60,7 +60,7 @@ def test_offline_listings_are_marked_in_the_tables(photos: Path, db: Path) -> No
     made = run("snap", str(photos), "--group", "folder", "--offline").output
     assert "[offline placeholders]" in made  # rich must not read it as a markup tag
     table = run("listings").output
-    assert table.count("[offline]") == 2
+    assert table.count("[offline]") == 4
 
 
 def test_paths_that_look_like_rich_markup_are_printed_as_they_are(tmp_path: Path, db: Path) -> None:

@@ -64,6 +64,52 @@ def test_folder_with_photos_and_subfolders_is_its_own_item(tmp_path: Path) -> No
     assert labels(scan([tmp_path], group="folder")) == ["shelf", "vase"]
 
 
+def test_loose_photos_in_the_folder_named_are_one_item_each(tmp_path: Path) -> None:
+    # A shoot's top folder holds products: its loose photos were lumped into one item.
+    for seed, name in enumerate(["vase.jpg", "zebra.png", "mug.jpg", "lamp/side.jpg"]):
+        photo(tmp_path / name, seed)
+    photo(tmp_path / "lamp" / "top.jpg", 9)
+    result = scan([tmp_path], group="folder")
+    assert labels(result) == ["lamp", "mug", "vase", "zebra"]
+    assert [len(item.photos) for item in result.items] == [2, 1, 1, 1]
+
+
+def test_a_named_folder_of_loose_photos_only_is_one_item_per_photo(tmp_path: Path) -> None:
+    photo(tmp_path / "a" / "1.jpg", 1)
+    photo(tmp_path / "a" / "2.jpg", 2)
+    photo(tmp_path / "b" / "3.jpg", 3)
+    result = scan([tmp_path / "a", tmp_path / "b"], group="folder")
+    assert labels(result) == ["1", "2", "3"]
+    # Named through its parent, the same folder is one item.
+    assert labels(scan([tmp_path], group="folder")) == ["a", "b"]
+
+
+def test_many_photos_in_one_item_is_a_warning_naming_the_folder_and_count(
+    tmp_path: Path,
+) -> None:
+    for seed in range(13):
+        photo(tmp_path / "shoot" / f"{seed:02d}.jpg", seed)
+    for seed in range(12):
+        photo(tmp_path / "dozen" / f"{seed:02d}.jpg", 100 + seed)
+    result = scan([tmp_path], group="folder")
+    assert labels(result) == ["dozen", "shoot"]  # still items, nothing skipped
+    assert result.problems == []
+    [warning] = result.warnings
+    assert warning.path == str(tmp_path / "shoot")
+    assert warning.reason.startswith("13 photos in one item")
+
+
+def test_many_photos_in_one_manifest_item_is_a_warning(tmp_path: Path) -> None:
+    lines = ["path,item"]
+    for seed in range(14):
+        photo(tmp_path / f"{seed}.jpg", seed)
+        lines.append(f"{seed}.jpg,everything")
+    result = scan([write_csv(tmp_path, "\n".join(lines))])
+    assert labels(result) == ["everything"] and result.problems == []
+    assert [w.reason[:20] for w in result.warnings] == ["14 photos in one ite"]
+    assert result.warnings[0].path == "manifest.csv:2"
+
+
 def test_recursive_walk_finds_nested_photos(tmp_path: Path) -> None:
     photo(tmp_path / "a" / "b" / "c" / "deep.jpg")
     assert labels(scan([tmp_path])) == ["deep"]

@@ -129,7 +129,10 @@ PathsArgument = Annotated[
 ]
 GroupOption = Annotated[
     str,
-    typer.Option(help="'photo': each photo is an item. 'folder': each leaf folder is one item."),
+    typer.Option(
+        help="'photo': each photo is an item. 'folder': each folder of photos is one item; "
+        "photos loose in a folder you name are one item each."
+    ),
 ]
 VisionModelOption = Annotated[
     str,

@@ -77,6 +77,7 @@ def _snap_payload(result: "SnapResult") -> dict[str, Any]:
         "problems": [
             {"path": p.path, "line": p.line, "reason": p.reason} for p in result.scan.problems
         ],
+        "warnings": [{"path": w.path, "reason": w.reason} for w in result.scan.warnings],
         "run": None
         if summary is None
         else {

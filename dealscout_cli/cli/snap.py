@@ -231,6 +231,13 @@ class RunOutput:
                     markup=True,
                     highlight=False,
                 )
+        for warning in found.warnings:
+            if not self.log_json:
+                err.print(
+                    f"[yellow]warning[/] {plain(warning.path)}: {plain(warning.reason)}",
+                    markup=True,
+                    highlight=False,
+                )
         if self.quiet or self.log_json:
             return
         err.print(
