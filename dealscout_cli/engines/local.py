@@ -147,7 +147,9 @@ class Runner:
             self._stop = how
             self._stop_claiming.set()
             self.lifecycle.stop(reason, kind, how=how.value)
-        if isinstance(self.pipeline.limits, Limits):
+        # Waiters give the item back at once, except on a budget stop: the items already
+        # claimed fit the budget (it counted them), so they go on to finish.
+        if isinstance(self.pipeline.limits, Limits) and kind != StopKind.BUDGET:
             self.pipeline.limits.wake_all(reason)
         if how == _Stop.NOW:
             for _lease, scope in list(self._held.values()):
