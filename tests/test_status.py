@@ -11,6 +11,12 @@ ignore permissions (as another user, the bits apply as they are).
 from __future__ import annotations
 
 import io
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +29,10 @@ from typer.testing import CliRunner
 from dealscout_cli.cli import app
 from dealscout_cli.cli.progress import EtaColumn
 from dealscout_cli.cli.render import about, status_table
+from dealscout_cli.errors import StoreError
 from dealscout_cli.status import status_report
 from dealscout_cli.store import Store
+from dealscout_cli.store.schema import MIGRATIONS, MIGRATIONS_TABLE
 
 runner = CliRunner()
 T0 = 1_800_000_000.0  # the injected clock's start (unix seconds)
@@ -204,3 +212,205 @@ def test_the_bar_shows_no_eta_until_a_few_items_have_finished() -> None:
     clock.now = 12.0
     progress.update(task, completed=4)
     assert bar_eta(clock, progress) == "0:04:48"  # 96 left at 4 per 12 s
+
+
+# ---------------------------------------------------------------- reading never writes
+
+
+def made_by_snap(photos: Path, db: Path) -> Path:
+    db.parent.mkdir(exist_ok=True)
+    result = run("snap", str(photos), "--offline", "--quiet", "--db", str(db))
+    assert result.exit_code == 0, result.output
+    return db
+
+
+def backup_in_delete_mode(source: Path, copy: Path) -> Path:
+    """A copy made with SQLite's backup, in the DELETE journal mode a write-mode open changes."""
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    with closing(sqlite3.connect(source)) as src, closing(sqlite3.connect(copy)) as dst:
+        src.backup(dst)
+        dst.execute("PRAGMA journal_mode = DELETE")
+    assert journal_mode(copy) == "delete"
+    return copy
+
+
+def journal_mode(path: Path) -> str:
+    """The mode as SQLite reports it (`mode=ro`: on a DELETE file this creates nothing)."""
+    with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as conn:
+        return str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+
+
+def state_of(path: Path) -> tuple[bytes, int, list[str]]:
+    """The file's bytes, its mtime and what lies beside it (a -wal, -shm or -journal)."""
+    return path.read_bytes(), path.stat().st_mtime_ns, sorted(os.listdir(path.parent))
+
+
+READING_COMMANDS = [
+    ["status"],
+    ["status", "--json"],
+    ["listings"],
+    ["listings", "--json"],
+    ["listings", "--item", "1"],
+    ["export"],
+    ["export", "--format", "jsonl", "--include-offline"],
+]
+
+
+def test_reading_commands_leave_a_backup_byte_identical(
+    photos: Path, db: Path, tmp_path: Path
+) -> None:
+    copy = backup_in_delete_mode(made_by_snap(photos, db), tmp_path / "backup" / "copy.db")
+    before = state_of(copy)
+    for command in READING_COMMANDS:
+        result = run(*command, "--db", str(copy))
+        assert result.exit_code == 0, (command, result.output)
+        assert state_of(copy) == before, command
+    assert journal_mode(copy) == "delete"
+    assert json.loads(run("status", "--json", "--db", str(copy)).stdout)["counts"]["done"] == 6
+
+
+def test_reading_a_wal_database_leaves_nothing_beside_it(photos: Path, tmp_path: Path) -> None:
+    db = made_by_snap(photos, tmp_path / "shop" / "dealscout.db")
+    before = state_of(db)
+    assert before[0][18:20] == b"\x02\x02"  # the header says WAL
+    assert before[2] == ["dealscout.db"]  # snap's last connection removed its -wal and -shm
+    for command in READING_COMMANDS:
+        assert run(*command, "--db", str(db)).exit_code == 0, command
+        assert state_of(db) == before, command
+
+
+def test_status_sees_what_a_live_run_has_written(db: Path) -> None:
+    # a run holding the file open: its writes sit in the -wal, which the reader must read
+    with Store.open(db) as live:
+        live.enqueue([found_item(n) for n in range(1, 8)], now=T0)
+        assert db.with_name(db.name + "-wal").exists()
+        report = json.loads(run("status", "--json", "--db", str(db)).stdout)
+        assert report["counts"]["queued"] == 7
+        live.enqueue([found_item(8)], now=T0)
+        report = json.loads(run("status", "--json", "--db", str(db)).stdout)
+        assert report["counts"]["queued"] == 8
+
+
+def as_unprivileged(*args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in a child that permission bits apply to. As root (as here) `setpriv` drops
+    the capabilities that let root ignore them; the child keeps this environment."""
+    command = [sys.executable, "-m", "dealscout_cli.cli", *args]
+    if os.geteuid() == 0:
+        drop = "--bounding-set=-dac_override,-dac_read_search,-fowner"
+        command = ["setpriv", "--inh-caps=-all", drop, *command]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def read_only_shop(photos: Path, tmp_path: Path):
+    """A database made by snap, in a folder where neither the file nor the folder is writable."""
+    db = made_by_snap(photos, tmp_path / "shop" / "dealscout.db")
+    db.chmod(0o444)
+    db.parent.chmod(0o555)
+    probe = as_unprivileged("--help")
+    assert probe.returncode == 0, probe.stderr
+    yield db
+    db.parent.chmod(0o755)
+
+
+def test_the_fixture_folder_really_refuses_writes(read_only_shop: Path) -> None:
+    # the proof that the tests below run where writes fail: the writer is refused there
+    result = as_unprivileged("retry", "--all", "--db", str(read_only_shop))
+    assert result.returncode == 1 and "read-only" in result.stderr
+
+
+@pytest.mark.parametrize("command", READING_COMMANDS, ids=" ".join)
+def test_reading_commands_work_in_a_read_only_folder(
+    read_only_shop: Path, command: list[str]
+) -> None:
+    before = state_of(read_only_shop)
+    result = as_unprivileged(*command, "--db", str(read_only_shop))
+    assert result.returncode == 0, result.stderr
+    assert state_of(read_only_shop) == before
+
+
+def test_status_reads_another_users_live_database(photos: Path, tmp_path: Path) -> None:
+    # the owner's run is writing; we may read its files but write none of them
+    db = made_by_snap(photos, tmp_path / "shop" / "dealscout.db")
+    with Store.open(db) as live:
+        live.enqueue([found_item(n) for n in range(1, 4)], now=T0)
+        for path in db.parent.iterdir():
+            path.chmod(0o444)
+        db.parent.chmod(0o555)
+        try:
+            result = as_unprivileged("status", "--json", "--db", str(db))
+        finally:
+            db.parent.chmod(0o755)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["counts"]["queued"] == 3
+
+
+def test_a_log_without_its_shm_in_a_read_only_folder_is_a_clear_error(
+    photos: Path, tmp_path: Path
+) -> None:
+    # what a run killed mid-write leaves, copied without its -shm into a read-only folder
+    db = made_by_snap(photos, tmp_path / "shop" / "dealscout.db")
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    with Store.open(db) as live:
+        live.enqueue([found_item(1)], now=T0)
+        for name in ("dealscout.db", "dealscout.db-wal"):
+            (crashed / name).write_bytes((db.parent / name).read_bytes())
+    crashed.chmod(0o555)
+    try:
+        result = as_unprivileged("status", "--db", str(crashed / "dealscout.db"))
+    finally:
+        crashed.chmod(0o755)
+    assert result.returncode == 1
+    assert "dealscout.db-shm" in result.stderr and "Traceback" not in result.stderr
+    assert sorted(os.listdir(crashed)) == ["dealscout.db", "dealscout.db-wal"]
+
+
+def older_database(path: Path) -> Path:
+    """A file an older release made: only the first migration applied."""
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute(f"CREATE TABLE {MIGRATIONS_TABLE} (name TEXT PRIMARY KEY, applied_at TEXT)")
+        name, sql = MIGRATIONS[0]
+        conn.executescript(sql)
+        conn.execute(f"INSERT INTO {MIGRATIONS_TABLE} VALUES (?, ?)", [name, "2025-01-01"])
+    return path
+
+
+def test_an_older_database_is_named_with_its_upgrade_and_left_as_it_is(db: Path) -> None:
+    before = state_of(older_database(db))
+    for command in (["status"], ["listings"], ["export"]):
+        result = run(*command, "--db", str(db))
+        assert result.exit_code == 1
+        assert "older dealscout" in result.output and "dealscout snap" in result.output
+    assert state_of(db) == before
+
+
+def test_an_empty_file_says_there_is_no_data_yet_and_stays_empty(db: Path) -> None:
+    db.touch()
+    result = run("status", "--db", str(db))
+    assert result.exit_code == 1 and "no dealscout data yet" in result.output
+    assert db.read_bytes() == b""
+
+
+def test_another_apps_database_is_named_as_such(db: Path) -> None:
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute("CREATE TABLE notes (body TEXT)")
+    with pytest.raises(StoreError, match="not a dealscout database"):
+        Store.open_read_only(db)
+
+
+def test_a_missing_database_says_how_to_make_one(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match=r"no database at .*run `dealscout snap PHOTOS`"):
+        Store.open_read_only(tmp_path / "none.db")
+    assert not (tmp_path / "none.db").exists()
+
+
+@pytest.mark.parametrize("name", ["shop #1 ?50% off.db", "caf\u00e9 [x].db", "a%20b.db"])
+def test_odd_file_names_open_read_only(photos: Path, tmp_path: Path, name: str) -> None:
+    # the read-only open goes through a URI: "?", "#" and "%" must reach SQLite as a name
+    db = made_by_snap(photos, tmp_path / "odd" / name)
+    before = state_of(db)
+    result = run("status", "--json", "--db", str(db))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["counts"]["done"] == 6
+    assert state_of(db) == before
