@@ -324,5 +324,5 @@ def _known_items(db_path: Path, keys: list[str]) -> dict[str, tuple[str, bool]]:
     """item key → (job state, identification saved) for the keys the database knows."""
     if not keys or not Path(db_path).is_file():
         return {}
-    with Store.open(db_path, create=False) as store:
+    with Store.open_read_only(db_path) as store:
         return store.states_by_key(keys)

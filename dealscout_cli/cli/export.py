@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from dealscout_cli import config
-from dealscout_cli.cli.options import EXIT_USAGE, DbOption, err, fail, guarded, open_store, plain
+from dealscout_cli.cli.options import EXIT_USAGE, DbOption, err, fail, guarded, plain, read_store
 from dealscout_cli.text import printable
 
 if TYPE_CHECKING:  # the formats import pydantic models: only when the command runs
@@ -101,7 +101,7 @@ def _write(
     """Read the listings, check the options, then write (to stdout without -o)."""
     from dealscout_cli.export import ExportOptions, check_options, export_listings
 
-    with open_store(db) as store:
+    with read_store(db) as store:
         found = store.listings()
     # Photos are stored with absolute paths (as `scan` found them): so is the root.
     root = os.path.abspath(os.path.expanduser(photo_root)) if photo_root else None

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from dealscout_cli import config
-from dealscout_cli.cli.options import DbOption, JsonFlag, err, guarded, open_store, out, print_json
+from dealscout_cli.cli.options import DbOption, JsonFlag, err, guarded, out, print_json, read_store
 from dealscout_cli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def listings(
 
 def _load(db: Path, item: int | None) -> tuple[list["Listing"], list[dict[str, Any]]]:
     """Every listing, or the one of `item` with its calls; an unknown item is a usage error."""
-    with open_store(db) as store:
+    with read_store(db) as store:
         found = store.listings(item_id=item)
         if item is not None and not found:
             store.item(item)  # raises "no item with id" when it does not exist

@@ -106,6 +106,14 @@ def open_store(db: Path, *, create: bool = False) -> "Store":
     return Store.open(db, create=create)
 
 
+def read_store(db: Path) -> "Store":
+    """The store opened only to read: commands that only read never write, not even the
+    journal mode, so they work on a backup or a read-only copy."""
+    from dealscout_cli.store import Store
+
+    return Store.open_read_only(db)
+
+
 def check_group(group: str) -> None:
     if group not in ("photo", "folder"):
         fail(f"--group must be 'photo' or 'folder', not {group!r}", EXIT_USAGE)

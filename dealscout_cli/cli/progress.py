@@ -20,16 +20,19 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
+from rich.text import Text
 
 from dealscout_cli.cli.options import plain
 from dealscout_cli.costs import format_usd
 from dealscout_cli.events import Event, EventKind
+from dealscout_cli.status import eta_seconds
 from dealscout_cli.text import printable
 
 
@@ -147,6 +150,24 @@ class JsonReporter:
         pass
 
 
+class EtaColumn(ProgressColumn):
+    """Time left at the run's pace so far, once a few items have finished (`status.eta_seconds`).
+    Rich's own column guesses from the first completions alone: items finishing together
+    early on read as an ETA of 0:00:01."""
+
+    def render(self, task: Task) -> Text:
+        seconds = eta_seconds(
+            finished=int(task.completed),
+            remaining=int(task.remaining or 0),
+            elapsed=task.elapsed or 0.0,
+        )
+        if seconds is None:
+            return Text("-:--:--", style="progress.remaining")
+        minutes, secs = divmod(round(seconds), 60)
+        hours, minutes = divmod(minutes, 60)
+        return Text(f"{hours}:{minutes:02d}:{secs:02d}", style="progress.remaining")
+
+
 class BarReporter:
     """A terminal: a live bar with done/failed/rate/ETA and the running cost."""
 
@@ -161,7 +182,7 @@ class BarReporter:
             TextColumn("failed {task.fields[failed]}"),
             TextColumn("{task.fields[cost]}"),
             TimeElapsedColumn(),
-            TimeRemainingColumn(),
+            EtaColumn(),
             console=console,
             transient=False,
         )

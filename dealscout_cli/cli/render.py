@@ -274,9 +274,29 @@ def _add_item_rows(table: "Table", report: dict[str, Any]) -> None:
         _row(table, f"  {state}", str(counts[state]))
     if counts.get("batched"):  # only after `snap --batch`: waiting on a Gemini batch job
         _row(table, "  batched", f"{counts['batched']} (the next `snap --batch` collects them)")
-    _row(table, "throughput", f"{report['throughput_items_per_minute']:.1f} items/min (last 5 min)")
-    if report["eta"]:
-        _row(table, "eta", report["eta"])
+    per_minute, window = report["throughput_items_per_minute"], report["throughput_window_seconds"]
+    if per_minute is None:
+        _row(table, "throughput", "none: no run is active")
+    else:
+        _row(table, "throughput", f"{per_minute:.1f} items/min over the last {_span(window)}")
+    if report["eta_seconds"] is not None:
+        _row(table, "eta", about(report["eta_seconds"]))
+
+
+def about(seconds: float) -> str:
+    """A time left as a person says it: "about 20 s", "about 3 min", "about 2 h 5 min"."""
+    if seconds < 10:
+        return "a few seconds"
+    if seconds < 57.5:
+        return f"about {round(seconds / 5) * 5} s"
+    hours, minutes = divmod(max(round(seconds / 60), 1), 60)
+    if not hours:
+        return f"about {minutes} min"
+    return f"about {hours} h" + (f" {minutes} min" if minutes else "")
+
+
+def _span(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.0f} min"
 
 
 def _add_call_rows(table: "Table", report: dict[str, Any]) -> None:

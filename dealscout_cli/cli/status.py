@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from dealscout_cli import config
-from dealscout_cli.cli.options import DbOption, JsonFlag, guarded, open_store, out, print_json
+from dealscout_cli.cli.options import DbOption, JsonFlag, guarded, out, print_json, read_store
 
 WatchFlag = Annotated[
     bool, typer.Option("--watch", "-w", help="Refresh every few seconds until Ctrl-C.")
@@ -52,7 +52,7 @@ def status(
 def _report(db: Path, broker: str | None) -> dict[str, Any]:
     from dealscout_cli.status import status_report
 
-    with open_store(db) as store:
+    with read_store(db) as store:
         report = status_report(store, now=time.time())
     if broker:
         from dealscout_cli.distributed.status import fleet_status

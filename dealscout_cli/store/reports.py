@@ -131,10 +131,12 @@ class Reports(StoreConnection):
     def offline_listing_count(self) -> int:
         return int(self._value("SELECT COUNT(*) FROM listings WHERE offline = 1"))
 
-    def done_since(self, since_iso: str) -> int:
+    def finished_since(self, since_iso: str) -> int:
+        """Items a run finished (done or failed) since then; skipped files never ran."""
         return int(
             self._value(
-                "SELECT COUNT(*) FROM jobs WHERE state = 'done' AND finished_at >= ?", [since_iso]
+                "SELECT COUNT(*) FROM jobs WHERE state IN ('done', 'failed') AND finished_at >= ?",
+                [since_iso],
             )
         )
 

@@ -171,9 +171,15 @@ MIGRATIONS.append(
 MIGRATIONS_TABLE = "_dealscout_migrations"
 
 
+def missing_steps(conn: sqlite3.Connection) -> list[str]:
+    """The steps this file has not run yet (a reader reports them; it cannot apply them)."""
+    applied = _applied(conn)
+    return [name for name, _ in MIGRATIONS if name not in applied]
+
+
 def migrate(conn: sqlite3.Connection) -> None:
     """Apply the steps this file lacks, all in one write transaction."""
-    if {name for name, _ in MIGRATIONS} <= _applied(conn):
+    if not missing_steps(conn):
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
