@@ -10,13 +10,22 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import zxingcpp
+from conftest import FAKE_KEY
+from fleet import Workers, free_port, wait_until
 from photo_factory import product_image, save_jpeg
 from PIL import Image
+from processes import spawn
 from typer.testing import CliRunner
 
 from dealscout_cli.cli import app
@@ -175,3 +184,90 @@ def test_listings_without_grounding_have_no_price_sources(db: Path, photos: Path
     assert run("snap", str(photos), "--offline", "--quiet").exit_code == 0
     found = json.loads(run("listings", "--json").stdout)
     assert found and all(item["price_sources"] == [] for item in found)
+
+
+# --- 12. distributed mode agrees with itself -----------------------------------------------------
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "DEALSCOUT_BROKER"}
+    return {**env, "GEMINI_API_KEY": FAKE_KEY, **extra}
+
+
+def dealscout(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "dealscout_cli.cli", *args],
+        env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def test_worker_without_a_broker_refuses_as_snap_does(tmp_path: Path, photos: Path) -> None:
+    done = dealscout("worker", env=worker_env())
+    assert done.returncode == 2
+    needs = "needs --broker redis://HOST:6379/0 (or DEALSCOUT_BROKER)"
+    assert needs in done.stderr and "Traceback" not in done.stderr
+    snap = dealscout("snap", str(photos), "--engine", "celery", "--db", str(tmp_path / "x.db"),
+                     env=worker_env())  # fmt: skip
+    assert snap.returncode == 2 and needs in snap.stderr  # the same words for the same option
+
+
+@pytest.mark.parametrize("given", ["--broker", "DEALSCOUT_BROKER"])
+def test_worker_with_nothing_listening_fails_fast_in_one_line(given: str) -> None:
+    url = f"redis://:secret@127.0.0.1:{free_port()}/0"
+    args, env = (("--broker", url), worker_env()) if given == "--broker" else ((), worker_env(
+        DEALSCOUT_BROKER=url))  # fmt: skip
+    started = time.monotonic()
+    done = dealscout("worker", *args, env=env)
+    assert time.monotonic() - started < 30  # not Celery's 100 retries
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "cannot reach the broker at redis://:***@127.0.0.1:" in lines[0]
+    assert "--broker / DEALSCOUT_BROKER" in lines[0]
+    assert "secret" not in done.stderr + done.stdout
+
+
+def test_worker_help_names_every_variable_it_reads() -> None:
+    shown = run("worker", "--help").stdout
+    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL", "DEALSCOUT_BROKER"):
+        assert name in shown, name
+
+
+@pytest.mark.slow
+def test_worker_banner_shows_the_broker_as_given_and_no_root_warning(
+    redis_server: str, workers: Workers
+) -> None:
+    [worker] = workers("http://127.0.0.1:9", 1)  # never called: no task is sent
+    log = worker.log_path.read_text()
+    assert f"transport:   {redis_server}" in log and f"results:     {redis_server}" in log
+    assert ":**@" not in log
+    if os.geteuid() == 0:  # the containers this runs in; elsewhere Celery would not warn anyway
+        assert "SecurityWarning" not in log and "superuser privileges" not in log
+
+
+@pytest.mark.slow
+def test_coordinator_with_no_worker_says_how_to_start_one_and_stops_cleanly(
+    tmp_path: Path, photos: Path, redis_server: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
+    db, log = tmp_path / "nobody.db", tmp_path / "coordinator.err"
+    with log.open("w") as stderr:
+        proc = spawn(
+            [sys.executable, "-m", "dealscout_cli.cli", "snap", str(photos), "--engine", "celery",
+             "--broker", redis_server, "--db", str(db), "--json"],
+            env=env, stdout=subprocess.PIPE, stderr=stderr, text=True,
+        )  # fmt: skip
+        hint = f"no worker is taking tasks from {redis_server}; start one with: " + (
+            f"dealscout worker --broker {redis_server}"
+        )
+        started = time.monotonic()
+        wait_until(lambda: hint in log.read_text(), 20, "the no-worker hint")
+        assert time.monotonic() - started < 16
+        assert log.read_text().count(hint) == 1  # said once, not every poll
+        proc.send_signal(signal.SIGTERM)
+        stdout, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 143, log.read_text()  # as any run stopped by SIGTERM (README)
+    assert "Traceback" not in log.read_text()
+    assert "SIGTERM" in json.loads(stdout)["run"]["stop_reason"]
+    with sqlite3.connect(db) as conn:  # every job back in the queue for the next run
+        assert conn.execute("SELECT DISTINCT state FROM jobs").fetchall() == [("queued",)]
