@@ -114,7 +114,7 @@ app.set_current()
 app.conf.imports = ("dealscout_cli.distributed.tasks",)
 
 
-class RedactedBannerWorker(Worker):
+class RedactedBannerWorker(Worker):  # type: ignore[misc]  # Celery ships no types
     """Celery's worker program; its start-up banner shows the broker and the result backend
     as `redact_url` does. Celery's own `as_uri` masks a password that is not there
     (``redis://:**@host``), which reads as if a password were set."""
