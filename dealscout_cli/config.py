@@ -58,6 +58,8 @@ ENV_CONCURRENCY = "DEALSCOUT_CONCURRENCY"
 ENV_PRICES = "DEALSCOUT_PRICES"  # a JSON file that overrides the price table
 ENV_DEBUG = "DEALSCOUT_DEBUG"
 ENV_BROKER = "DEALSCOUT_BROKER"
+# Said by `snap --engine celery` and `dealscout worker` alike: neither guesses a broker.
+NEEDS_BROKER = f"needs --broker redis://HOST:6379/0 (or {ENV_BROKER})"
 
 OFFLINE_API_KEY = "offline-emulator-key"  # what --offline sends to the in-process emulator
 
@@ -167,7 +169,7 @@ def validate(settings: Settings) -> None:
     if settings.engine not in ENGINES:
         raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, not {settings.engine!r}")
     if settings.engine == "celery" and not settings.broker:
-        raise UsageError(f"--engine celery needs --broker redis://HOST:6379/0 (or {ENV_BROKER})")
+        raise UsageError(f"--engine celery {NEEDS_BROKER}")
     for name, why in ENGINE_REFUSES[settings.engine].items():
         if getattr(settings, name) not in (None, False):
             raise UsageError(f"{_engine_name(settings.engine)} cannot honour {_flag(name)}: {why}")

@@ -22,6 +22,7 @@ class EventKind(StrEnum):
     ITEM_RELEASED = "item_released"
     CALL = "call"
     STOPPING = "stopping"
+    WARNING = "warning"  # the run goes on, but something needs the user (no worker is taking tasks)
     RUN_FINISHED = "run_finished"
 
 

@@ -28,8 +28,16 @@ Marketplace quirks, decided here once:
   the deepest folder holding every exported photo): the seller uploads that folder
   as it is, and `shoes/front.jpg` and `mugs/front.jpg` stay two URLs. A flat
   folder gives plain file names. eBay and Shopify need hosted URLs; without a base
-  URL their photo columns stay empty and the report says so. Meta cannot take an
-  item without an image and a link, so it refuses to run without a base URL.
+  URL their photo columns stay empty and the report says so.
+- Meta's catalog data feed requires id, title, description, availability, condition,
+  price, link, image_link and brand for every item (Meta's "Catalog Fields" reference,
+  developers.facebook.com/docs/commerce-platform/catalog/fields/). `link` is the item's
+  page in the seller's shop, which only the seller knows: `product_url` is a pattern
+  such as "https://shop.example.com/p/{sku}" ({sku} and {item_id} are filled in), and a
+  Meta feed is refused without it (and without `photo_base_url` for image_link) rather
+  than written with links that lead nowhere.
+- csv and jsonl carry `price_sources`: the web pages a grounded price (--grounded-prices)
+  was based on; in csv one cell, the URLs joined by a space.
 - Shopify `Product Category` must be a Standard Product Taxonomy category, so it
   stays empty; our category text goes in the free-form `Type` column.
 - No cell runs as a spreadsheet formula: every CSV format writes its rows through
@@ -46,6 +54,7 @@ import csv
 import html
 import json
 import re
+import string
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -93,6 +102,7 @@ class ExportOptions:
     marketplace formats; left None, priceless listings are skipped there and reported."""
 
     photo_base_url: str | None = None
+    product_url: str | None = None  # the item's shop page, e.g. "https://x.example/p/{sku}"
     photo_root: str | None = None  # photo URLs are paths below this folder (default: common)
     currency: str = "USD"
     quantity: int = 1
@@ -115,6 +125,8 @@ class ExportOptions:
             raise UsageError(
                 f"photo base URL {self.photo_base_url!r} must start with http:// or https://"
             )
+        if self.product_url is not None:
+            _check_product_url(self.product_url)
         if self.default_price is not None:
             price = Decimal(str(self.default_price)).quantize(CENTS, rounding=ROUND_HALF_UP)
             if not price > 0:
@@ -156,9 +168,15 @@ def check_options(
 ) -> None:
     """Raise `UsageError` if `fmt` cannot be written with `options`; call it before opening
     the output file, so a refused export leaves no empty file behind."""
+    if fmt is ExportFormat.META and not options.product_url:
+        raise UsageError(
+            "Meta's catalog needs a link to each item's page in your shop: pass --product-url "
+            "with its address, {sku} standing for the SKU, "
+            "e.g. --product-url 'https://shop.example.com/p/{sku}'"
+        )
     if fmt is ExportFormat.META and not options.photo_base_url:
         raise UsageError(
-            "Meta's catalog needs a link and an image URL for every item: "
+            "Meta's catalog needs an image URL for every item: "
             "pass --photo-base-url with the address where the photos are hosted"
         )
     if options.photo_base_url:
@@ -169,7 +187,8 @@ def check_options(
 
 CSV_COLUMNS = [
     "sku", "item_key", "title", "description", "category", "brand", "model", "condition",
-    "ebay_condition_id", "price_low", "price_suggested", "price_high", "currency", "barcodes",
+    "ebay_condition_id", "price_low", "price_suggested", "price_high", "currency",
+    "price_sources", "barcodes",
     "photos", "quality_warnings", "prompt_version", "vision_model", "pricing_model", "offline",
     "created_at",
 ]  # fmt: skip
@@ -197,6 +216,7 @@ def _write_csv(
             "price_suggested": _money(price.suggested) if price else "",
             "price_high": _money(price.high) if price else "",
             "currency": price.currency if price else "",
+            "price_sources": " ".join(_one_word(url) for url in listing.price_sources),
             "barcodes": ";".join(listing.barcodes),
             "photos": ";".join(urls if links.base_url else [p.path for p in listing.photos]),
             "quality_warnings": ";".join(listing.quality_warnings),
@@ -344,7 +364,8 @@ META_COLUMNS = [
 def _write_meta(
     listings: Sequence[Listing], out: TextIO, options: ExportOptions, report: ExportReport
 ) -> None:
-    assert options.photo_base_url  # check_options refuses Meta without one
+    # check_options refuses Meta without either
+    assert options.photo_base_url and options.product_url
     writer = _Sheet(out, META_COLUMNS)
     links = _PhotoLinks(options, listings)
     for listing, price in _ready(listings, options, report, required=_meta_requirements):
@@ -356,7 +377,7 @@ def _write_meta(
             "availability": "in stock",
             "condition": meta_condition(ident.condition),
             "price": f"{price:.2f} {options.currency}",
-            "link": _url(options.photo_base_url, listing.sku),
+            "link": product_link(options.product_url, listing),
             "image_link": links.urls(listing)[0],
             "brand": ident.brand,
         })  # fmt: skip
@@ -524,6 +545,46 @@ class _PhotoLinks:
                 "different photos at the same path (changed since they were processed?) "
                 "would share one URL: " + ", ".join(self._clashes)
             )
+
+
+PRODUCT_URL_FIELDS = ("sku", "item_id")
+
+
+def _check_product_url(pattern: str) -> None:
+    """A --product-url pattern: http(s), and placeholders that name each item apart."""
+    example = "e.g. 'https://shop.example.com/p/{sku}'"
+    if not re.match(r"https?://[^/\s{}]+", pattern):
+        raise UsageError(
+            f"product URL {pattern!r} must start with http:// or https:// and a host, {example}"
+        )
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(pattern) if name is not None}
+    except ValueError as exc:
+        raise UsageError(
+            f"product URL {pattern!r} is not a pattern ({exc}); write a literal brace as "
+            "{{ or }}"
+        ) from None
+    unknown = sorted(fields - set(PRODUCT_URL_FIELDS))
+    if unknown:
+        raise UsageError(
+            f"product URL {pattern!r} has an unknown placeholder {{{unknown[0]}}}; "
+            "use {sku} or {item_id}"
+        )
+    if not fields:
+        raise UsageError(
+            f"product URL {pattern!r} would give every item the same link: put {{sku}} or "
+            f"{{item_id}} where the item goes, {example}"
+        )
+
+
+def product_link(pattern: str, listing: Listing) -> str:
+    """The item's page in the seller's shop: `pattern` with its SKU and item id filled in."""
+    return pattern.format(sku=quote(listing.sku, safe=""), item_id=listing.item_id)
+
+
+def _one_word(url: str) -> str:
+    """A URL with its whitespace percent-encoded, so URLs joined by spaces stay apart."""
+    return re.sub(r"\s", lambda m: quote(m.group()), url)
 
 
 def _url(base: str, path: str) -> str:

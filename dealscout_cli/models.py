@@ -239,6 +239,8 @@ class Listing(BaseModel):
     photos: list[ListingPhoto]
     barcodes: list[str] = Field(default_factory=list)
     quality_warnings: list[str] = Field(default_factory=list)
+    # The web pages a grounded price (`--grounded-prices`) was based on; empty otherwise.
+    price_sources: list[str] = Field(default_factory=list)
     notes: str | None = None
     prompt_version: str
     vision_model: str

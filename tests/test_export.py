@@ -30,6 +30,7 @@ from dealscout_cli.models import (
 )
 
 BASE_URL = "https://photos.example.com/shop"
+PRODUCT_URL = "https://shop.example.com/p/{sku}"
 EBAY_CONDITION_IDS = {1000, 1500, 1750, 2000, 2010, 2020, 2030, 2500, 2750, 3000, 4000, 5000,
                       6000, 7000}  # fmt: skip
 EBAY_ACTION = "Action(SiteID=US|Country=US|Currency=USD|Version=1193|CC=UTF-8)"
@@ -313,7 +314,7 @@ def test_a_listing_priced_in_another_currency_is_skipped():
 @pytest.mark.parametrize("fmt", [ExportFormat.EBAY, ExportFormat.SHOPIFY, ExportFormat.META])
 def test_marketplaces_skip_offline_listings_and_report_them(fmt):
     listings = [make_listing("DS-0001"), make_listing("DS-0002", offline=True)]
-    text, report = export(fmt, listings, photo_base_url=BASE_URL)
+    text, report = export(fmt, listings, photo_base_url=BASE_URL, product_url=PRODUCT_URL)
     assert report.written == 1
     assert report.skipped == [("DS-0002", OFFLINE_REASON)]
     assert "DS-0002" not in text
@@ -328,7 +329,7 @@ def test_include_offline_exports_offline_listings():
 @pytest.mark.parametrize("fmt", list(ExportFormat))
 def test_every_format_round_trips_non_ascii_text(fmt):
     listing = make_listing(title="Café crème mug – 12 oz", brand="Émile Henry")
-    text, report = export(fmt, [listing], photo_base_url=BASE_URL)
+    text, report = export(fmt, [listing], photo_base_url=BASE_URL, product_url=PRODUCT_URL)
     assert report.written == 1
     assert "Café crème mug – 12 oz" in text
 
@@ -420,7 +421,7 @@ def test_shopify_puts_the_category_text_in_type_not_product_category():
 
 def test_meta_needs_a_photo_base_url():
     with pytest.raises(UsageError, match="--photo-base-url"):
-        export(ExportFormat.META, [make_listing()])
+        export(ExportFormat.META, [make_listing()], product_url=PRODUCT_URL)
 
 
 def test_meta_without_a_base_url_is_refused_before_anything_is_written():
@@ -430,7 +431,7 @@ def test_meta_without_a_base_url_is_refused_before_anything_is_written():
 
 def test_meta_conditions_are_new_refurbished_or_used():
     listings = [make_listing(f"DS-{i:04}", condition=c) for i, c in enumerate(Condition, start=1)]
-    text, _ = export(ExportFormat.META, listings, photo_base_url=BASE_URL)
+    text, _ = export(ExportFormat.META, listings, photo_base_url=BASE_URL, product_url=PRODUCT_URL)
     by_sku = {row["id"]: row["condition"] for row in rows(text)}
     assert set(by_sku.values()) == {"new", "refurbished", "used"}
     assert by_sku["DS-0003"] == "new"  # new_with_defects
@@ -439,15 +440,22 @@ def test_meta_conditions_are_new_refurbished_or_used():
 
 def test_meta_row_has_price_with_currency_links_and_stock():
     listing = make_listing(photos=["/p/front.jpg", "/p/back.jpg"])
-    row = rows(export(ExportFormat.META, [listing], photo_base_url=BASE_URL)[0])[0]
+    meta = export(ExportFormat.META, [listing], photo_base_url=BASE_URL, product_url=PRODUCT_URL)
+    row = rows(meta[0])[0]
     assert row["price"] == "12.50 USD"
     assert MONEY.fullmatch(row["price"].split()[0])
-    assert (row["link"], row["image_link"]) == (f"{BASE_URL}/DS-0001", f"{BASE_URL}/front.jpg")
+    link = "https://shop.example.com/p/DS-0001"
+    assert (row["link"], row["image_link"]) == (link, f"{BASE_URL}/front.jpg")
     assert (row["availability"], row["brand"]) == ("in stock", "Pyrex")
 
 
 def test_meta_skips_a_listing_without_a_brand():
-    _, report = export(ExportFormat.META, [make_listing(brand=None)], photo_base_url=BASE_URL)
+    _, report = export(
+        ExportFormat.META,
+        [make_listing(brand=None)],
+        photo_base_url=BASE_URL,
+        product_url=PRODUCT_URL,
+    )
     assert report.skipped == [("DS-0001", "no brand (Meta's catalog requires one)")]
 
 

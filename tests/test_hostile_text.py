@@ -103,7 +103,15 @@ EXPORTS = {
     "csv": ["--format", "csv"],
     "ebay": ["--format", "ebay", "--include-offline"],
     "shopify": ["--format", "shopify", "--include-offline"],
-    "meta": ["--format", "meta", "--include-offline", "--photo-base-url", BASE_URL],
+    "meta": [
+        "--format",
+        "meta",
+        "--include-offline",
+        "--photo-base-url",
+        BASE_URL,
+        "--product-url",
+        "https://shop.example.com/p/{sku}",
+    ],
 }
 # Where each format puts the title, description and brand of a listing.
 TEXT_COLUMNS = {

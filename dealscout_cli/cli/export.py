@@ -30,6 +30,13 @@ PhotoBaseUrlOption = Annotated[
         "--photo-root is appended (upload that folder as it is)."
     ),
 ]
+ProductUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Address of each item's page in your shop, {sku} (or {item_id}) standing for "
+        "the item, e.g. 'https://shop.example.com/p/{sku}'. Meta's catalog requires it."
+    ),
+]
 PhotoRootOption = Annotated[
     str | None,
     typer.Option(
@@ -51,6 +58,7 @@ def export(
     format: FormatOption = "csv",
     output: OutputOption = None,
     photo_base_url: PhotoBaseUrlOption = None,
+    product_url: ProductUrlOption = None,
     photo_root: PhotoRootOption = None,
     include_offline: IncludeOfflineFlag = False,
 ) -> None:
@@ -65,6 +73,7 @@ def export(
             fmt,
             output,
             photo_base_url=photo_base_url,
+            product_url=product_url,
             photo_root=photo_root,
             include_offline=include_offline,
         )
@@ -95,6 +104,7 @@ def _write(
     output: Path | None,
     *,
     photo_base_url: str | None,
+    product_url: str | None,
     photo_root: str | None,
     include_offline: bool,
 ) -> "ExportReport":
@@ -106,7 +116,10 @@ def _write(
     # Photos are stored with absolute paths (as `scan` found them): so is the root.
     root = os.path.abspath(os.path.expanduser(photo_root)) if photo_root else None
     options = ExportOptions(
-        photo_base_url=photo_base_url, photo_root=root, include_offline=include_offline
+        photo_base_url=photo_base_url,
+        product_url=product_url,
+        photo_root=root,
+        include_offline=include_offline,
     )
     check_options(fmt, options, found)  # before -o is opened: a refusal leaves no empty file
     if output is None and sys.stdout.isatty():

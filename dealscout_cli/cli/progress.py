@@ -69,13 +69,15 @@ class ScanCounter:
 
 
 class QuietReporter:
-    """--quiet: nothing but errors."""
+    """--quiet: nothing but errors, and warnings that say why nothing happens."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
 
     def __call__(self, event: Event) -> None:
-        if event.kind == EventKind.ITEM_FAILED:
+        if event.kind == EventKind.WARNING:
+            self.console.print(f"warning: {printable(event.message)}", markup=False)
+        elif event.kind == EventKind.ITEM_FAILED:
             self.console.print(
                 f"failed: item {event.item_id} ({printable(event.label)}): "
                 f"{printable(event.message)}",
@@ -121,6 +123,8 @@ class LineReporter:
             self._line(f"released item {event.item_id} {label}: {message}")
         elif event.kind == EventKind.STOPPING:
             self._line(f"stopping: {message}")
+        elif event.kind == EventKind.WARNING:
+            self._line(f"warning: {message}")
 
     def close(self) -> None:
         pass
@@ -214,6 +218,8 @@ class BarReporter:
             )
         elif event.kind == EventKind.STOPPING:
             self.progress.console.print(f"[yellow]stopping:[/] {plain(event.message)}")
+        elif event.kind == EventKind.WARNING:
+            self.progress.console.print(f"[yellow]warning:[/] {plain(event.message)}")
         elapsed = max(time.monotonic() - self.started, 1e-6)
         self.progress.update(
             self.task,

@@ -398,11 +398,15 @@ def listing_table(listing: "Listing", calls: list[dict[str, Any]]) -> "Table":
             "price",
             f"{p.low:.2f} – {p.suggested:.2f} – {p.high:.2f} {p.currency}: {p.rationale}",
         )
+    for source in listing.price_sources:  # --grounded-prices: the pages the price came from
+        _row(table, "price source", source)
     _row(table, "description", ident.description, multiline=True)
     if ident.defects:
         _row(table, "defects", "; ".join(ident.defects))
     for photo in listing.photos:
         _row(table, "photo", photo.path)
+    for barcode in listing.barcodes:
+        _row(table, "barcode", barcode)
     for warning in listing.quality_warnings:
         _row(table, "warning", warning)
     _row(

@@ -9,7 +9,8 @@ from typing import Annotated
 
 import typer
 
-from dealscout_cli.config import ENV_BROKER, api_key_from_env
+from dealscout_cli.cli.options import EXIT_USAGE, fail, guarded
+from dealscout_cli.config import ENV_BROKER, NEEDS_BROKER, api_key_from_env
 from dealscout_cli.distributed import INSTALL_HINT, QUEUE
 
 PoolSizeOption = Annotated[
@@ -35,7 +36,7 @@ BrokerOption = Annotated[
         "--broker",
         "-b",
         envvar=ENV_BROKER,
-        help="Redis URL of the broker (and result backend).",
+        help="Redis URL of the broker (and result backend), the one snap --engine celery uses.",
     ),
 ]
 LogLevelOption = Annotated[str, typer.Option("--loglevel", "-l", help="Celery log level.")]
@@ -54,29 +55,33 @@ def worker(
 ) -> None:
     """Run a Celery worker that takes items from the broker and calls Gemini.
 
-    The worker needs GEMINI_API_KEY (and GOOGLE_GEMINI_BASE_URL for a proxy or the
-    emulator); it needs no database and no photos. Stop it with Ctrl-C: it finishes
-    the tasks it holds (a second Ctrl-C abandons them; Redis hands them to another
-    worker after the visibility timeout).
+    Environment: GEMINI_API_KEY (or GOOGLE_API_KEY), the key its model calls use (the
+    coordinator's key is not sent); GOOGLE_GEMINI_BASE_URL for a proxy or the emulator;
+    DEALSCOUT_BROKER instead of --broker. It needs no database and no photos. It checks
+    the broker once at start and stops if nothing answers there. Stop it with Ctrl-C: it
+    finishes the tasks it holds (a second Ctrl-C abandons them; Redis hands them to
+    another worker after the visibility timeout).
 
     Example: dealscout worker --concurrency 8 -n box2@%h --broker redis://10.0.0.5:6379/0
     """
+    if not broker:  # as snap --engine celery: no guessed localhost, retried for minutes
+        fail(f"dealscout worker {NEEDS_BROKER}", EXIT_USAGE)
     if not api_key_from_env(os.environ):  # every task would fail: refuse to take any
-        typer.echo(
-            "error: no Gemini API key for this worker: set GEMINI_API_KEY (or GOOGLE_API_KEY) "
+        fail(
+            "no Gemini API key for this worker: set GEMINI_API_KEY (or GOOGLE_API_KEY) "
             "in its environment; the coordinator's key is not sent to workers",
-            err=True,
+            EXIT_USAGE,
         )
-        raise typer.Exit(2)
-    if broker:
-        os.environ[ENV_BROKER] = broker  # read by app.py, here and in the pool processes
+    os.environ[ENV_BROKER] = broker  # read by app.py, here and in the pool processes
     try:
-        from dealscout_cli.distributed.app import app, settings_from_env
+        from dealscout_cli.distributed.app import app, prepare_worker, settings_from_env
+        from dealscout_cli.distributed.coordinator import check_broker
     except ImportError as exc:
-        typer.echo(f"error: {INSTALL_HINT} ({exc})", err=True)
-        raise typer.Exit(2) from None
+        fail(f"{INSTALL_HINT} ({exc})", EXIT_USAGE)
 
+    guarded(lambda: check_broker(broker))  # once, seconds: one line naming it, exit 1
     app.conf.update(settings_from_env())
+    prepare_worker(app)  # the broker shown as config.redact_url shows it; no pickle warning
     import dealscout_cli.distributed.tasks  # noqa: F401  # register the task before the pool forks
 
     argv = [

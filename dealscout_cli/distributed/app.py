@@ -3,19 +3,28 @@
 Workers run ``celery -A dealscout_cli.distributed.app worker`` (or ``dealscout
 worker``); the coordinator builds its own app with `make_app(broker_url)` so it can
 talk to any broker without touching this module's global one. The broker URL comes
-from ``DEALSCOUT_BROKER`` (default ``redis://localhost:6379/0``); the result backend is
-the same Redis unless ``DEALSCOUT_RESULT_BACKEND`` says otherwise. The comments below
-say why each setting has its value; the README's distributed-mode section says how to run it.
+from ``DEALSCOUT_BROKER`` (``dealscout worker`` refuses to start without it; only a bare
+``celery -A`` falls back to ``redis://localhost:6379/0``); the result backend is the same
+Redis unless ``DEALSCOUT_RESULT_BACKEND`` says otherwise. `prepare_worker` turns this app
+into the worker program ``dealscout worker`` runs: the broker shown as `config.redact_url`
+shows it, no root warning that is about pickle (see `quiet_root_warning`). The comments
+below say why each setting has its value; the README's distributed-mode section says how
+to run it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 from celery import Celery
+from celery.apps.worker import Worker
+from celery.exceptions import SecurityWarning
 
+from dealscout_cli.config import redact_url
 from dealscout_cli.distributed import QUEUE
 
 ENV_BROKER = (
@@ -103,3 +112,71 @@ def make_app(broker: str | None = None, *, env: Mapping[str, str] | None = None)
 app = make_app()
 app.set_current()
 app.conf.imports = ("dealscout_cli.distributed.tasks",)
+
+
+class RedactedBannerWorker(Worker):  # type: ignore[misc]  # Celery ships no types
+    """Celery's worker program; its start-up banner shows the broker and the result backend
+    as `redact_url` does. Celery's own `as_uri` masks a password that is not there
+    (``redis://:**@host``), which reads as if a password were set."""
+
+    def startup_info(self, artlines: bool = True) -> str:
+        banner: str = super().startup_info(artlines)
+        shown = {
+            self.app.connection().as_uri(): self.app.conf.broker_url,
+            self.app.backend.as_uri(): self.app.conf.result_backend,
+        }
+        for masked, url in shown.items():
+            if masked and isinstance(url, str):
+                banner = banner.replace(masked, redact_url(url))
+        return banner
+
+
+class _RedactedBrokerInLogs(logging.Filter):
+    """Celery's consumer logs "Connected to %s" (and connection errors) with the same masked
+    `as_uri`; this swaps it for `redact_url`'s form, as in the banner."""
+
+    def __init__(self, masked: str, redacted: str) -> None:
+        super().__init__()
+        self.masked, self.redacted = masked, redacted
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and self.masked in record.args:
+            record.args = tuple(self.redacted if a == self.masked else a for a in record.args)
+        return True
+
+
+# The Celery loggers that name the broker connection (celery.worker.consumer.*).
+BROKER_LOGGERS = ("celery.worker.consumer.connection", "celery.worker.consumer.consumer")
+
+
+def prepare_worker(celery: Celery) -> None:
+    """Make `celery.worker_main` run dealscout's worker program: the broker shown as
+    `redact_url` shows it (banner and logs), and no root warning about pickle."""
+    celery.Worker = celery.subclass_with_self(RedactedBannerWorker)
+    redacted = _RedactedBrokerInLogs(
+        celery.connection().as_uri(), redact_url(str(celery.conf.broker_url))
+    )
+    for name in BROKER_LOGGERS:
+        logging.getLogger(name).addFilter(redacted)
+    quiet_root_warning(celery)
+
+
+def quiet_root_warning(celery: Celery) -> None:
+    """Silence Celery's "running the worker with superuser privileges" SecurityWarning, and
+    only that, when the app accepts JSON alone.
+
+    Celery (`celery.platforms.check_privileges`) warns for any worker run as root or in the
+    sudo/wheel group (the usual container), because a worker that accepts pickle runs code
+    from whoever can write to the broker. With pickle accepted it refuses to start unless
+    C_FORCE_ROOT is set, which is not a fix. Our app accepts only JSON (`celery_settings`),
+    so a message cannot carry code; the warning has nothing to warn about. Were pickle ever
+    added, this leaves the warning (and Celery's refusal) in place.
+    """
+    accepted = set(celery.conf.accept_content) | set(celery.conf.result_accept_content or [])
+    if accepted != {"json"}:
+        return
+    for text in (
+        "You're running the worker with superuser privileges",
+        "An entry for the specified gid or egid was not found",
+    ):
+        warnings.filterwarnings("ignore", message=text, category=SecurityWarning)

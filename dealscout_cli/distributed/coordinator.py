@@ -57,6 +57,10 @@ SENT_PREFIX = "dealscout:sent:"
 POLL_INTERVAL = 0.2  # seconds between looks at the result backend
 IDLE_POLL = 0.5
 READY = ("SUCCESS", "FAILURE", "REVOKED")
+# Tasks out and none started for this long: ask the fleet whether any worker is there, and
+# say so once if none answers (a run with Redis up and no worker otherwise waits silently).
+NO_WORKER_AFTER = 10.0
+PING_TIMEOUT = 1.0  # seconds to wait for workers to answer the ping
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class FleetOptions:
         HARD_TIME_LIMIT + VISIBILITY_TIMEOUT + 60
     )  # then the task counts as lost
     poll_interval: float = POLL_INTERVAL
+    no_worker_after: float = NO_WORKER_AFTER
 
 
 @dataclass
@@ -114,6 +119,8 @@ class Coordinator:
         self.prices = load_prices(settings.prices_file)
         self.out: dict[str, _Out] = {}
         self.stopping = False
+        self.quiet_since = time.monotonic()  # when a task last moved (started or finished)
+        self.said_no_worker = False
         self.celery = make_app(options.broker_url)
         self.redis = redis.Redis.from_url(options.broker_url)
         # Photos are prepared (and barcodes read) here, so EXIF never leaves this machine.
@@ -149,6 +156,7 @@ class Coordinator:
         while True:
             self._fill()
             if not self.out:
+                self.quiet_since = time.monotonic()
                 if self.stopping or not self.claiming or not self._others_still_busy():
                     return
                 time.sleep(IDLE_POLL)
@@ -156,6 +164,7 @@ class Coordinator:
             if self.stopping:
                 return
             self._collect()
+            self._watch_for_workers()
             if time.monotonic() - last_beat > self.settings.lease_seconds / 3:
                 self._heartbeat()
                 last_beat = time.monotonic()
@@ -250,6 +259,8 @@ class Coordinator:
             if out is None:
                 continue
             meta = backend.decode_result(value) if value else {"status": "PENDING"}
+            if meta["status"] != "PENDING":  # a worker took it (STARTED is tracked) or it is done
+                self.quiet_since = now
             if meta["status"] in READY:
                 self.out.pop(task_id)
                 self._apply(task_id, out, meta)
@@ -334,6 +345,28 @@ class Coordinator:
     def _forget(self, task_id: str) -> None:
         self.celery.AsyncResult(task_id).forget()
         self.redis.delete(SENT_PREFIX + task_id, calls_key(task_id))
+
+    def _watch_for_workers(self) -> None:
+        """Tasks out, none moving for `no_worker_after` s, and no worker answers a ping: say
+        once, through the events, which command starts one. A worker that answers (busy with
+        other work) restarts the wait."""
+        if self.said_no_worker:
+            return
+        if time.monotonic() - self.quiet_since < self.options.no_worker_after:
+            return
+        if self.celery.control.ping(timeout=PING_TIMEOUT):
+            self.quiet_since = time.monotonic()
+            return
+        self.said_no_worker = True
+        broker = redact_url(self.options.broker_url)
+        self.lifecycle.on_event(
+            Event(
+                EventKind.WARNING,
+                message=f"no worker is taking tasks from {broker}; "
+                f"start one with: dealscout worker --broker {broker}",
+                fields={"tasks_waiting": len(self.out)},
+            )
+        )
 
     # ------------------------------------------------------------ outcomes, leases, stopping
 

@@ -35,7 +35,9 @@ class Reports(StoreConnection):
     def listings(
         self, *, item_id: int | None = None, include_offline: bool = True
     ) -> list[Listing]:
-        sql = """SELECT listings.*, items.key, items.notes, items.quality_warnings, items.barcodes
+        sql = """SELECT listings.*, items.key, items.notes, items.quality_warnings, items.barcodes,
+                        (SELECT output FROM stages WHERE stages.item_id = listings.item_id
+                         AND stages.stage = 'price') AS price_stage
                  FROM listings JOIN items ON items.id = listings.item_id"""
         params: list[Any] = []
         clauses = []
@@ -203,6 +205,7 @@ def _listing_or_raise(row: dict[str, Any], photos: list[dict[str, Any]]) -> List
         photos=[ListingPhoto(**photo) for photo in photos],
         barcodes=json.loads(row["barcodes"]),
         quality_warnings=json.loads(row["quality_warnings"]),
+        price_sources=_price_sources(row["price_stage"]),
         notes=row["notes"],
         prompt_version=row["prompt_version"],
         vision_model=row["vision_model"],
@@ -210,3 +213,17 @@ def _listing_or_raise(row: dict[str, Any], photos: list[dict[str, Any]]) -> List
         offline=bool(row["offline"]),
         created_at=row["created_at"],
     )
+
+
+def _price_sources(stage_output: str | None) -> list[str]:
+    """The web sources of a grounded price stage (`pipeline.grounded_price_output`); a price
+    stage without them (not grounded, or stored by an older version) has none."""
+    if not stage_output:
+        return []
+    try:
+        sources = json.loads(stage_output).get("grounding_sources")
+    except (ValueError, AttributeError):
+        return []
+    if not isinstance(sources, list):
+        return []
+    return [source for source in sources if isinstance(source, str) and source]
