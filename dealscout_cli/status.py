@@ -19,15 +19,18 @@ def status_report(store: Store, *, now: float) -> dict[str, Any]:
     since = iso_now(now - THROUGHPUT_WINDOW)
     done_recent = store.done_since(since)
     totals = store.call_totals()
-    runs = store.runs(limit=3)
+    # `runs.summary` and `runs.limits` are stored as JSON text: read back as objects, so
+    # `status --json` holds no JSON inside a string.
+    runs = [
+        {**run, "summary": _json(run["summary"]), "limits": _json(run["limits"])}
+        for run in store.runs(limit=3)
+    ]
     recent = iso_now(now - GONE_AFTER)
     active = [
         r for r in runs if r["status"] == "running" and (r["seen_at"] or r["started_at"]) >= recent
     ]
     limiters = [
-        {**limiter, "run_id": run["id"]}
-        for run in active
-        for limiter in json.loads(run["limits"] or "[]")
+        {**limiter, "run_id": run["id"]} for run in active for limiter in run["limits"] or []
     ]
     per_minute = done_recent / (THROUGHPUT_WINDOW / 60)
     remaining = counts["queued"] + counts["running"]
@@ -56,3 +59,7 @@ def status_report(store: Store, *, now: float) -> dict[str, Any]:
         "runs": runs,
         "active_runs": len(active),
     }
+
+
+def _json(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
