@@ -190,6 +190,10 @@ def validate(settings: Settings) -> None:
         raise UsageError("--max-cost must be a positive amount in USD")
     if settings.engine != "celery" and not key_for(settings):
         raise UsageError(NO_API_KEY)
+    if settings.prices_file is not None:  # read now: a bad price must not wait for the first call
+        from dealscout_cli.costs import load_prices
+
+        load_prices(settings.prices_file)
 
 
 def engine_for(engine: str, *, batch: bool) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -79,13 +79,31 @@ def load_prices(override_file: Path | None = None) -> dict[str, ModelPrice]:
     try:
         raw = json.loads(Path(override_file).read_text(encoding="utf-8"))
         for model, price in raw.items():
-            table[model] = ModelPrice(Decimal(str(price["input"])), Decimal(str(price["output"])))
+            table[model] = ModelPrice(
+                _price(override_file, model, price, "input"),
+                _price(override_file, model, price, "output"),
+            )
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UsageError(
             f"price file {override_file}: {exc}; expected "
             '{"model-name": {"input": USD_per_1M, "output": USD_per_1M}}'
         ) from None
     return table
+
+
+def _price(source: Path, model: str, price: dict[str, object], which: str) -> Decimal:
+    """One price from a user's file: a finite amount of USD, not below zero."""
+    value = price[which]
+    try:
+        amount = Decimal(str(value)) if not isinstance(value, bool) else None
+    except InvalidOperation:
+        amount = None
+    if amount is None or not amount.is_finite() or amount < 0:
+        raise UsageError(
+            f"price file {source}: {model} {which} is {json.dumps(value)}, not a price; "
+            "give USD per 1M tokens as a number, e.g. 1.5"
+        )
+    return amount
 
 
 def _base_model(model: str) -> str:

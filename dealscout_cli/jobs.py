@@ -135,8 +135,8 @@ class OutageWatch:
             return None
         return (
             f"no answer from the Gemini API for {silent:.0f} s ({self.in_a_row} calls in a row "
-            f"ended {self.last_kind}); check the network, a proxy or --base-url, then run "
-            "`dealscout snap` again: every item is back in the queue"
+            f"ended {self.last_kind}); check the network, a proxy or --base-url, then resume: "
+            "every item is back in the queue"
         )
 
 
@@ -281,7 +281,9 @@ class JobLifecycle:
         if self.summary.stop_reason is None:
             self.summary.stop_reason = reason
             self.summary.stop_kind = kind
-        self.on_event(Event(EventKind.STOPPING, message=reason, fields=fields))
+        self.on_event(
+            Event(EventKind.STOPPING, message=reason, fields={"stop_kind": kind.value, **fields})
+        )
 
     def settle_budget_reason(self) -> None:
         """A budget stop said what was spent when it refused; the items in flight then went

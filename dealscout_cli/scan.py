@@ -19,7 +19,7 @@ import json
 import os
 import stat
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -355,7 +355,24 @@ class _Scanner:
                     source=draft.source,
                 )
             )
+        result.items = _unique_labels(result.items)
         return result
+
+
+def _unique_labels(items: list[FoundItem]) -> list[FoundItem]:
+    """`photo.heic` and `photo.webp` in one folder are two items: a label made from a file's
+    stem keeps its suffix when another item from the same place has the same stem."""
+    seen: dict[tuple[str, str], int] = {}
+    for item in items:
+        seen[(item.source, item.label)] = seen.get((item.source, item.label), 0) + 1
+    return [
+        replace(item, label=display_path(item.photos[0].path.name))
+        if seen[(item.source, item.label)] > 1
+        and len(item.photos) == 1
+        and item.label == _stem(item.photos[0].path)
+        else item
+        for item in items
+    ]
 
 
 def _fingerprint(path: Path, buffer: bytearray) -> FoundPhoto | str:

@@ -8,6 +8,8 @@ pipeline, runner) and nothing else: each decision lives in its own module.
 from __future__ import annotations
 
 import math
+import os
+import shlex
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from dealscout_cli.budget import Budget
-from dealscout_cli.config import Settings, redact_url
+from dealscout_cli.config import ENV_BROKER, Settings, redact_url
 from dealscout_cli.costs import BATCH_DISCOUNT
 from dealscout_cli.engines import ENGINES
 from dealscout_cli.errors import UsageError
@@ -37,6 +39,26 @@ class SnapResult:
     offline: bool = False
     batch: Any = None  # engines.batch.BatchReport with --batch
     failed_earlier: int = 0  # items that failed in earlier runs (`dealscout status` has them)
+    settings: Settings | None = None  # what the run was given: the hints repeat it
+
+    @property
+    def resume_command(self) -> str:
+        """The command that goes on where this run stopped (the queue is in the database)."""
+        return resume_command(self.settings or Settings())
+
+    def resume_command_with(self, *, max_cost_factor: int) -> str:
+        """After a budget stop: the resume command with `--max-cost` raised that many times."""
+        settings = self.settings or Settings()
+        limit = settings.max_cost_micro_usd or 0
+        return resume_command(settings.with_(max_cost_micro_usd=limit * max_cost_factor))
+
+    @property
+    def retry_command(self) -> str:
+        return db_command(self.settings or Settings(), "retry")
+
+    @property
+    def status_command(self) -> str:
+        return db_command(self.settings or Settings(), "status")
 
     @property
     def exit_code(self) -> int:
@@ -63,14 +85,25 @@ def snap(
     on_scanning: Callable[[int], None] | None = None,
     handle_signals: bool = True,
 ) -> SnapResult:
-    """Scan `paths`, queue what is new, process the queue with `settings.engine`. Never prints."""
+    """Scan `paths`, queue what is new, process the queue with `settings.engine`. Never prints.
+
+    Without paths nothing is scanned: the run processes what the database already has
+    queued (how a stopped or interrupted run is resumed), and needs the database to exist.
+    """
     settings.validated()
     for path in paths:
         if not Path(path).exists():
             raise UsageError(
                 f"{path} does not exist; pass a folder of photos or a manifest (.csv/.jsonl)"
             )
-    found = scan([Path(p) for p in paths], group=cast(GroupBy, group), on_photo=on_scanning)
+    if not paths and not settings.db_path.exists():
+        raise UsageError(
+            f"nothing queued: no database at {settings.db_path}; pass folders of photos, "
+            f"e.g. `{resume_command(settings, ['./photos'])}`"
+        )
+    found = ScanResult()
+    if paths:
+        found = scan([Path(p) for p in paths], group=cast(GroupBy, group), on_photo=on_scanning)
     now = time.time()
     with Store.open(settings.db_path) as store:
         report = store.enqueue(found.items, now=now, force=force, offline=settings.offline)
@@ -107,6 +140,7 @@ def snap(
         settings.offline,
         details,
         failed_earlier=max(0, earlier),
+        settings=settings,
     )
 
 
@@ -193,3 +227,69 @@ def run_command(settings: Settings) -> dict[str, Any]:
     if settings.broker:
         command["broker"] = redact_url(settings.broker)
     return command
+
+
+# The flags a resumed run must repeat, when a setting differs from its default: the ones
+# that say where the queue is and how it is processed. Keys and passwords are never printed.
+_RESUME_FLAGS: dict[str, str] = {
+    "db_path": "--db",
+    "base_url": "--base-url",
+    "vision_model": "--vision-model",
+    "pricing_model": "--pricing-model",
+    "concurrency": "--concurrency",
+    "rpm": "--rpm",
+    "tpm": "--tpm",
+    "max_side": "--max-side",
+    "prices_file": "--prices",
+}
+
+
+def db_command(settings: Settings, *words: str) -> str:
+    """`dealscout WORDS` on the same database, quoted for a shell: a hint that works pasted."""
+    args = ["dealscout", *words]
+    if settings.db_path != Settings().db_path:
+        args += ["--db", str(settings.db_path)]
+    return shlex.join(args)
+
+
+def resume_command(settings: Settings, paths: Sequence[Path | str] = ()) -> str:
+    """`dealscout snap` with the flags that make it go on with this run's queue, as the
+    user gave them (--db, --offline, --batch, the engine, the models, the quota...)."""
+    args = ["dealscout", "snap", *(str(p) for p in paths)]
+    defaults = Settings()
+    for name, flag in _RESUME_FLAGS.items():
+        value = getattr(settings, name)
+        if value is None or value == getattr(defaults, name):
+            continue
+        if name == "base_url" and settings.offline:
+            continue
+        args += [flag, str(value)]
+    if settings.offline:
+        args.append("--offline")
+    if settings.engine == "batch":
+        args.append("--batch")
+    elif settings.engine != defaults.engine:
+        args += ["--engine", settings.engine]
+    if settings.broker:
+        # A password stays out of the terminal: the variable the user set carries it.
+        from_env = os.environ.get(ENV_BROKER) == settings.broker
+        shown = redact_url(settings.broker)
+        if from_env and shown != settings.broker:
+            args += ["--broker", "$" + ENV_BROKER]
+        elif not from_env:
+            args += ["--broker", shown]
+    if not settings.barcodes:
+        args.append("--no-barcodes")
+    if settings.grounded_prices:
+        args.append("--grounded-prices")
+    if settings.max_cost_micro_usd is not None:
+        args += ["--max-cost", _usd(settings.max_cost_micro_usd)]
+    return " ".join(
+        a if a == "$" + ENV_BROKER else shlex.quote(a) for a in args
+    )  # "$VAR" unquoted: the shell fills it in
+
+
+def _usd(micros: int) -> str:
+    from decimal import Decimal
+
+    return format(Decimal(micros) / Decimal(1_000_000), "f").rstrip("0").rstrip(".") or "0"

@@ -35,12 +35,15 @@ def eta_seconds(*, finished: int, remaining: int, elapsed: float) -> float | Non
 def status_report(store: Store, *, now: float) -> dict[str, Any]:
     counts = store.counts()
     totals = store.call_totals()
-    runs = store.runs(limit=3)
+    # `runs.summary` and `runs.limits` are stored as JSON text: read back as objects, so
+    # `status --json` holds no JSON inside a string.
+    runs = [
+        {**run, "summary": _json(run["summary"]), "limits": _json(run["limits"])}
+        for run in store.runs(limit=3)
+    ]
     active = _active_runs(runs, now=now)
     limiters = [
-        {**limiter, "run_id": run["id"]}
-        for run in active
-        for limiter in json.loads(run["limits"] or "[]")
+        {**limiter, "run_id": run["id"]} for run in active for limiter in run["limits"] or []
     ]
     return {
         "database": str(store.path),
@@ -95,3 +98,7 @@ def _pace(
 
 def _epoch(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
+
+
+def _json(text: str | None) -> Any:
+    return None if text is None else json.loads(text)

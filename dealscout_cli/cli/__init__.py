@@ -22,6 +22,8 @@ Heavy libraries (rich, the SDK, pydantic, anyio, Celery) are imported inside the
 commands, so `dealscout --help` and `dealscout status --json` start fast.
 """
 
+from typing import Annotated
+
 import typer
 
 # Submodules, not their functions: `dealscout_cli.cli.snap` stays the module (patchable).
@@ -39,6 +41,34 @@ app = typer.Typer(
     # (~100 ms), a third of `dealscout --help`, whose start-up goal is 0.3 s.
     rich_markup_mode=None,
 )
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"dealscout {version('dealscout')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            typer.echo("dealscout (version unknown: not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Turn folders of product photos into draft marketplace listings with Gemini."""
+
 
 # In this order in `dealscout --help`.
 app.command("snap", short_help="Turn photos into draft listings; resumable (try: --offline).")(

@@ -11,6 +11,7 @@ import typer
 from dealscout_cli import config
 from dealscout_cli.cli.options import (
     EXIT_USAGE,
+    Group,
     GroupOption,
     JsonFlag,
     MaxSideOption,
@@ -38,7 +39,7 @@ EarlierRunsDbOption = Annotated[
 def estimate_command(
     paths: PathsArgument,
     db: EarlierRunsDbOption = Path(config.DEFAULT_DB),
-    group: GroupOption = "photo",
+    group: GroupOption = Group.PHOTO,
     vision_model: VisionModelOption = config.DEFAULT_VISION_MODEL,
     pricing_model: PricingModelOption = config.DEFAULT_PRICING_MODEL,
     max_side: MaxSideOption = config.DEFAULT_MAX_SIDE,

@@ -3,21 +3,40 @@
 import io
 import os
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from dealscout_cli import config
-from dealscout_cli.cli.options import EXIT_USAGE, DbOption, err, fail, guarded, plain, read_store
+from dealscout_cli.cli.options import DbOption, err, guarded, plain, plural, read_store
+from dealscout_cli.errors import UsageError
 from dealscout_cli.text import printable
 
 if TYPE_CHECKING:  # the formats import pydantic models: only when the command runs
     from dealscout_cli.export import ExportFormat, ExportReport
 
+
+class Format(StrEnum):
+    """`--format`'s choices, so `--help` lists them without importing the formats (pydantic,
+    ~130 ms); `export.ExportFormat` is the real list and a test keeps the two the same."""
+
+    CSV = "csv"
+    JSONL = "jsonl"
+    EBAY = "ebay"
+    SHOPIFY = "shopify"
+    META = "meta"
+
+
 FormatOption = Annotated[
-    str,
-    typer.Option("--format", "-f", help="csv, jsonl, ebay (Seller Hub drafts), shopify, meta."),
+    Format,
+    typer.Option(
+        "--format",
+        "-f",
+        case_sensitive=False,
+        help="csv, jsonl, ebay (Seller Hub drafts), shopify, meta.",
+    ),
 ]
 OutputOption = Annotated[
     Path | None,
@@ -55,7 +74,7 @@ IncludeOfflineFlag = Annotated[
 
 def export(
     db: DbOption = Path(config.DEFAULT_DB),
-    format: FormatOption = "csv",
+    format: FormatOption = Format.CSV,
     output: OutputOption = None,
     photo_base_url: PhotoBaseUrlOption = None,
     product_url: ProductUrlOption = None,
@@ -66,7 +85,9 @@ def export(
 
     Example: dealscout export --format ebay --photo-base-url https://example.com/photos/ -o ebay.csv
     """
-    fmt = _parse_format(format)
+    from dealscout_cli.export import ExportFormat
+
+    fmt = ExportFormat(format.value)
     report = guarded(
         lambda: _write(
             db,
@@ -83,19 +104,7 @@ def export(
     for note in report.notes:  # notes name photo paths
         err.print(f"note: {printable(note)}", markup=False)
     if output is not None:
-        err.print(f"wrote {report.written} listings to {plain(output)}")
-
-
-def _parse_format(name: str) -> "ExportFormat":
-    from dealscout_cli.export import ExportFormat
-
-    try:
-        return ExportFormat(name)
-    except ValueError:
-        fail(
-            f"unknown --format {name!r}; choose one of {', '.join(f.value for f in ExportFormat)}",
-            EXIT_USAGE,
-        )
+        err.print(f"wrote {plural(report.written, 'listing')} to {plain(output)}")
 
 
 def _write(
@@ -131,5 +140,21 @@ def _write(
         return report
     if output is None:
         return export_listings(found, fmt, sys.stdout, options)
-    with output.open("w", encoding="utf-8", newline="") as handle:
+    with _open_output(output) as handle:
         return export_listings(found, fmt, handle, options)
+
+
+def _open_output(output: Path) -> io.TextIOWrapper:
+    """-o, opened for writing, or a UsageError saying why it cannot be (a missing folder, a
+    directory, no permission)."""
+    if output.is_dir():
+        raise UsageError(
+            f"-o {output} is a folder; give a file name, e.g. {output / 'listings.csv'}"
+        )
+    try:
+        return output.open("w", encoding="utf-8", newline="")
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        if not output.parent.exists():
+            why = f"the folder {output.parent} does not exist"
+        raise UsageError(f"-o {output}: cannot write there ({why})") from None

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -87,6 +88,11 @@ def plain(text: object) -> str:
     return escape(printable(text))
 
 
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """`1 item`, `2 items`, `0 items`: a count with its noun in the right number."""
+    return f"{count} {noun if count == 1 else (many or noun + 's')}"
+
+
 def guarded(fn: Callable[[], Any]) -> Any:
     """Run a command body: known errors become one line; unknown ones stay loud."""
     try:
@@ -128,18 +134,27 @@ DbOption = Annotated[
 JsonFlag = Annotated[
     bool, typer.Option("--json", help="Print JSON instead of a table (for scripts).")
 ]
+PATHS_HELP = "Folders of photos (searched recursively) or manifests (.csv/.jsonl)."
 PathsArgument = Annotated[
-    list[Path],
-    typer.Argument(
-        help="Folders of photos (searched recursively) or manifests (.csv/.jsonl).",
-        show_default=False,
-    ),
+    list[Path], typer.Argument(metavar="PATHS...", help=PATHS_HELP, show_default=False)
 ]
+
+
+class Group(StrEnum):
+    """`--group`: what one item is. A StrEnum, so `--help` lists the choices and the value
+    passes on as the plain string `scan` takes."""
+
+    PHOTO = "photo"
+    FOLDER = "folder"
+
+
+# Choices read without regard to case (`--group Folder`, `--format CSV`), as people type them.
 GroupOption = Annotated[
-    str,
+    Group,
     typer.Option(
+        case_sensitive=False,
         help="'photo': each photo is an item. 'folder': each folder of photos is one item; "
-        "photos loose in a folder you name are one item each."
+        "photos loose in a folder you name are one item each.",
     ),
 ]
 VisionModelOption = Annotated[

@@ -13,6 +13,7 @@ import json
 import sys
 import time
 from dataclasses import asdict, is_dataclass
+from datetime import datetime
 from typing import IO, Any
 
 from rich.console import Console
@@ -29,7 +30,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from dealscout_cli.cli.options import plain
+from dealscout_cli.cli.options import plain, plural
 from dealscout_cli.costs import format_usd
 from dealscout_cli.events import Event, EventKind
 from dealscout_cli.status import eta_seconds
@@ -68,6 +69,20 @@ class ScanCounter:
             self._status = None
 
 
+def timestamp() -> str:
+    """Local time with its UTC offset (`2026-12-02T07:15:03+01:00`), so log lines from
+    machines in other zones, or either side of a clock change, sort and compare."""
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def stopping_line(event: Event) -> str:
+    """A stop as one line; the first Ctrl-C (or SIGTERM) also says how to stop at once."""
+    text = event.message or ""
+    if event.fields.get("stop_kind") == "signal" and event.fields.get("how") == "graceful":
+        text += "; in-flight items are finishing (press Ctrl-C again to cancel at once)"
+    return text
+
+
 class QuietReporter:
     """--quiet: nothing but errors, and warnings that say why nothing happens."""
 
@@ -98,7 +113,7 @@ class LineReporter:
         self.total = 0
 
     def _line(self, text: str) -> None:
-        self.out.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {text}\n")
+        self.out.write(f"{timestamp()} {text}\n")
         self.out.flush()
 
     def __call__(self, event: Event) -> None:
@@ -107,7 +122,7 @@ class LineReporter:
         message = printable(event.message)
         if event.kind == EventKind.RUN_STARTED:
             self.total = f["queued"]
-            self._line(f"run started: {self.total} items queued")
+            self._line(f"run started: {plural(self.total, 'item')} queued")
         elif event.kind == EventKind.ITEM_DONE:
             self.done += 1
             self._line(
@@ -122,7 +137,7 @@ class LineReporter:
         elif event.kind == EventKind.ITEM_RELEASED:
             self._line(f"released item {event.item_id} {label}: {message}")
         elif event.kind == EventKind.STOPPING:
-            self._line(f"stopping: {message}")
+            self._line(f"stopping: {printable(stopping_line(event))}")
         elif event.kind == EventKind.WARNING:
             self._line(f"warning: {message}")
 
@@ -217,7 +232,9 @@ class BarReporter:
                 highlight=False,
             )
         elif event.kind == EventKind.STOPPING:
-            self.progress.console.print(f"[yellow]stopping:[/] {plain(event.message)}")
+            self.progress.console.print(
+                f"[yellow]stopping:[/] {plain(stopping_line(event))}", highlight=False
+            )
         elif event.kind == EventKind.WARNING:
             self.progress.console.print(f"[yellow]warning:[/] {plain(event.message)}")
         elapsed = max(time.monotonic() - self.started, 1e-6)

@@ -6,9 +6,10 @@ it. Every function here takes what the core returned and only formats it. Text f
 cells go through `_row`, lines on stderr through `plain` or `printable` (see `options`).
 """
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from dealscout_cli.cli.options import err, new_table, out, plain, print_json
+from dealscout_cli.cli.options import err, new_table, out, plain, plural, print_json
 from dealscout_cli.costs import format_usd
 from dealscout_cli.text import printable
 
@@ -30,41 +31,81 @@ def _row(table: "Table", *cells: str, style: str | None = None, multiline: bool 
 
 # ---------------------------------------------------------------- snap
 
+# `--log-json`: what a finished run says goes as JSON lines too, where the events go.
+LogRecord = Callable[[dict[str, Any]], None]
 
-def render_run(result: "SnapResult", *, quiet: bool, json_out: bool) -> None:
-    """What a finished `snap` prints: a batch report with --batch, else the run's summary."""
+
+def render_run(
+    result: "SnapResult", *, quiet: bool, json_out: bool, log: LogRecord | None = None
+) -> None:
+    """What a finished `snap` prints: a batch report with --batch, else the run's summary.
+    With `log` (--log-json) the notes on stderr are JSON lines instead of text."""
     if result.batch is not None:
-        render_batch(result, quiet=quiet, json_out=json_out)
+        render_batch(result, quiet=quiet, json_out=json_out, log=log)
     else:
-        render_snap(result, quiet=quiet, json_out=json_out)
+        render_snap(result, quiet=quiet, json_out=json_out, log=log)
 
 
-def render_snap(result: "SnapResult", *, quiet: bool, json_out: bool) -> None:
+def render_snap(
+    result: "SnapResult", *, quiet: bool, json_out: bool, log: LogRecord | None = None
+) -> None:
     """A local or fleet run: the summary table, the listings made, what failed."""
     summary = result.summary
     if json_out:
         print_json(_snap_payload(result))
-        return
     if summary is None:
-        if not quiet:
-            err.print(
-                "nothing to do: every item is already done or failed; no calls made "
-                "(`dealscout retry` re-queues failed items, `--force` redoes done ones)"
-            )
-    elif not quiet:
-        from dealscout_cli.jobs import StopKind
-
+        _render_nothing_to_do(result, quiet=quiet or json_out, log=log)
+    elif not quiet and not json_out:
         out.print(_summary_table(summary, offline=result.offline))
         render_made(summary, offline=result.offline)
-        if summary.stop_kind == StopKind.BUDGET:
-            err.print(f"[yellow]stopped early:[/] {plain(summary.stop_reason)}")
-        elif summary.stop_reason:
-            err.print(
-                f"[yellow]stopped early:[/] {plain(summary.stop_reason)}; "
-                "run `dealscout snap` again to resume"
-            )
+    if summary is not None and summary.stop_reason:
+        _render_stop(result, quiet=quiet or json_out, log=log)
     if result.failed_in_batch and not quiet:
-        _render_failures(result.failed_in_batch)
+        _render_failures(result, log=log, json_out=json_out)
+
+
+def _render_nothing_to_do(result: "SnapResult", *, quiet: bool, log: LogRecord | None) -> None:
+    hint = None
+    if result.failed_earlier:
+        hint = f"`{result.retry_command}` re-queues failed items whose cause can pass"
+    if log is not None:
+        log({"event": "nothing_to_do", "failed_earlier": result.failed_earlier, "hint": hint})
+        return
+    if quiet:
+        return
+    err.print(
+        "nothing to do: every item is already done or failed; no calls made"
+        + (
+            f" ({plain(hint)}; `--force` redoes done ones)"
+            if hint
+            else " (`--force` redoes done ones)"
+        ),
+        highlight=False,
+    )
+
+
+def _stop_hint(result: "SnapResult") -> str:
+    """What to run after a stop, ready to paste: the same database and the same way of running."""
+    from dealscout_cli.jobs import StopKind
+
+    summary = result.summary
+    assert summary is not None and summary.stop_reason
+    if summary.stop_kind == StopKind.BUDGET:
+        return f"to go on with a higher budget: `{result.resume_command_with(max_cost_factor=2)}`"
+    return f"to resume: `{result.resume_command}`"
+
+
+def _render_stop(result: "SnapResult", *, quiet: bool, log: LogRecord | None) -> None:
+    summary = result.summary
+    assert summary is not None
+    hint = _stop_hint(result)
+    if log is not None:
+        log({"event": "stopped_early", "reason": summary.stop_reason, "resume": hint})
+    elif not quiet:
+        err.print(
+            f"[yellow]stopped early:[/] {plain(summary.stop_reason)}; {plain(hint)}",
+            highlight=False,
+        )
 
 
 def _snap_payload(result: "SnapResult") -> dict[str, Any]:
@@ -90,11 +131,17 @@ def _snap_payload(result: "SnapResult") -> dict[str, Any]:
             "cost_usd": summary.cost_micro_usd / 1_000_000,
             "elapsed_s": round(summary.elapsed, 3),
             "stop_reason": summary.stop_reason,
+            "resume": result.resume_command if summary.stop_reason else None,
         },
         "failed": result.failed_in_batch,
         "offline": result.offline,
         "exit_code": result.exit_code,
     }
+
+
+def _cost(micros: int, *, offline: bool) -> str:
+    """A run's cost: offline calls are recorded at $0 and said to be free, in every table."""
+    return "free (offline)" if offline and not micros else format_usd(micros)
 
 
 def _summary_table(summary: "RunSummary", *, offline: bool) -> "Table":
@@ -109,15 +156,32 @@ def _summary_table(summary: "RunSummary", *, offline: bool) -> "Table":
         str(summary.retried),
         str(summary.released),
         str(summary.calls),
-        format_usd(summary.cost_micro_usd),
+        _cost(summary.cost_micro_usd, offline=offline),
         f"{summary.elapsed:.1f} s",
         f"{rate:.2f}",
     )
     return table
 
 
-def _render_failures(failures: list[dict[str, Any]]) -> None:
-    err.print(f"[red]{len(failures)} items failed or were skipped:[/]")
+def _render_failures(
+    result: "SnapResult", *, log: LogRecord | None = None, json_out: bool = False
+) -> None:
+    """What failed in this run (or was skipped), and the way out when there is one."""
+    failures = result.failed_in_batch
+    retryable = sum(1 for f in failures if f.get("state") == "failed" and f.get("retryable"))
+    hint = (
+        f"`{result.retry_command}` re-queues the {plural(retryable, 'one')} whose cause can "
+        "pass (rate limits, timeouts, server errors)"
+        if retryable
+        else "none can pass on a retry as it is (a bad photo or file, a refused or unusable "
+        "answer): fix or replace the photos and snap them again"
+    )
+    if log is not None:
+        log({"event": "failures", "items": failures, "retryable": retryable, "hint": hint})
+        return
+    if json_out:
+        return  # the --json payload has them
+    err.print(f"[red]{plural(len(failures), 'item')} failed or skipped:[/]")
     for failure in failures[:20]:
         where = failure.get("first_photo") or failure.get("source") or ""
         error = failure["error"] or ""
@@ -126,10 +190,11 @@ def _render_failures(failures: list[dict[str, Any]]) -> None:
         shown = f"{printable(where)}: {printable(error)}" if where else printable(error)
         err.print(f"  item {failure['item_id']}: {shown}", markup=False)
     if len(failures) > 20:
-        err.print(f"  ... and {len(failures) - 20} more (`dealscout status --json`)")
-    err.print(
-        "  `dealscout retry` re-queues failed items whose cause can pass (rate limits, timeouts)"
-    )
+        err.print(
+            f"  ... and {len(failures) - 20} more (`{plain(result.status_command)} --json`)",
+            highlight=False,
+        )
+    err.print(f"  {plain(hint)}", highlight=False)
 
 
 def render_made(summary: Any, *, offline: bool) -> None:
@@ -168,23 +233,24 @@ def render_made(summary: Any, *, offline: bool) -> None:
 # ---------------------------------------------------------------- snap --batch
 
 
-def render_batch(result: "SnapResult", *, quiet: bool, json_out: bool) -> None:
+def render_batch(
+    result: "SnapResult", *, quiet: bool, json_out: bool, log: LogRecord | None = None
+) -> None:
     """--batch: what was collected, what was submitted, what is still pending."""
     if json_out:
         print_json(_batch_payload(result))
-        return
     report, summary = result.batch, result.summary
-    for problem in report.errors:
-        err.print(f"[yellow]batch:[/] {plain(problem)}", highlight=False)
+    if log is not None:
+        log({"event": "batch", **_batch_payload(result)["batch"]})
+    elif not json_out:
+        for problem in report.errors:
+            err.print(f"[yellow]batch:[/] {plain(problem)}", highlight=False)
     if summary is not None and summary.stop_reason:
-        err.print(f"[yellow]stopped early:[/] {plain(summary.stop_reason)}", highlight=False)
-    if not quiet:
-        _render_batch_progress(report, result.summary, offline=result.offline)
+        _render_stop(result, quiet=json_out, log=log)
+    if not quiet and not json_out and log is None:
+        _render_batch_progress(result)
     if result.failed_in_batch and not quiet:
-        err.print(f"[red]{len(result.failed_in_batch)} items failed or were skipped:[/]")
-        for failure in result.failed_in_batch[:20]:
-            error = printable(failure["error"] or "")
-            err.print(f"  item {failure['item_id']}: {error}", markup=False)
+        _render_failures(result, log=log, json_out=json_out)
 
 
 def _batch_payload(result: "SnapResult") -> dict[str, Any]:
@@ -206,6 +272,7 @@ def _batch_payload(result: "SnapResult") -> dict[str, Any]:
             "cost_usd": summary.cost_micro_usd / 1_000_000,
             "errors": report.errors,
             "stop_reason": summary.stop_reason,
+            "resume": result.resume_command,
         },
         "failed": result.failed_in_batch,
         "offline": result.offline,
@@ -213,29 +280,34 @@ def _batch_payload(result: "SnapResult") -> dict[str, Any]:
     }
 
 
-def _render_batch_progress(report: Any, summary: Any, *, offline: bool) -> None:
+def _render_batch_progress(result: "SnapResult") -> None:
+    report, summary, offline = result.batch, result.summary, result.offline
+    assert summary is not None
     for batch in report.collected:
         err.print(
-            f"collected {plain(batch['name'])} ({plain(batch['stage'])}, {batch['items']} items, "
-            f"{plain(batch['state'])})",
+            f"collected {plain(batch['name'])} ({plain(batch['stage'])}, "
+            f"{plural(batch['items'], 'item')}, {plain(batch['state'])})",
             highlight=False,
         )
     if summary.calls:
         err.print(
-            f"{summary.done} listings written, {summary.failed} failed; {summary.calls} batched "
-            f"calls cost {format_usd(summary.cost_micro_usd)} (batch price)",
+            f"{plural(summary.done, 'listing')} written, {summary.failed} failed; "
+            f"{plural(summary.calls, 'batched call')} cost "
+            f"{_cost(summary.cost_micro_usd, offline=offline)} (batch price)",
             highlight=False,
         )
     render_made(summary, offline=offline)
     for batch in report.submitted:
         err.print(
-            f"submitted {plain(batch['name'])} ({plain(batch['stage'])}, {batch['items']} items)",
+            f"submitted {plain(batch['name'])} ({plain(batch['stage'])}, "
+            f"{plural(batch['items'], 'item')})",
             highlight=False,
         )
     waiting = len(report.pending)
     if waiting:
         err.print(
-            f"batch submitted; {waiting} batch(es) pending: run again later to collect",
+            f"batch submitted; {plural(waiting, 'batch', 'batches')} pending: run again later "
+            f"to collect (`{plain(result.resume_command)}`)",
             highlight=False,
         )
     elif not report.collected and not report.errors:

@@ -8,6 +8,7 @@ named here, so the command's signature reads as a list of them.
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Annotated, Any
 
@@ -15,24 +16,46 @@ import typer
 
 from dealscout_cli import config
 from dealscout_cli.cli.options import (
+    EXIT_USAGE,
+    PATHS_HELP,
     DbOption,
+    Group,
     GroupOption,
     JsonFlag,
     MaxSideOption,
-    PathsArgument,
     PricesOption,
     PricingModelOption,
     VisionModelOption,
-    check_group,
     err,
+    fail,
     guarded,
     plain,
+    plural,
 )
 
 if TYPE_CHECKING:  # for annotations only: `dealscout --help` imports none of them
     from dealscout_cli.cli.progress import ScanCounter
+    from dealscout_cli.config import Settings
     from dealscout_cli.records import EnqueueReport
     from dealscout_cli.scan import ScanResult
+
+SnapPathsArgument = Annotated[
+    list[Path] | None,
+    typer.Argument(
+        metavar="[PATHS]...",
+        help=PATHS_HELP + " Without paths: process what the database already has queued "
+        "(how a stopped run is resumed).",
+        show_default=False,
+    ),
+]
+
+
+class Engine(StrEnum):
+    """`--engine`: who calls Gemini (`config.ENGINES` also has "batch", spelt `--batch`)."""
+
+    LOCAL = "local"
+    CELERY = "celery"
+
 
 OfflineFlag = Annotated[
     bool,
@@ -100,9 +123,10 @@ LogFileOption = Annotated[
     Path | None, typer.Option(help="Write progress/log records to this file instead of stderr.")
 ]
 EngineOption = Annotated[
-    str,
+    Engine,
     typer.Option(
-        help="'local': this process calls Gemini. 'celery': Celery workers do (see README)."
+        case_sensitive=False,
+        help="'local': this process calls Gemini. 'celery': Celery workers do (see README).",
     ),
 ]
 BrokerOption = Annotated[
@@ -146,9 +170,9 @@ GroundedPricesFlag = Annotated[
 
 
 def snap(
-    paths: PathsArgument,
+    paths: SnapPathsArgument = None,
     db: DbOption = Path(config.DEFAULT_DB),
-    group: GroupOption = "photo",
+    group: GroupOption = Group.PHOTO,
     offline: OfflineFlag = False,
     base_url: BaseUrlOption = None,
     vision_model: VisionModelOption = config.DEFAULT_VISION_MODEL,
@@ -169,7 +193,7 @@ def snap(
     log_json: LogJsonFlag = False,
     log_file: LogFileOption = None,
     json_out: JsonFlag = False,
-    engine: EngineOption = "local",
+    engine: EngineOption = Engine.LOCAL,
     broker: BrokerOption = None,
     max_cost: MaxCostOption = None,
     barcodes: BarcodesFlag = True,
@@ -185,9 +209,11 @@ def snap(
     with --batch: a batch could not be sent or polled, or ended without results),
     130/143 interrupted.
 
+    Without PATHS, processes what is already queued in --db: after a stop or
+    Ctrl-C, `dealscout snap` (with the same --db, --offline, ...) resumes.
+
     Example: dealscout snap ./photos --group folder --offline
     """
-    check_group(group)
     from dealscout_cli.budget import usd_to_micros
     from dealscout_cli.snap import snap as run_snap
 
@@ -200,14 +226,15 @@ def snap(
         grounded_prices=grounded_prices or None,
         max_cost_micro_usd=None if max_cost is None else usd_to_micros(max_cost),
     ).validated())  # fmt: skip
-    with _run_output(quiet=quiet, log_json=log_json, log_file=log_file) as output:
+    paths = paths or []
+    with _run_output(settings, paths, quiet=quiet, log_json=log_json, log_file=log_file) as output:
         result = guarded(lambda: run_snap(
-            paths, settings, group=group, force=force, on_event=output.reporter,
+            paths, settings, group=group.value, force=force, on_event=output.reporter,
             on_scanned=output.scanned, on_scanning=output.counter,
         ))  # fmt: skip
-    from dealscout_cli.cli.render import render_run
+        from dealscout_cli.cli.render import render_run
 
-    render_run(result, quiet=quiet, json_out=json_out)
+        render_run(result, quiet=quiet, json_out=json_out, log=output.log if log_json else None)
     raise typer.Exit(result.exit_code)
 
 
@@ -219,13 +246,27 @@ class RunOutput:
     counter: "ScanCounter"
     quiet: bool
     log_json: bool
+    scanning: bool = True  # False without paths: the run only processes the queue
+    log_handle: IO[str] | None = None
+
+    def log(self, record: dict[str, Any]) -> None:
+        """--log-json: one more JSON line where the events go (a summary, nothing to do)."""
+        import json
+        import sys
+        import time
+
+        out = self.log_handle or sys.stderr
+        out.write(json.dumps({"ts": round(time.time(), 3), **record}, default=str) + "\n")
+        out.flush()
 
     def scanned(self, found: "ScanResult", report: "EnqueueReport") -> None:
         """After the scan: what was skipped, then one line of what was found."""
         self.counter.close()
         for problem in found.problems:
             where = f"{problem.path}:{problem.line}" if problem.line else problem.path
-            if not self.log_json:
+            if self.log_json:
+                self.log({"event": "skipped", "path": where, "reason": problem.reason})
+            else:
                 err.print(
                     f"[yellow]skipped[/] {plain(where)}: {plain(problem.reason)}",
                     markup=True,
@@ -238,10 +279,11 @@ class RunOutput:
                     markup=True,
                     highlight=False,
                 )
-        if self.quiet or self.log_json:
+        if self.quiet or self.log_json or not self.scanning:
             return
         err.print(
-            f"found {len(found.items)} items: {report.new} new, {report.already_done} already done, "
+            f"found {plural(len(found.items), 'item')}: {report.new} new, "
+            f"{report.already_done} already done, "
             f"{report.already_queued} queued, {report.failed_before} failed earlier"
             + (f", {report.requeued} re-queued (--force)" if report.requeued else "")
             + (
@@ -253,21 +295,45 @@ class RunOutput:
         )
 
 
+def _open_log(log_file: Path) -> IO[str]:
+    """--log-file, opened for appending before any work starts, or one line saying why not."""
+    try:
+        return log_file.open("a", encoding="utf-8")
+    except OSError as exc:
+        fail(f"--log-file {log_file}: cannot write there ({exc.strerror or exc})", EXIT_USAGE)
+
+
 @contextmanager
-def _run_output(*, quiet: bool, log_json: bool, log_file: Path | None) -> Iterator[RunOutput]:
+def _run_output(
+    settings: "Settings", paths: list[Path], *, quiet: bool, log_json: bool, log_file: Path | None
+) -> Iterator[RunOutput]:
     """Progress for the run's length; Ctrl-C before the run's own handlers exits 130."""
     from dealscout_cli.cli.progress import ScanCounter, make_reporter
+    from dealscout_cli.snap import resume_command
 
-    log_handle: IO[str] | None = log_file.open("a", encoding="utf-8") if log_file else None
+    log_handle = _open_log(log_file) if log_file else None
     reporter = make_reporter(
         quiet=quiet, log_json=log_json, log_file=log_handle, console=err.console
     )
-    counter = ScanCounter(err.console, enabled=not (quiet or log_json or log_file))
+    counter = ScanCounter(err.console, enabled=bool(paths) and not (quiet or log_json or log_file))
     try:
-        yield RunOutput(reporter, counter, quiet=quiet, log_json=log_json)
+        yield RunOutput(
+            reporter,
+            counter,
+            quiet=quiet,
+            log_json=log_json,
+            scanning=bool(paths),
+            log_handle=log_handle,
+        )
     except KeyboardInterrupt:  # Ctrl-C while scanning or queueing, before the run's handlers
         counter.close()
-        err.print("interrupted: nothing is lost (SQLite keeps what was saved); run snap again")
+        # The scan may not have queued everything yet: the same paths again (nothing is paid twice).
+        again = resume_command(settings, paths)
+        err.print(
+            f"interrupted: nothing is lost (SQLite keeps what was saved); run `{plain(again)}`"
+            " again to go on",
+            highlight=False,
+        )
         raise typer.Exit(130) from None
     finally:
         counter.close()

@@ -143,7 +143,7 @@ class Coordinator:
         try:
             self._loop()
         except BROKER_ERRORS as exc:  # Redis went away mid-run: stop, give the jobs back
-            lost = f"lost the broker ({type(exc).__name__}: {exc}); run snap again once it is back"
+            lost = f"lost the broker ({type(exc).__name__}: {exc}); resume once it is back"
             self.summary.stop_reason, self.summary.stop_kind = lost, StopKind.BROKER
         finally:
             if restore:

@@ -263,11 +263,11 @@ def _explain_write_error(path: Path, exc: sqlite3.OperationalError) -> str:
     if "locked" in text or "busy" in text:
         return (
             f"{path} stayed locked for {BUSY_TIMEOUT_MS / 1000:g} s by another program (a backup, "
-            "another snap?); run snap again once it lets go: nothing done so far is lost"
+            "another snap?); run the same command again once it lets go: nothing done so far is lost"
         )
     if "full" in text:
         return (
-            f"the disk holding {path} is full; free some space and run snap again: "
+            f"the disk holding {path} is full; free some space and run the same command again: "
             "nothing done so far is lost"
         )
     if "disk I/O error" in text:

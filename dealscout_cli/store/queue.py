@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,34 @@ from dealscout_cli.store.connection import StoreConnection, inserted_id
 if TYPE_CHECKING:  # pydantic costs ~60 ms to import; `status` never needs it
     from dealscout_cli.models import Identification, PriceEstimate
     from dealscout_cli.scan import FoundItem, FoundPhoto
+
+
+# Why an item that `retry --item` named was not put back, by its job's state.
+_NOT_FAILED = {
+    "done": "it is done (`snap --force` on its photos makes it again)",
+    "queued": "it is already queued",
+    "running": "it is running now",
+    "batched": "it is waiting in a Gemini batch",
+    "skipped": "it was skipped as unusable (fix the file and snap it again)",
+}
+
+
+def _why_not(conn: sqlite3.Connection, item_id: int, error_kind: str | None) -> str:
+    row = conn.execute("SELECT state, error_kind FROM jobs WHERE item_id = ?", [item_id]).fetchone()
+    if row is None:
+        return "no such item"
+    state, kind = row
+    if state == "failed":
+        return f"it failed with {kind}, not {error_kind}"
+    return _NOT_FAILED.get(state, f"it is {state}")
+
+
+@dataclass(frozen=True)
+class Requeued:
+    """What `requeue_failed` did: how many went back, and why each named item did not."""
+
+    count: int
+    not_requeued: dict[int, str] = field(default_factory=dict)
 
 
 class JobQueue(StoreConnection):
@@ -79,8 +108,11 @@ class JobQueue(StoreConnection):
 
     def requeue_failed(
         self, *, now: float, item_ids: Sequence[int] | None = None, error_kind: str | None = None
-    ) -> int:
-        """Put failed items back in the queue (`dealscout retry`). Finished stages are kept."""
+    ) -> Requeued:
+        """Put failed items back in the queue (`dealscout retry`). Finished stages are kept.
+
+        Each of `item_ids` that was not put back is named with why: it does not exist, or its
+        state (done, queued, running, skipped, batched), or a failure of another kind."""
         sql = "SELECT item_id FROM jobs WHERE state = 'failed'"
         params: list[Any] = []
         if item_ids is not None:
@@ -89,7 +121,16 @@ class JobQueue(StoreConnection):
         if error_kind is not None:
             sql += " AND error_kind = ?"
             params.append(error_kind)
-        return self._requeue_selected(sql, params, now=now)
+        with self.transaction() as conn:
+            ids = [row[0] for row in conn.execute(sql, params)]
+            not_requeued = {
+                item_id: _why_not(conn, item_id, error_kind)
+                for item_id in dict.fromkeys(item_ids or ())
+                if item_id not in ids
+            }
+            for item_id in ids:
+                _requeue(conn, item_id, iso_now(now), clear_stages=False)
+        return Requeued(len(ids), not_requeued)
 
     def requeue_retryable(self, *, now: float) -> int:
         """Re-queue the failures whose cause can pass (rate limits, timeouts, server errors)."""
