@@ -33,7 +33,15 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(
     help="Turn folders of product photos into draft marketplace listings with Gemini.\n\n"
-    "Start with: dealscout snap ./photos --offline   (no API key needed: runs against the built-in emulator)",
+    "First hour:\n\n"
+    "\b\n"
+    "  dealscout snap ./photos --offline   try it: no key, no cost, placeholder listings\n"
+    "  export GEMINI_API_KEY=...           then the real thing: the same folder again,\n"
+    "  dealscout snap ./photos             placeholders are redone by the model\n"
+    "  dealscout status                    where a run stands (another terminal, or cron)\n"
+    "  dealscout listings                  the drafts; listings --item ID for one in full\n"
+    "  dealscout export --format ebay -o ebay.csv\n\n"
+    "A stopped or killed run resumes with `dealscout snap` (what is queued is kept).",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # a traceback must never show the API key
     context_settings={"help_option_names": ["-h", "--help"]},

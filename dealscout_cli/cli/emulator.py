@@ -1,5 +1,6 @@
 """`dealscout emulator`: serve the built-in Gemini API stand-in in the foreground."""
 
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -19,7 +20,17 @@ RpdOption = Annotated[
     int | None, typer.Option(help="Requests per day per model before daily-quota 429s.")
 ]
 LatencyOption = Annotated[float, typer.Option(help="Seconds each answer takes (mean).")]
-LatencyDistOption = Annotated[str, typer.Option(help="fixed, uniform or lognormal.")]
+
+
+class LatencyDist(StrEnum):
+    FIXED = "fixed"
+    UNIFORM = "uniform"
+    LOGNORMAL = "lognormal"
+
+
+LatencyDistOption = Annotated[
+    LatencyDist, typer.Option(case_sensitive=False, help="How answer latency varies.")
+]
 ErrorRateOption = Annotated[
     str | None, typer.Option(help="Injected errors, e.g. 429=0.1,503=0.02.")
 ]
@@ -60,7 +71,7 @@ def emulator(
     tpm: TpmOption = None,
     rpd: RpdOption = None,
     latency: LatencyOption = 0.0,
-    latency_dist: LatencyDistOption = "fixed",
+    latency_dist: LatencyDistOption = LatencyDist.FIXED,
     error_rate: ErrorRateOption = None,
     drop_rate: DropRateOption = 0.0,
     malformed_rate: MalformedRateOption = 0.0,
@@ -88,7 +99,7 @@ def emulator(
             tpm=tpm,
             rpd=rpd,
             latency=latency,
-            latency_dist=latency_dist,
+            latency_dist=latency_dist.value,
             error_rates=parse_error_rates(error_rate) if error_rate else {},
             drop_rate=drop_rate,
             trickle_rate=trickle_rate,

@@ -5,6 +5,7 @@ Celery loads only when the command runs, so `dealscout --help` never pays for it
 
 import os
 import socket
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -39,9 +40,29 @@ BrokerOption = Annotated[
         help="Redis URL of the broker (and result backend), the one snap --engine celery uses.",
     ),
 ]
-LogLevelOption = Annotated[str, typer.Option("--loglevel", "-l", help="Celery log level.")]
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+class Pool(StrEnum):
+    PREFORK = "prefork"
+    THREADS = "threads"
+    SOLO = "solo"
+
+
+LogLevelOption = Annotated[
+    LogLevel, typer.Option("--loglevel", "-l", case_sensitive=False, help="Celery log level.")
+]
 PoolOption = Annotated[
-    str, typer.Option(help="Celery pool: prefork (time limits enforced), threads, solo.")
+    Pool,
+    typer.Option(
+        case_sensitive=False, help="Celery pool: prefork enforces time limits; threads, solo."
+    ),
 ]
 
 
@@ -50,8 +71,8 @@ def worker(
     name: NameOption = None,
     queues: QueuesOption = QUEUE,
     broker: BrokerOption = None,
-    loglevel: LogLevelOption = "INFO",
-    pool: PoolOption = "prefork",
+    loglevel: LogLevelOption = LogLevel.INFO,
+    pool: PoolOption = Pool.PREFORK,
 ) -> None:
     """Run a Celery worker that takes items from the broker and calls Gemini.
 
@@ -88,9 +109,9 @@ def worker(
         "worker",
         f"--concurrency={concurrency}",
         f"--queues={queues}",
-        f"--loglevel={loglevel}",
+        f"--loglevel={loglevel.value}",
         f"--hostname={name or 'dealscout@' + socket.gethostname()}",
-        f"--pool={pool}",
+        f"--pool={pool.value}",
         "--without-gossip",
         "--without-mingle",
     ]
