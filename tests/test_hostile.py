@@ -51,6 +51,17 @@ def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
         return conn.execute(sql).fetchall()
 
 
+def every_stored_listing_reads_back(db: Path) -> None:
+    """Whatever a fault test left stored reads back through the same models, every row."""
+    rows = query(db, "SELECT identification, price FROM listings")
+    for identification, price in rows:
+        Identification.model_validate_json(identification)
+        if price is not None:
+            PriceEstimate.model_validate_json(price)
+    with Store.open_read_only(db) as store:
+        assert len(store.listings()) == len(rows)
+
+
 def test_odd_but_schema_valid_answers_fail_their_item_and_never_the_record(
     tmp_path: Path,
 ) -> None:
@@ -144,6 +155,7 @@ def test_an_api_that_never_answers_stops_the_run_with_every_item_back_in_the_que
     assert run["failed"] == 0
     assert query(db, "SELECT DISTINCT state FROM jobs") == [("queued",)]
     assert {o for (o,) in query(db, "SELECT outcome FROM calls")} <= {kind, "cancelled"}
+    every_stored_listing_reads_back(db)
     assert query(db, f"SELECT COUNT(*) FROM calls WHERE outcome = '{kind}'")[0][0]
 
 
@@ -188,6 +200,7 @@ def test_a_write_lock_held_past_the_busy_timeout_stops_cleanly_and_loses_no_paid
     # Every request the server answered is a recorded call, once.
     assert query(db, "SELECT COUNT(*) FROM calls")[0][0] == served
     assert not (tmp_path / "locked.db-unrecorded-calls.jsonl").exists()
+    every_stored_listing_reads_back(db)
 
 
 def test_batch_mode_behind_a_captive_portal_says_so_and_loses_nothing(
@@ -241,3 +254,4 @@ def test_a_full_disk_mid_run_stops_cleanly_and_a_rerun_records_every_paid_call(
     assert rerun.returncode == 0, rerun.stderr
     assert query(db, "SELECT DISTINCT state FROM jobs") == [("done",)]
     assert query(db, "SELECT COUNT(*) FROM calls")[0][0] == served  # each call, once
+    every_stored_listing_reads_back(db)

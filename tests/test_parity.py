@@ -9,10 +9,7 @@ not depend on `--engine`; a flag an engine cannot honour is refused, never dropp
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,7 @@ from conftest import FAKE_KEY
 from fleet import Workers
 from photo_factory import make_jpeg
 from test_barcodes import barcode_image, photo_with
+from test_distributed import start_coordinator
 from typer.testing import CliRunner
 
 from dealscout_cli.cli import app
@@ -95,32 +93,11 @@ def run_batch(folder: Path, db: Path, url: str) -> dict[str, Any]:
 
 
 def run_fleet(folder: Path, db: Path, broker: str) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dealscout_cli.cli",
-            "snap",
-            str(folder),
-            "--engine",
-            "celery",
-            "--broker",
-            broker,
-            "--db",
-            str(db),
-            "--json",
-            "--quiet",
-            *FLAGS,
-            *ONLINE_ONLY,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert proc.returncode in (0, 1), proc.stderr
-    return dict(json.loads(proc.stdout)["run"])
+    """`snap --engine celery` as a user runs it: no key here, the workers hold it."""
+    proc = start_coordinator(folder, db, broker, extra=(*FLAGS, *ONLINE_ONLY))
+    stdout, stderr = proc.communicate(timeout=180)
+    assert proc.returncode in (0, 1), stderr
+    return dict(json.loads(stdout)["run"])
 
 
 def listings(db: Path) -> dict[str, tuple[Any, ...]]:
