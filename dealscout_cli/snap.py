@@ -121,16 +121,7 @@ def snap(
         # Batch Mode always runs: open batches need polling even when nothing new is queued.
         if settings.engine == "batch" or counts["queued"] or counts["running"]:
             summary, details = _run(store, settings, on_event, handle_signals, budget)
-        # The exit code describes this run: what it tried and how that went. Failures of
-        # earlier runs are `status`'s to show (a bad file must not fail every cron run).
-        failed_now = {f["item_id"] for f in summary.failed_items} if summary else set()
-        this_run = [
-            f
-            for f in store.failures()
-            if (f["state"] == "failed" and f["item_id"] in failed_now)
-            or (f["state"] == "skipped" and f["source"] in new_problems)
-        ]
-        earlier = store.counts().get("failed", 0) - len(failed_now)
+        this_run, earlier = _failures(store, summary, new_problems)
     return SnapResult(
         found,
         report,
@@ -139,9 +130,25 @@ def snap(
         this_run,
         settings.offline,
         details,
-        failed_earlier=max(0, earlier),
+        failed_earlier=earlier,
         settings=settings,
     )
+
+
+def _failures(
+    store: Store, summary: RunSummary | None, new_problems: set[str]
+) -> tuple[list[dict[str, Any]], int]:
+    """What failed or was skipped in this run, and how many items failed in earlier ones.
+    The exit code describes this run: what it tried and how that went. Failures of earlier
+    runs are `status`'s to show (a bad file must not fail every cron run after)."""
+    failed_now = {f["item_id"] for f in summary.failed_items} if summary else set()
+    this_run = [
+        f
+        for f in store.failures()
+        if (f["state"] == "failed" and f["item_id"] in failed_now)
+        or (f["state"] == "skipped" and f["source"] in new_problems)
+    ]
+    return this_run, max(0, store.counts().get("failed", 0) - len(failed_now))
 
 
 def _run(
