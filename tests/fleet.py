@@ -128,16 +128,20 @@ def workers(tmp_path: Path, redis_server: str) -> Iterator[Workers]:
     started: list[tuple[subprocess.Popen, object]] = []
 
     def start(
-        emulator_url: str, count: int, *, concurrency: int = 1, visibility: float = 30
+        emulator_url: str, count: int, *, concurrency: int = 1, visibility: float | None = 30
     ) -> list:
+        """`visibility=None`: the production visibility timeout and restore interval."""
         env = {
             **os.environ,
             "GEMINI_API_KEY": FAKE_KEY,
             "GOOGLE_GEMINI_BASE_URL": emulator_url,
             "DEALSCOUT_BROKER": redis_server,
-            "DEALSCOUT_VISIBILITY_TIMEOUT": str(visibility),
-            "DEALSCOUT_RESTORE_INTERVAL": "1",
         }
+        env.pop("DEALSCOUT_VISIBILITY_TIMEOUT", None)
+        env.pop("DEALSCOUT_RESTORE_INTERVAL", None)
+        if visibility is not None:
+            env["DEALSCOUT_VISIBILITY_TIMEOUT"] = str(visibility)
+            env["DEALSCOUT_RESTORE_INTERVAL"] = "1"
         batch = []
         for n in range(len(started), len(started) + count):
             log = (tmp_path / f"worker{n}.log").open("w")

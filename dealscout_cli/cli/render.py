@@ -410,11 +410,18 @@ def _add_fleet_rows(table: "Table", fleet: dict[str, Any]) -> None:
         f"{fleet['queue_depth']} queued in the broker",
     )
     for worker in fleet["workers"]:
-        _row(
-            table,
-            f"  {worker['name']}",
-            f"{worker['active']} active, {worker['reserved']} reserved",
+        _row(table, f"  {worker['name']}", _worker_line(worker))
+
+
+def _worker_line(worker: dict[str, Any]) -> str:
+    ago = worker.get("last_heartbeat_ago")
+    beat = "" if ago is None else f", last heartbeat {ago:g} s ago"
+    holds, resent = worker.get("holds") or [], worker.get("resent") or []
+    if worker.get("lost"):
+        return f"LOST{beat}; held {len(holds)} tasks, {len(resent)} sent again: " + (
+            ", ".join(resent) or "none"
         )
+    return f"{worker['active']} active, {worker['reserved']} reserved{beat}, holds {len(holds)}"
 
 
 # ---------------------------------------------------------------- listings

@@ -16,6 +16,14 @@ not sent twice.
 Duplicates: a result is applied under the lease's fencing token, and calls are recorded
 only when the same call (item, stage, model, attempt, start time) is not there yet, so a
 result seen twice (redelivery, two coordinators) is recorded once.
+
+Lost workers (issue #15): every worker beats in Redis and lists the task ids it holds
+(`heartbeat`). When one stops beating for `heartbeat.BEAT_EXPIRES` s, its items here are
+sent again at once under a new task id (`resent_task_id`: derived from the old one, so a
+rerun finds it through the old id's "superseded" marker). The first answer for an item is
+applied; any later one (a frozen worker that wakes up) is a straggler: its calls are
+recorded, since they were paid for, and its result is dropped. The visibility timeout
+(above the hard time limit) stays the fallback when no coordinator is watching.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -39,11 +47,23 @@ from dealscout_cli.costs import load_prices, price_rows
 from dealscout_cli.distributed import QUEUE
 from dealscout_cli.distributed.app import (
     HARD_TIME_LIMIT,
+    RESULT_EXPIRES,
     TASK_NAME,
     VISIBILITY_TIMEOUT,
     make_app,
 )
-from dealscout_cli.distributed.tasks import calls_key, encode_images, stage_key
+from dealscout_cli.distributed.heartbeat import (
+    BEAT_EVERY,
+    held_by_alive_worker,
+    lost_holders,
+    mark_resent,
+)
+from dealscout_cli.distributed.tasks import (
+    SUPERSEDED_PREFIX,
+    calls_key,
+    encode_images,
+    stage_key,
+)
 from dealscout_cli.engines import pipeline_config
 from dealscout_cli.errors import BadPhoto, BrokerError, ErrorKind, LeaseLost, RemoteFailure
 from dealscout_cli.events import Event, EventKind
@@ -79,6 +99,15 @@ class _Out:
     lease: Lease
     item: ItemRecord
     deadline: float
+    earlier: list[str] = field(default_factory=list)  # task ids sent before, to lost workers
+
+
+@dataclass(frozen=True)
+class _Straggler:
+    """A task whose item was already answered by another copy: only its calls still count."""
+
+    item_id: int
+    deadline: float
 
 
 def task_id_for(item_key: str, queued_at: str, settings: Settings) -> str:
@@ -94,6 +123,11 @@ def task_id_for(item_key: str, queued_at: str, settings: Settings) -> str:
         ]
     )
     return str(uuid.uuid5(TASK_NAMESPACE, name))
+
+
+def resent_task_id(task_id: str) -> str:
+    """The id of the copy sent when `task_id`'s worker was lost (each resend a new one)."""
+    return str(uuid.uuid5(TASK_NAMESPACE, f"{task_id}|resent"))
 
 
 class Coordinator:
@@ -117,7 +151,9 @@ class Coordinator:
         self.handle_signals = handle_signals
         self.summary: RunSummary = lifecycle.summary
         self.prices = load_prices(settings.prices_file)
-        self.out: dict[str, _Out] = {}
+        self.out: dict[str, _Out] = {}  # by the item's latest task id
+        self.stragglers: dict[str, _Straggler] = {}
+        self.last_loss_check = 0.0
         self.stopping = False
         self.quiet_since = time.monotonic()  # when a task last moved (started or finished)
         self.said_no_worker = False
@@ -158,11 +194,16 @@ class Coordinator:
             if not self.out:
                 self.quiet_since = time.monotonic()
                 if self.stopping or not self.claiming or not self._others_still_busy():
-                    return
+                    if not self._stragglers_still_running():
+                        self._record_stragglers()
+                        return
+                    self._collect()
                 time.sleep(IDLE_POLL)
                 continue
             if self.stopping:
+                self._record_stragglers()
                 return
+            self._resend_from_lost_workers()
             self._collect()
             self._watch_for_workers()
             if time.monotonic() - last_beat > self.settings.lease_seconds / 3:
@@ -195,7 +236,7 @@ class Coordinator:
     def _dispatch(self, lease: Lease) -> None:
         item = self.store.item(lease.item_id)
         self.lifecycle.item_started(item, lease)
-        task_id = task_id_for(item.key, self._queued_at(lease.job_id), self.settings)
+        task_id = self._latest(task_id_for(item.key, self._queued_at(lease.job_id), self.settings))
         out = _Out(lease, item, time.monotonic() + self.options.collect_timeout)
         state = self.celery.AsyncResult(task_id).state
         if state in READY or self.redis.exists(SENT_PREFIX + task_id):
@@ -244,31 +285,117 @@ class Coordinator:
             "prices": price_rows(self.prices, s.vision_model, s.pricing_model),
         }
 
+    def _latest(self, task_id: str) -> str:
+        """Follow "superseded" markers: the copy sent last when a worker was lost."""
+        for _ in range(100):
+            newer = self.redis.get(SUPERSEDED_PREFIX + task_id)
+            if newer is None:
+                break
+            task_id = newer.decode() if isinstance(newer, bytes) else str(newer)
+        return task_id
+
     def _queued_at(self, job_id: int) -> str:
         return self.store.job_queued_at(job_id)
 
     # ------------------------------------------------------------ collecting
 
     def _collect(self) -> None:
-        ids = list(self.out)
+        # (task id, the item's latest task id); None for a straggler
+        pairs: list[tuple[str, str | None]] = [
+            (task_id, key) for key, out in self.out.items() for task_id in (key, *out.earlier)
+        ]
+        pairs += [(task_id, None) for task_id in self.stragglers]
+        if not pairs:
+            return
         backend = self.celery.backend
-        raw = backend.mget([backend.get_key_for_task(task_id) for task_id in ids])
+        raw = backend.mget([backend.get_key_for_task(task_id) for task_id, _ in pairs])
         now = time.monotonic()
-        for task_id, value in zip(ids, raw, strict=True):
-            out = self.out.get(task_id)
+        for (task_id, key), value in zip(pairs, raw, strict=True):
+            meta = backend.decode_result(value) if value else {"status": "PENDING"}
+            if key is None:
+                self._straggler_moved(task_id, meta["status"], now)
+                continue
+            out = self.out.get(key)
             if out is None:
                 continue
-            meta = backend.decode_result(value) if value else {"status": "PENDING"}
             if meta["status"] != "PENDING":  # a worker took it (STARTED is tracked) or it is done
                 self.quiet_since = now
             if meta["status"] in READY:
-                self.out.pop(task_id)
+                self.out.pop(key)
+                for other in (key, *out.earlier):
+                    if other != task_id:
+                        self.stragglers[other] = _Straggler(out.item.id, out.deadline)
                 self._apply(task_id, out, meta)
-            elif now > out.deadline:
+            elif task_id == key and now > out.deadline:
                 self.out.pop(task_id)
                 self._forget(task_id)
                 lost = f"no result from the fleet in {self.options.collect_timeout:g} s"
                 self._failed(out, RemoteFailure(ErrorKind.LOST, lost, retryable=True))
+
+    def _straggler_moved(self, task_id: str, status: str, now: float) -> None:
+        straggler = self.stragglers[task_id]
+        if status in READY or now > straggler.deadline:
+            self.stragglers.pop(task_id)
+            self._record_calls(task_id, straggler.item_id)  # paid for, so recorded
+            self._forget(task_id)
+
+    def _stragglers_still_running(self) -> bool:
+        """Copies whose item is answered but which a live worker still runs: their calls are
+        worth waiting for (up to their deadline) before the run ends."""
+        now = time.monotonic()
+        return any(
+            now < s.deadline and held_by_alive_worker(self.redis, task_id)
+            for task_id, s in self.stragglers.items()
+        )
+
+    def _record_stragglers(self) -> None:
+        """Ending: whatever calls the copies still out made so far go into the record."""
+        for task_id, straggler in self.stragglers.items():
+            self._record_calls(task_id, straggler.item_id)
+        self.stragglers.clear()
+
+    # ------------------------------------------------------------ lost workers
+
+    def _resend_from_lost_workers(self) -> None:
+        """Items held by a worker that stopped beating go out again now, not after the
+        visibility timeout (issue #15)."""
+        if time.monotonic() - self.last_loss_check < BEAT_EVERY:
+            return
+        self.last_loss_check = time.monotonic()
+        for hostname, held in lost_holders(self.redis).items():
+            for task_id in sorted(held):
+                out = self.out.get(task_id)
+                if out is None:  # another coordinator's, or already answered
+                    continue
+                if self.celery.AsyncResult(task_id).state in READY:
+                    continue  # it answered before it went: collected as usual
+                self._resend(task_id, out, hostname)
+
+    def _resend(self, task_id: str, out: _Out, hostname: str) -> None:
+        new_id = resent_task_id(task_id)
+        payload = self._payload(out.lease, out.item)
+        saved = self.redis.get(stage_key(task_id))  # identified before it went: not paid again
+        if saved:
+            payload["identification"] = saved.decode() if isinstance(saved, bytes) else saved
+            payload["images"] = []
+        self._record_calls(task_id, out.item.id)  # what the lost worker paid for so far
+        self.redis.set(SUPERSEDED_PREFIX + task_id, new_id, ex=RESULT_EXPIRES)
+        self.celery.send_task(TASK_NAME, args=[payload], task_id=new_id, queue=QUEUE)
+        self.redis.set(SENT_PREFIX + new_id, self.owner, ex=int(self.options.collect_timeout))
+        mark_resent(self.redis, hostname, task_id)
+        self.out.pop(task_id)
+        out.earlier.append(task_id)
+        out.deadline = time.monotonic() + self.options.collect_timeout
+        self.out[new_id] = out
+        self.lifecycle.on_event(
+            Event(
+                EventKind.WARNING,
+                out.item.id,
+                out.item.label,
+                message=f"worker {hostname} stopped answering; sent this item again",
+                fields={"worker": hostname, "task_id": new_id},
+            )
+        )
 
     def _apply(self, task_id: str, out: _Out, meta: dict[str, Any]) -> None:
         lease, item = out.lease, out.item

@@ -31,6 +31,7 @@ from celery import signals
 from dealscout_cli.config import api_key_from_env, resolve
 from dealscout_cli.costs import prices_from
 from dealscout_cli.distributed.app import RESULT_EXPIRES, TASK_NAME, app
+from dealscout_cli.distributed.heartbeat import WorkerBeat, released
 from dealscout_cli.distributed.ratelimit import RedisLimits
 from dealscout_cli.errors import DealscoutError, ErrorKind, ProviderError
 from dealscout_cli.images import PreparedImage
@@ -41,6 +42,9 @@ from dealscout_cli.retry import policy_for
 
 CALLS_PREFIX = "dealscout:calls:"
 STAGE_PREFIX = "dealscout:stage:"
+# Set by the coordinator when it sends a lost worker's item again under a new id: the old
+# message, handed out again after the visibility timeout, then makes no calls.
+SUPERSEDED_PREFIX = "dealscout:superseded:"
 
 
 class _ProcessResources:
@@ -90,6 +94,38 @@ def _preload(**_: Any) -> None:
     import google.genai  # noqa: F401
 
     import dealscout_cli.providers.gemini  # noqa: F401
+
+
+_beat: WorkerBeat | None = None
+
+
+@signals.worker_ready.connect
+def _start_beat(sender: Any = None, **_: Any) -> None:
+    """In the worker's main process (the one that takes messages): beat, so the coordinator
+    sends this worker's items again within seconds if it is killed or frozen (issue #15)."""
+    global _beat
+    _beat = WorkerBeat(redis.Redis.from_url(app.conf.broker_url), sender.hostname)
+    _beat.start()
+
+
+@signals.task_received.connect
+def _held(request: Any = None, **_: Any) -> None:
+    if _beat is not None and request is not None:
+        _beat.holds(request.id)
+
+
+@signals.task_postrun.connect
+def _finished(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    """After the result is stored (so the coordinator never sees a gap), in the pool process."""
+    hostname = getattr(getattr(task, "request", None), "hostname", None)
+    if task_id and hostname:
+        released(resources().redis, hostname, task_id)
+
+
+@signals.worker_shutdown.connect
+def _stop_beat(**_: Any) -> None:
+    if _beat is not None:
+        _beat.stop()
 
 
 @signals.worker_process_shutdown.connect
@@ -170,6 +206,9 @@ def process_item(self: Any, payload: dict[str, Any]) -> dict[str, Any]:
     earlier = self.backend.get_task_meta(task_id)
     if earlier.get("status") == "SUCCESS":  # a duplicate delivery of finished work: no new calls
         return dict(earlier["result"])
+    if resources().redis.exists(SUPERSEDED_PREFIX + task_id):  # sent again, long ago
+        message = "sent again under another task id when its worker was lost"
+        return _failure(None, ErrorKind.LOST, message, retryable=True)
     if not api_key_from_env(os.environ):
         message = "this worker has no GEMINI_API_KEY"
         return _failure(None, ErrorKind.WORKER_CONFIG, message, retryable=True)

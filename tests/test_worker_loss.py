@@ -1,0 +1,119 @@
+"""A worker lost mid-run (issue #15): its items go out again in seconds, not after the
+visibility timeout, and everything paid for is recorded once.
+
+Real redis-server, real `dealscout worker` processes with the PRODUCTION visibility timeout
+(600 s: nothing here sets DEALSCOUT_VISIBILITY_TIMEOUT), a real coordinator, the emulator
+with some latency. The kill-to-resend time is printed (run with -s to see it).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from fleet import Workers, wait_until
+from test_distributed import make_items, query, served, start_coordinator
+
+from dealscout_cli.distributed.app import VISIBILITY_TIMEOUT
+from dealscout_cli.distributed.heartbeat import BEAT_EXPIRES
+from dealscout_cli.distributed.status import fleet_status
+from dealscout_cli.emulator import Emulator, EmulatorConfig
+
+pytestmark = pytest.mark.slow
+
+ITEMS = 40
+
+
+def first_resend(broker: str, since: float, timeout: float) -> float:
+    """Seconds from `since` until the coordinator marked a task as sent again."""
+    client = redis.Redis.from_url(broker)
+    try:
+        wait_until(
+            lambda: any(client.scan_iter("dealscout:superseded:*")), timeout, "an item sent again"
+        )
+        return time.monotonic() - since
+    finally:
+        client.close()
+
+
+def holds_items(worker: subprocess.Popen) -> bool:
+    return worker.log_path.read_text().count("received") >= 2  # type: ignore[attr-defined]
+
+
+def finish(coordinator: subprocess.Popen, within: float) -> None:
+    stdout, stderr = coordinator.communicate(timeout=within)
+    assert coordinator.returncode == 0, stderr
+
+
+def assert_each_item_listed_once(db: Path) -> None:
+    assert query(db, "SELECT state, COUNT(*) FROM jobs GROUP BY state") == [("done", ITEMS)]
+    assert query(db, "SELECT COUNT(*), COUNT(DISTINCT item_id) FROM listings")[0] == (ITEMS, ITEMS)
+
+
+def test_killed_worker_items_run_again_within_a_minute_and_are_recorded_once(
+    tmp_path: Path, redis_server: str, workers: Workers
+) -> None:
+    assert VISIBILITY_TIMEOUT >= 600  # the fallback stays far beyond this test's minute
+    folder, db = make_items(tmp_path / "p", ITEMS), tmp_path / "fleet.db"
+    with Emulator(EmulatorConfig(seed=7, latency=0.4)) as emu:
+        victim, survivor = workers(emu.url, 2, concurrency=2, visibility=None)
+        coordinator = start_coordinator(folder, db, redis_server)
+        wait_until(lambda: holds_items(victim), 60, "items on the victim")
+        time.sleep(0.3)  # mid-call
+        os.killpg(victim.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        resent_after = first_resend(redis_server, killed, 30)
+        finish(coordinator, 60)
+        done_after = time.monotonic() - killed
+        report = fleet_status(redis_server)
+        recorded = query(db, "SELECT COUNT(*) FROM calls")[0][0]
+        assert served(emu) >= recorded  # a call cut off by the kill was served, never recorded
+    print(
+        f"\nkilled worker: items sent again {resent_after:.1f} s after the kill; "
+        f"run finished {done_after:.1f} s after it"
+    )
+    assert resent_after < BEAT_EXPIRES + 5
+    assert done_after < 60
+    assert_each_item_listed_once(db)
+    ok = query(
+        db, "SELECT COUNT(*), COUNT(DISTINCT item_id || stage) FROM calls WHERE outcome = 'ok'"
+    )
+    assert ok[0][1] == 2 * ITEMS and ok[0][0] >= 2 * ITEMS
+    lost = {w["name"]: w for w in report["workers"]}
+    assert lost["w0@test"]["lost"] and lost["w0@test"]["resent"]
+    assert not lost["w1@test"]["lost"]
+
+
+def test_frozen_worker_late_answers_are_recorded_once_with_their_extra_calls(
+    tmp_path: Path, redis_server: str, workers: Workers
+) -> None:
+    folder, db = make_items(tmp_path / "p", ITEMS), tmp_path / "fleet.db"
+    with Emulator(EmulatorConfig(seed=8, latency=0.4)) as emu:
+        victim, survivor = workers(emu.url, 2, concurrency=2, visibility=None)
+        coordinator = start_coordinator(folder, db, redis_server)
+        wait_until(lambda: holds_items(victim), 60, "items on the victim")
+        time.sleep(0.3)
+        os.killpg(victim.pid, signal.SIGSTOP)
+        frozen = time.monotonic()
+        try:
+            resent_after = first_resend(redis_server, frozen, 30)
+            time.sleep(max(0.0, BEAT_EXPIRES + 3 - (time.monotonic() - frozen)))
+        finally:
+            os.killpg(victim.pid, signal.SIGCONT)
+        finish(coordinator, 60)
+        paid = served(emu)
+    print(f"\nfrozen worker: items sent again {resent_after:.1f} s after SIGSTOP")
+    assert_each_item_listed_once(db)
+    calls = query(db, "SELECT COUNT(*) FROM calls")[0][0]
+    assert calls == paid  # every call paid for is in the record, the late ones too, once
+    ok = query(
+        db, "SELECT COUNT(*), COUNT(DISTINCT item_id || stage) FROM calls WHERE outcome = 'ok'"
+    )
+    assert ok[0][1] == 2 * ITEMS
+    assert ok[0][0] > 2 * ITEMS  # the frozen worker's late answers: extra calls, counted
+    assert "succeeded" in victim.log_path.read_text()  # type: ignore[attr-defined]
