@@ -18,7 +18,9 @@ import pytest
 import redis
 from fleet import Workers, wait_until
 from test_distributed import make_items, query, served, start_coordinator
+from typer.testing import CliRunner
 
+from dealscout_cli.cli import app
 from dealscout_cli.distributed.app import VISIBILITY_TIMEOUT
 from dealscout_cli.distributed.heartbeat import BEAT_EXPIRES
 from dealscout_cli.distributed.status import fleet_status
@@ -71,6 +73,7 @@ def test_killed_worker_items_run_again_within_a_minute_and_are_recorded_once(
         finish(coordinator, 60)
         done_after = time.monotonic() - killed
         report = fleet_status(redis_server)
+        shown = CliRunner().invoke(app, ["status", "--broker", redis_server, "--db", str(db)])
         recorded = query(db, "SELECT COUNT(*) FROM calls")[0][0]
         assert served(emu) >= recorded  # a call cut off by the kill was served, never recorded
     print(
@@ -86,7 +89,11 @@ def test_killed_worker_items_run_again_within_a_minute_and_are_recorded_once(
     assert ok[0][1] == 2 * ITEMS and ok[0][0] >= 2 * ITEMS
     lost = {w["name"]: w for w in report["workers"]}
     assert lost["w0@test"]["lost"] and lost["w0@test"]["resent"]
-    assert not lost["w1@test"]["lost"]
+    assert not lost["w1@test"]["lost"] and lost["w1@test"]["last_heartbeat_ago"] < 5
+    assert set(lost["w0@test"]["resent"]) <= {
+        label for (label,) in query(db, "SELECT label FROM items")
+    }
+    assert "LOST" in shown.stdout and lost["w0@test"]["resent"][0] in shown.stdout
 
 
 def test_frozen_worker_late_answers_are_recorded_once_with_their_extra_calls(

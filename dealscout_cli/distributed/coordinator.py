@@ -382,7 +382,7 @@ class Coordinator:
         self.redis.set(SUPERSEDED_PREFIX + task_id, new_id, ex=RESULT_EXPIRES)
         self.celery.send_task(TASK_NAME, args=[payload], task_id=new_id, queue=QUEUE)
         self.redis.set(SENT_PREFIX + new_id, self.owner, ex=int(self.options.collect_timeout))
-        mark_resent(self.redis, hostname, task_id)
+        mark_resent(self.redis, hostname, task_id, out.item.label)
         self.out.pop(task_id)
         out.earlier.append(task_id)
         out.deadline = time.monotonic() + self.options.collect_timeout

@@ -8,7 +8,7 @@ each worker says, in Redis, that it is alive and what it holds:
     dealscout:workers                 hash  hostname -> unix time of its last beat
     dealscout:worker:<hostname>       "1" with EX `BEAT_EXPIRES`, refreshed every `BEAT_EVERY` s
     dealscout:worker:<hostname>:tasks set   task ids it has received and not finished
-    dealscout:worker:<hostname>:resent set  task ids the coordinator sent again when it was lost
+    dealscout:worker:<hostname>:resent hash task id -> item, sent again when it was lost
 
 The beat runs in the worker's main process (a thread), which also receives the messages,
 so a frozen (SIGSTOP) or killed worker stops beating within `BEAT_EXPIRES` s. The
@@ -113,11 +113,11 @@ def is_alive(client: redis.Redis, hostname: str) -> bool:
     return bool(client.exists(beat_key(hostname)))
 
 
-def mark_resent(client: redis.Redis, hostname: str, task_id: str) -> None:
+def mark_resent(client: redis.Redis, hostname: str, task_id: str, item: str) -> None:
     """The coordinator sent `task_id`'s item again. It stays in the worker's holdings until
     the worker ends it: a frozen worker that wakes up still finishes it, and its calls count."""
     with client.pipeline() as pipe:
-        pipe.sadd(resent_key(hostname), task_id)
+        pipe.hset(resent_key(hostname), task_id, item)
         pipe.expire(resent_key(hostname), HOLDS_EXPIRES)
         pipe.execute()
 
@@ -132,7 +132,7 @@ def worker_beats(client: redis.Redis, now: float) -> list[dict[str, object]]:
                 "last_heartbeat_ago": round(max(0.0, now - last), 1),
                 "lost": not is_alive(client, name),
                 "holds": sorted(_decode(t) for t in client.smembers(holds_key(name))),
-                "resent": sorted(_decode(t) for t in client.smembers(resent_key(name))),
+                "resent": sorted(_decode(i) for i in client.hvals(resent_key(name))),
             }
         )
     return report

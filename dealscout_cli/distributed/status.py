@@ -1,7 +1,7 @@
 """What the fleet is doing: workers seen, tasks in flight, messages waiting in the broker.
 
 Each worker also shows its last heartbeat and the task ids it holds (`heartbeat`); one
-that stopped beating is shown as lost, with the task ids the coordinator sent again.
+that stopped beating is shown as lost, with the items the coordinator sent again.
 
 `fleet_status(broker_url)` is what `dealscout status` shows when an engine is
 configured; a plain dict, ready for ``--json``. An unreachable broker is reported
