@@ -31,14 +31,23 @@ pytestmark = pytest.mark.slow
 ITEMS = 40
 
 
-def first_resend(broker: str, since: float, timeout: float) -> float:
-    """Seconds from `since` until the coordinator marked a task as sent again."""
+def first_resend(broker: str, since: float, timeout: float) -> tuple[float, float]:
+    """Seconds from `since` until the coordinator sent an item again, and until a worker
+    started that copy."""
     client = redis.Redis.from_url(broker)
+
+    def copies() -> list[str]:
+        keys = list(client.scan_iter("dealscout:superseded:*"))
+        return [v.decode() for v in client.mget(keys)] if keys else []
+
+    def started() -> bool:
+        return any(client.exists(f"celery-task-meta-{copy}") for copy in copies())
+
     try:
-        wait_until(
-            lambda: any(client.scan_iter("dealscout:superseded:*")), timeout, "an item sent again"
-        )
-        return time.monotonic() - since
+        wait_until(lambda: bool(copies()), timeout, "an item sent again")
+        resent = time.monotonic() - since
+        wait_until(started, timeout, "a copy started")
+        return resent, time.monotonic() - since
     finally:
         client.close()
 
@@ -69,7 +78,7 @@ def test_killed_worker_items_run_again_within_a_minute_and_are_recorded_once(
         time.sleep(0.3)  # mid-call
         os.killpg(victim.pid, signal.SIGKILL)
         killed = time.monotonic()
-        resent_after = first_resend(redis_server, killed, 30)
+        resent_after, running_after = first_resend(redis_server, killed, 50)
         finish(coordinator, 60)
         done_after = time.monotonic() - killed
         report = fleet_status(redis_server)
@@ -77,10 +86,12 @@ def test_killed_worker_items_run_again_within_a_minute_and_are_recorded_once(
         recorded = query(db, "SELECT COUNT(*) FROM calls")[0][0]
         assert served(emu) >= recorded  # a call cut off by the kill was served, never recorded
     print(
-        f"\nkilled worker: items sent again {resent_after:.1f} s after the kill; "
+        f"\nkilled worker: items sent again {resent_after:.1f} s after the kill, running "
+        f"again after {running_after:.1f} s; "
         f"run finished {done_after:.1f} s after it"
     )
     assert resent_after < BEAT_EXPIRES + 5
+    assert running_after < BEAT_EXPIRES + 5  # ahead of the queue, not behind the other items
     assert done_after < 60
     assert_each_item_listed_once(db)
     ok = query(
@@ -108,7 +119,7 @@ def test_frozen_worker_late_answers_are_recorded_once_with_their_extra_calls(
         os.killpg(victim.pid, signal.SIGSTOP)
         frozen = time.monotonic()
         try:
-            resent_after = first_resend(redis_server, frozen, 30)
+            resent_after, _ = first_resend(redis_server, frozen, 30)
             time.sleep(max(0.0, BEAT_EXPIRES + 3 - (time.monotonic() - frozen)))
         finally:
             os.killpg(victim.pid, signal.SIGCONT)

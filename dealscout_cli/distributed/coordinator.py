@@ -81,6 +81,11 @@ READY = ("SUCCESS", "FAILURE", "REVOKED")
 # say so once if none answers (a run with Redis up and no worker otherwise waits silently).
 NO_WORKER_AFTER = 10.0
 PING_TIMEOUT = 1.0  # seconds to wait for workers to answer the ping
+# Kombu's Redis transport takes priority 0 first (its lists "gemini", "gemini\x06\x163", ...
+# are read in that order). Items sent again for a lost worker go ahead of the queue: they
+# have waited their turn once already.
+FIRST_SEND = 6
+RESEND = 0
 
 
 @dataclass(frozen=True)
@@ -249,7 +254,9 @@ class Coordinator:
         except BadPhoto as exc:
             self.lifecycle.apply(lease, item, self.lifecycle.judge(exc, lease))
             return
-        self.celery.send_task(TASK_NAME, args=[payload], task_id=task_id, queue=QUEUE)
+        self.celery.send_task(
+            TASK_NAME, args=[payload], task_id=task_id, queue=QUEUE, priority=FIRST_SEND
+        )
         self.redis.set(SENT_PREFIX + task_id, self.owner, ex=int(self.options.collect_timeout))
         self.out[task_id] = out
 
@@ -380,7 +387,9 @@ class Coordinator:
             payload["images"] = []
         self._record_calls(task_id, out.item.id)  # what the lost worker paid for so far
         self.redis.set(SUPERSEDED_PREFIX + task_id, new_id, ex=RESULT_EXPIRES)
-        self.celery.send_task(TASK_NAME, args=[payload], task_id=new_id, queue=QUEUE)
+        self.celery.send_task(
+            TASK_NAME, args=[payload], task_id=new_id, queue=QUEUE, priority=RESEND
+        )
         self.redis.set(SENT_PREFIX + new_id, self.owner, ex=int(self.options.collect_timeout))
         mark_resent(self.redis, hostname, task_id, out.item.label)
         self.out.pop(task_id)
