@@ -80,8 +80,9 @@ def worker(
     coordinator's key is not sent); GOOGLE_GEMINI_BASE_URL for a proxy or the emulator;
     DEALSCOUT_BROKER instead of --broker. It needs no database and no photos. It checks
     the broker once at start and stops if nothing answers there. Stop it with Ctrl-C: it
-    finishes the tasks it holds (a second Ctrl-C abandons them; Redis hands them to
-    another worker after the visibility timeout).
+    finishes the tasks it holds (a second Ctrl-C abandons them: a running coordinator
+    sends them again within seconds, as for a killed worker, since the worker beats in
+    Redis every second; otherwise Redis hands them out after the visibility timeout).
 
     Example: dealscout worker --concurrency 8 -n box2@%h --broker redis://10.0.0.5:6379/0
     """

@@ -5,6 +5,7 @@
     ratelimit.py    one GCRA rate limit per model for the whole fleet, in a Redis Lua script
     coordinator.py  `snap --engine celery`: leases, images, tasks out, results into the store
     status.py       `fleet_status(broker_url)`: workers, tasks in flight, queue depth
+    heartbeat.py    workers beat and list what they hold; the coordinator finds lost ones
 
 The `dealscout worker` command lives with the other commands, in `dealscout_cli.cli.worker`.
 Importing this package imports nothing heavy: Celery loads when a module above is used.
