@@ -135,3 +135,37 @@ def test_frozen_worker_late_answers_are_recorded_once_with_their_extra_calls(
     assert ok[0][1] == 2 * ITEMS
     assert ok[0][0] > 2 * ITEMS  # the frozen worker's late answers: extra calls, counted
     assert "succeeded" in victim.log_path.read_text()  # type: ignore[attr-defined]
+
+
+def test_a_worker_that_stops_holding_tasks_is_lost_at_once_and_one_that_finished_is_gone(
+    redis_server: str,
+) -> None:
+    from dealscout_cli.distributed.heartbeat import (
+        WorkerBeat,
+        lost_holders,
+        mark_resent,
+        released,
+        worker_beats,
+    )
+
+    client = redis.Redis.from_url(redis_server)
+    try:
+        cold, warm = (
+            WorkerBeat(client, "cold@h", every=0.1),
+            WorkerBeat(client, "warm@h", every=0.1),
+        )
+        cold.start()
+        warm.start()
+        cold.holds("t1")
+        warm.holds("t2")
+        released(client, "warm@h", "t2")
+        assert lost_holders(client) == {}
+        cold.stop()  # a second Ctrl-C: still holding t1
+        warm.stop()  # a warm stop: holds nothing
+        assert lost_holders(client) == {"cold@h": {"t1"}}
+        mark_resent(client, "cold@h", "t1", "red mug\x1b[2J")
+        (shown,) = worker_beats(client, time.time())
+        assert shown["name"] == "cold@h" and shown["lost"] and shown["holds"] == ["t1"]
+        assert shown["resent"] == ["red mug\x1b[2J"]  # the CLI shows it through printable()
+    finally:
+        client.close()
