@@ -159,10 +159,15 @@ def format_usd(micros: int | None) -> str:
 def estimate_request_tokens(request: ModelRequest) -> int:
     """Input tokens a ModelRequest will cost, before sending it (corrected later from usage).
 
-    Counted by the model family's rule in `tokens`; an image of unknown size counts as one
-    full tile.
+    Counted by the model family's rule in `tokens` at the request's media resolution; an
+    image of unknown size counts as one full tile (Gemini 2.x) or its budget (Gemini 3).
     """
     rule = rule_for(request.model)
-    side = rule.tile_side
-    images = sum(rule.image_tokens(i.width or side, i.height or side) for i in request.images)
+    resolution = request.media_resolution
+    images = sum(
+        rule.image_tokens(i.width, i.height, resolution)
+        if i.width and i.height
+        else rule.unsized_image_tokens(resolution)
+        for i in request.images
+    )
     return images + rule.text_tokens(request.system) + rule.text_tokens(request.prompt)

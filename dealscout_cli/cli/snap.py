@@ -167,6 +167,24 @@ GroundedPricesFlag = Annotated[
         "request on top of tokens. Sources are kept with the price.",
     ),
 ]
+MediaResolutionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--media-resolution",
+        metavar="[low|medium|high]",
+        help="Gemini 3: tokens per photo for identify (low 280, medium 560, high 1,120), "
+        f"whatever its size. Default: {config.DEFAULT_MEDIA_RESOLUTION}.",
+    ),
+]
+ThinkingOption = Annotated[
+    str | None,
+    typer.Option(
+        "--thinking",
+        metavar="[minimal|low|medium|high]",
+        help="Gemini 3: how much both stages think (billed as output). Default: "
+        f"{config.DEFAULT_IDENTIFY_THINKING} to identify, {config.DEFAULT_PRICE_THINKING} to price.",
+    ),
+]
 
 
 def snap(
@@ -199,6 +217,8 @@ def snap(
     barcodes: BarcodesFlag = True,
     batch: BatchFlag = False,
     grounded_prices: GroundedPricesFlag = False,
+    media_resolution: MediaResolutionOption = None,
+    thinking: ThinkingOption = None,
 ) -> None:
     """Scan photos, queue what is new, and turn each item into a draft listing.
 
@@ -223,7 +243,8 @@ def snap(
         max_retries=max_retries, max_attempts=max_attempts, call_timeout=timeout,
         lease_seconds=lease, soft_time_limit=soft_time_limit, grace=grace, prices_file=prices,
         barcodes=barcodes, engine=config.engine_for(engine, batch=batch), broker=broker,
-        grounded_prices=grounded_prices or None,
+        grounded_prices=grounded_prices or None, media_resolution=media_resolution,
+        identify_thinking=thinking, price_thinking=thinking,
         max_cost_micro_usd=None if max_cost is None else usd_to_micros(max_cost),
     ).validated())  # fmt: skip
     paths = paths or []
