@@ -213,10 +213,19 @@ def validate(settings: Settings) -> None:
         raise UsageError("--max-cost must be a positive amount in USD")
     if settings.engine != "celery" and not key_for(settings):
         raise UsageError(NO_API_KEY)
-    if settings.prices_file is not None:  # read now: a bad price must not wait for the first call
-        from dealscout_cli.costs import load_prices
+    if settings.prices_file is not None or settings.max_cost_micro_usd is not None:
+        # Read now: a bad price must not wait for the first call, and a budget cannot be kept
+        # in a currency it cannot count (an unpriced model would look free).
+        from dealscout_cli.costs import load_prices, unpriced
 
-        load_prices(settings.prices_file)
+        prices = load_prices(settings.prices_file)
+        missing = unpriced(prices, settings.vision_model, settings.pricing_model)
+        if settings.max_cost_micro_usd is not None and missing and not settings.offline:
+            raise UsageError(
+                f"--max-cost cannot count the cost of {' or '.join(missing)}: no price known; "
+                'pass --prices FILE with {"' + missing[0] + '": {"input": USD_per_1M, '
+                '"output": USD_per_1M}}'
+            )
 
 
 class StageOptions(NamedTuple):

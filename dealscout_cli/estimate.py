@@ -40,7 +40,7 @@ from PIL import Image, UnidentifiedImageError
 
 from . import prompts
 from .config import Settings, StageOptions, stage_options
-from .costs import ModelPrice, call_cost_micros, load_prices
+from .costs import ModelPrice, call_cost_micros, load_prices, stale_prices_note
 from .images import DEFAULT_MAX_PIXELS, MIN_SIDE, display_path, register_heif
 from .models import Attribute, Condition, Identification
 from .records import Stage
@@ -118,6 +118,7 @@ class Estimate:
     # One item from photos to price, at these items' mean per call (a typical 12 MP photo
     # when there is none to go by); None when a model has no price. What a budget expects.
     cost_per_item_micro_usd: int | None = None
+    stale_prices: str | None = None  # the built-in price table is over 90 days old
 
     @property
     def requests(self) -> int:
@@ -164,6 +165,7 @@ class Estimate:
             "models": [asdict(row) for row in self.rows],
             "unusable_photos": [asdict(photo) for photo in self.unusable],
             "scan_problems": self.scan_problems,
+            "stale_prices": self.stale_prices,
         }
 
 
@@ -206,6 +208,7 @@ def estimate_scan(found: ScanResult, settings: Settings) -> Estimate:
         _row(prices, settings, Stage.PRICE, result.to_identify + result.to_price, price_input),
     ]
     result.cost_per_item_micro_usd = _cost_per_item(result.rows, prices, settings)
+    result.stale_prices = stale_prices_note()
     return result
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import sqlite3
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,10 @@ from google.genai import types
 from PIL import Image
 from typer.testing import CliRunner
 
+from dealscout_cli import costs
 from dealscout_cli.cli import app
 from dealscout_cli.config import Settings, resolve, stage_options, validate
+from dealscout_cli.costs import call_cost_micros, load_prices
 from dealscout_cli.errors import UsageError
 from dealscout_cli.estimate import estimate
 from dealscout_cli.models import Identification
@@ -253,3 +256,61 @@ def test_estimate_is_within_5_percent_of_the_emulators_bill(
         recorded_in, recorded_out, _ = billed[row.stage]
         assert abs(row.input_tokens - recorded_in) / recorded_in < 0.05, (row, billed)
         assert abs(row.output_tokens - recorded_out) / recorded_out < 0.15, (row, billed)
+
+
+# --- d. prices: never silently free ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "model", ["gemini-3.6-flash-001", "models/gemini-3.6-flash", "models/gemini-3.6-flash-002"]
+)
+def test_a_pinned_version_is_priced_as_its_model(model: str) -> None:
+    prices = load_prices()
+    assert call_cost_micros(prices, model, 1000, 100) == call_cost_micros(
+        prices, GEMINI_3, 1000, 100
+    )
+
+
+@pytest.mark.parametrize("model", ["gemini-flash-latest", "gemini-3.6-flash-exp", "gemma-4"])
+def test_an_alias_or_unknown_model_has_no_price_rather_than_zero(model: str) -> None:
+    assert call_cost_micros(load_prices(), model, 1000, 100) is None
+
+
+def test_a_price_file_may_price_a_version_of_its_own(tmp_path: Path) -> None:
+    file = tmp_path / "prices.json"
+    file.write_text('{"gemini-3.6-flash-001": {"input": 0, "output": 1}}')
+    prices = load_prices(file)
+    assert call_cost_micros(prices, "gemini-3.6-flash-001", 1000, 100) == 100
+    assert call_cost_micros(prices, "gemini-3.6-flash-002", 1000, 100) == 1500 + 750
+
+
+def test_max_cost_refuses_an_unpriced_model_by_name(photos: Path, env_with_key: Any) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["snap", str(photos), "--max-cost", "1", "--vision-model", "gemini-flash-latest"],
+    )
+    assert result.exit_code == 2, result.output
+    assert "gemini-flash-latest" in result.output and "--prices" in result.output
+    assert "gemini-3.5-flash-lite" not in result.output  # that one has a price
+
+
+def test_estimate_names_the_model_whose_cost_is_unknown(photos: Path) -> None:
+    result = CliRunner().invoke(app, ["estimate", str(photos), "--pricing-model", "gemma-4"])
+    assert result.exit_code == 0, result.output
+    assert "no price for gemma-4: cost unknown" in result.output
+    assert "$0.0000" not in result.output
+
+
+def test_stale_prices_are_said_once_by_estimate_and_snap(
+    photos: Path, env_with_key: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(costs, "PRICES_CHECKED", date.today() - timedelta(days=91))
+    for command in ("estimate", "snap"):
+        result = CliRunner().invoke(app, [command, str(photos)])
+        assert result.exit_code == 0, result.output
+        assert result.output.count("days ago); check https://ai.google.dev") == 1
+
+
+def test_fresh_prices_are_not_warned_about() -> None:
+    assert costs.stale_prices_note(costs.PRICES_CHECKED + timedelta(days=90)) is None
+    assert costs.stale_prices_note(costs.PRICES_CHECKED + timedelta(days=91)) is not None

@@ -542,7 +542,14 @@ def render_estimate(result: "Estimate") -> None:
     )
     out.print(table)
     if result.cost_micro_usd is None:
-        err.print("some models have no price: pass --prices with their USD per 1M tokens")
+        unpriced = [row.model for row in result.rows if row.cost_micro_usd is None]
+        err.print(
+            f"no price for {' or '.join(dict.fromkeys(unpriced))}: cost unknown; "
+            "pass --prices FILE with their USD per 1M tokens",
+            markup=False,
+        )
+    if result.stale_prices:
+        err.print(result.stale_prices, markup=False)
     for photo in result.unusable[:20]:
         err.print(
             f"will be skipped: {printable(photo.path)}: {printable(photo.reason)}", markup=False

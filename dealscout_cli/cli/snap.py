@@ -32,6 +32,7 @@ from dealscout_cli.cli.options import (
     plain,
     plural,
 )
+from dealscout_cli.costs import stale_prices_note
 
 if TYPE_CHECKING:  # for annotations only: `dealscout --help` imports none of them
     from dealscout_cli.cli.progress import ScanCounter
@@ -248,6 +249,8 @@ def snap(
         max_cost_micro_usd=None if max_cost is None else usd_to_micros(max_cost),
     ).validated())  # fmt: skip
     paths = paths or []
+    if not settings.offline and (note := stale_prices_note()):
+        err.print(note, markup=False)  # once, before the run: its costs use these prices
     with _run_output(settings, paths, quiet=quiet, log_json=log_json, log_file=log_file) as output:
         result = guarded(lambda: run_snap(
             paths, settings, group=group.value, force=force, on_event=output.reporter,
