@@ -11,14 +11,24 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from dealscout_cli.errors import UsageError
+from dealscout_cli.tokens import MEDIA_RESOLUTIONS, THINKING_LEVELS, rule_for
 
 # Models. Gemini 3.6 Flash and 3.5 Flash-Lite were the current Flash and Flash-Lite
 # models when this was written (2026-11); older 2.x models are being retired.
 DEFAULT_VISION_MODEL = "gemini-3.6-flash"
 DEFAULT_PRICING_MODEL = "gemini-3.5-flash-lite"
+
+# Gemini 3 settings, sent explicitly so the bill does not follow a server default.
+# Identify reads labels, rating plates and model numbers: HIGH (1,120 tokens a photo, about
+# $0.0008 more than MEDIUM on 3.6 Flash) because a misread model number costs a sale.
+# Thinking is billed as output: LOW lets the vision model check what it read; pricing from
+# a finished identification needs little reasoning, so MINIMAL. See README "Cost".
+DEFAULT_MEDIA_RESOLUTION = "high"
+DEFAULT_IDENTIFY_THINKING = "low"
+DEFAULT_PRICE_THINKING = "minimal"
 
 DEFAULT_DB = "dealscout.db"
 DEFAULT_CONCURRENCY = 32  # an upper bound: each model's limiter keeps only as many calls in flight
@@ -91,9 +101,18 @@ class Settings:
     grounded_prices: bool = False  # pricing searches the web (Google Search), billed per request
     max_cost_micro_usd: int | None = None  # --max-cost, for every run on the database
     item_retry_delay: float = DEFAULT_ITEM_RETRY_DELAY  # seconds; doubled per failed attempt
+    media_resolution: str = DEFAULT_MEDIA_RESOLUTION  # photos to the vision model (Gemini 3)
+    identify_thinking: str = DEFAULT_IDENTIFY_THINKING  # thinking_level of identify (Gemini 3)
+    price_thinking: str = DEFAULT_PRICE_THINKING  # thinking_level of pricing (Gemini 3)
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+    def checked_choices(self) -> Settings:
+        """These settings, or a UsageError for a Gemini 3 choice out of range (what
+        `estimate`, which needs no key, checks)."""
+        validate_choices(self)
+        return self
 
     def validated(self) -> Settings:
         """These settings, or a UsageError naming the first one that cannot work."""
@@ -153,6 +172,9 @@ def resolve(env: Mapping[str, str] | None = None, **flags: object) -> Settings:
             chosen[name] = Path(str(flag)) if name in ("db_path", "prices_file") else flag
         elif from_env.get(name) is not None:
             chosen[name] = from_env[name]
+    for name in ("media_resolution", "identify_thinking", "price_thinking"):
+        if isinstance(chosen.get(name), str):  # `--thinking HIGH` means high
+            chosen[name] = chosen[name].strip().lower()
     unknown = set(flags) - set(Settings.__dataclass_fields__)
     if unknown:
         raise TypeError(f"unknown settings: {sorted(unknown)}")
@@ -186,14 +208,56 @@ def validate(settings: Settings) -> None:
         value = getattr(settings, name)
         if value is not None and not value > 0:
             raise UsageError(f"{_flag(name)} must be more than 0, not {value}")
+    validate_choices(settings)
     if settings.max_cost_micro_usd is not None and settings.max_cost_micro_usd < 0:
         raise UsageError("--max-cost must be a positive amount in USD")
     if settings.engine != "celery" and not key_for(settings):
         raise UsageError(NO_API_KEY)
-    if settings.prices_file is not None:  # read now: a bad price must not wait for the first call
-        from dealscout_cli.costs import load_prices
+    if settings.prices_file is not None or settings.max_cost_micro_usd is not None:
+        # Read now: a bad price must not wait for the first call, and a budget cannot be kept
+        # in a currency it cannot count (an unpriced model would look free).
+        from dealscout_cli.costs import load_prices, unpriced
 
-        load_prices(settings.prices_file)
+        prices = load_prices(settings.prices_file)
+        missing = unpriced(prices, settings.vision_model, settings.pricing_model)
+        if settings.max_cost_micro_usd is not None and missing and not settings.offline:
+            raise UsageError(
+                f"--max-cost cannot count the cost of {' or '.join(missing)}: no price known; "
+                'pass --prices FILE with {"' + missing[0] + '": {"input": USD_per_1M, '
+                '"output": USD_per_1M}}'
+            )
+
+
+class StageOptions(NamedTuple):
+    """What a stage's requests say about the model's Gemini 3 settings (None: not sent)."""
+
+    media_resolution: str | None
+    thinking_level: str | None
+
+
+def stage_options(model: str, media_resolution: str | None, thinking_level: str) -> StageOptions:
+    """The `media_resolution` and `thinking_level` a request to `model` carries: set
+    explicitly for Gemini 3 models, so the bill never follows a server default; None (not
+    sent) for other families, whose requests stay as they were (Gemini 2.x takes no
+    thinking_level). Pricing sends no image, so it passes no media resolution."""
+    if not rule_for(model).takes_settings:
+        return StageOptions(None, None)
+    return StageOptions(media_resolution, thinking_level)
+
+
+def validate_choices(settings: Settings) -> None:
+    """The Gemini 3 settings are among the values Google takes."""
+    if settings.media_resolution not in MEDIA_RESOLUTIONS:
+        raise UsageError(
+            f"--media-resolution must be one of {', '.join(MEDIA_RESOLUTIONS)}, "
+            f"not {settings.media_resolution!r}"
+        )
+    for name in ("identify_thinking", "price_thinking"):
+        if getattr(settings, name) not in THINKING_LEVELS:
+            raise UsageError(
+                f"--thinking must be one of {', '.join(THINKING_LEVELS)}, "
+                f"not {getattr(settings, name)!r}"
+            )
 
 
 def engine_for(engine: str, *, batch: bool) -> str:

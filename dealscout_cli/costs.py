@@ -11,7 +11,9 @@ Override or extend the table with a JSON file (`--prices` or DEALSCOUT_PRICES):
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
+from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,9 +24,11 @@ from dealscout_cli.tokens import rule_for
 if TYPE_CHECKING:
     from dealscout_cli.providers.base import ModelRequest
 
-PRICES_CHECKED = (
-    "2026-11-29"  # list prices (standard tier, prompts <= 200k tokens), from public price listings
-)
+# List prices (standard tier, prompts <= 200k tokens), checked on PRICES_CHECKED against
+# PRICES_SOURCE. Google changes them: past PRICES_STALE_AFTER, estimate and snap say so.
+PRICES_CHECKED = date(2026, 11, 29)
+PRICES_SOURCE = "https://ai.google.dev/gemini-api/docs/pricing"
+PRICES_STALE_AFTER = timedelta(days=90)
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,7 @@ def price_rows(prices: dict[str, ModelPrice], *models: str) -> dict[str, list[st
     return {
         model: [str(price.input_per_million), str(price.output_per_million)]
         for model in models
-        if (price := prices.get(model)) is not None
+        if (price := price_of(prices, model)) is not None
     }
 
 
@@ -106,9 +110,41 @@ def _price(source: Path, model: str, price: dict[str, object], which: str) -> De
     return amount
 
 
+# A pinned version of a model ("gemini-3.6-flash-001") is billed as the model itself.
+_VERSION_SUFFIX = re.compile(r"-\d{3}$")
+
+
 def _base_model(model: str) -> str:
-    # The API reports versions like "gemini-3.6-flash-001"; price them as their family.
-    return model.removeprefix("models/")
+    """The price-table name of `model`: `models/` and a numbered version suffix dropped.
+    An alias such as `gemini-flash-latest` is left as it is: it moves to whatever model Google
+    names next, so it has no price until the price file gives it one."""
+    name = model.strip().removeprefix("models/")
+    return _VERSION_SUFFIX.sub("", name)
+
+
+def price_of(prices: dict[str, ModelPrice], model: str) -> ModelPrice | None:
+    """`model`'s price: by its exact name (a price file may price a version), else as its
+    family (`_base_model`); None when neither is known, never a silent zero."""
+    exact = prices.get(model.strip().removeprefix("models/"))
+    return exact if exact is not None else prices.get(_base_model(model))
+
+
+def unpriced(prices: dict[str, ModelPrice], *models: str) -> list[str]:
+    """Those of `models` with no price, in order, once each."""
+    return [m for m in dict.fromkeys(models) if price_of(prices, m) is None]
+
+
+def stale_prices_note(today: date | None = None, checked: date | None = None) -> str | None:
+    """A one-line warning when the built-in price table was checked over 90 days before
+    `today`; None while it is fresh."""
+    today = today or date.today()
+    checked = checked or PRICES_CHECKED
+    if today - checked <= PRICES_STALE_AFTER:
+        return None
+    return (
+        f"the built-in prices were checked on {checked.isoformat()} ({(today - checked).days} "
+        f"days ago); check {PRICES_SOURCE} and pass --prices FILE if they changed"
+    )
 
 
 def call_cost_micros(
@@ -120,7 +156,7 @@ def call_cost_micros(
     batch: bool = False,
 ) -> int | None:
     """Cost of one call in micro-USD, or None when the model is not in the table."""
-    price = prices.get(_base_model(model))
+    price = price_of(prices, model)
     if price is None:
         return None
     cost = (
@@ -159,10 +195,15 @@ def format_usd(micros: int | None) -> str:
 def estimate_request_tokens(request: ModelRequest) -> int:
     """Input tokens a ModelRequest will cost, before sending it (corrected later from usage).
 
-    Counted by the model family's rule in `tokens`; an image of unknown size counts as one
-    full tile.
+    Counted by the model family's rule in `tokens` at the request's media resolution; an
+    image of unknown size counts as one full tile (Gemini 2.x) or its budget (Gemini 3).
     """
     rule = rule_for(request.model)
-    side = rule.tile_side
-    images = sum(rule.image_tokens(i.width or side, i.height or side) for i in request.images)
+    resolution = request.media_resolution
+    images = sum(
+        rule.image_tokens(i.width, i.height, resolution)
+        if i.width and i.height
+        else rule.unsized_image_tokens(resolution)
+        for i in request.images
+    )
     return images + rule.text_tokens(request.system) + rule.text_tokens(request.prompt)

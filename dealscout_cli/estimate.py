@@ -11,11 +11,16 @@ The pricing prompt holds the identification, unknown until the vision model
 answers, so a typical one stands in (`TYPICAL_IDENTIFICATION`: 147 prompt tokens,
 the mean over 40 emulator answers was 147, range 132-169).
 
-Output tokens cannot be counted before the answer, so they are per-stage
-constants: the emulator answers with 157 (identify) and 51 (price) on average
-over those 40 items; a real model writes longer descriptions, so the constants
-are set above that, as a budget should be. Thinking tokens (billed as output on
-Gemini 3 models) are not included.
+On Gemini 3 models the photos cost their media resolution's fixed budget and the
+request carries the stage's `thinking_level` (`config.stage_options`), so the
+estimate counts what will be sent, not the server's defaults.
+
+Output tokens cannot be counted before the answer, so they are estimates, kept
+apart per model: answer tokens are per-stage constants (the emulator's means over
+40 items, 157 identify and 51 price, rounded up), and thinking tokens (Gemini 3,
+billed as output) are `tokens.THINKING_TOKENS` for the stage's level. The
+emulator draws its thoughts around the same table, so an offline run bills within
+a few percent of this estimate; a real model's answers and thoughts vary more.
 
 Items the database already finished cost nothing; items whose identification is
 saved only need pricing; items that failed earlier are not retried by `snap`
@@ -24,6 +29,7 @@ saved only need pricing; items that failed earlier are not retried by `snap`
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,18 +39,21 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from . import prompts
-from .config import Settings
-from .costs import ModelPrice, call_cost_micros, load_prices
+from .config import Settings, StageOptions, stage_options
+from .costs import ModelPrice, call_cost_micros, load_prices, stale_prices_note
 from .images import DEFAULT_MAX_PIXELS, MIN_SIDE, display_path, register_heif
 from .models import Attribute, Condition, Identification
 from .records import Stage
 from .scan import FoundItem, GroupBy, ScanResult, scan
 from .store import Store
-from .tokens import rule_for
+from .tokens import THINKING_SPREAD, rule_for
 
-IDENTIFY_OUTPUT_TOKENS = 250  # emulator mean 157; real descriptions run longer
-PRICE_OUTPUT_TOKENS = 80  # emulator mean 51
+IDENTIFY_OUTPUT_TOKENS = 160  # answer tokens: emulator mean 157
+PRICE_OUTPUT_TOKENS = 52  # answer tokens: emulator mean 51
 OUTPUT_TOKENS = {Stage.IDENTIFY: IDENTIFY_OUTPUT_TOKENS, Stage.PRICE: PRICE_OUTPUT_TOKENS}
+# What a budget expects an answer to run to: above the emulator's longest, as real
+# descriptions run longer than its means.
+BUDGET_ANSWER_TOKENS = {Stage.IDENTIFY: 250, Stage.PRICE: 80}
 
 TYPICAL_IDENTIFICATION = Identification(
     title="KitchenAid Artisan Stand Mixer 5 Qt Tilt-Head Empire Red",
@@ -72,7 +81,8 @@ _ORIENTATION = 0x0112
 
 @dataclass(frozen=True)
 class ModelRow:
-    """One model's share of the run: its calls, tokens and cost (None when it has no price)."""
+    """One model's share of the run: its calls, tokens and cost (None when it has no price).
+    Output is the thinking (Gemini 3) plus the answer, both billed as output."""
 
     model: str
     stage: str
@@ -80,6 +90,8 @@ class ModelRow:
     input_tokens: int
     output_tokens: int
     cost_micro_usd: int | None
+    thinking_tokens: int = 0
+    answer_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -106,6 +118,7 @@ class Estimate:
     # One item from photos to price, at these items' mean per call (a typical 12 MP photo
     # when there is none to go by); None when a model has no price. What a budget expects.
     cost_per_item_micro_usd: int | None = None
+    stale_prices: str | None = None  # the built-in price table is over 90 days old
 
     @property
     def requests(self) -> int:
@@ -118,6 +131,14 @@ class Estimate:
     @property
     def output_tokens(self) -> int:
         return sum(row.output_tokens for row in self.rows)
+
+    @property
+    def thinking_tokens(self) -> int:
+        return sum(row.thinking_tokens for row in self.rows)
+
+    @property
+    def answer_tokens(self) -> int:
+        return sum(row.answer_tokens for row in self.rows)
 
     @property
     def cost_micro_usd(self) -> int | None:
@@ -136,12 +157,15 @@ class Estimate:
             "requests": self.requests,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
+            "thinking_tokens": self.thinking_tokens,
+            "answer_tokens": self.answer_tokens,
             "cost_micro_usd": self.cost_micro_usd,
             "cost_usd": None if self.cost_micro_usd is None else self.cost_micro_usd / 1_000_000,
             "cost_per_item_micro_usd": self.cost_per_item_micro_usd,
             "models": [asdict(row) for row in self.rows],
             "unusable_photos": [asdict(photo) for photo in self.unusable],
             "scan_problems": self.scan_problems,
+            "stale_prices": self.stale_prices,
         }
 
 
@@ -180,26 +204,27 @@ def estimate_scan(found: ScanResult, settings: Settings) -> Estimate:
         price_input += pricing_input_tokens(model=settings.pricing_model)
     prices = load_prices(settings.prices_file)
     result.rows = [
-        _row(prices, settings.vision_model, Stage.IDENTIFY, result.to_identify, vision_input),
-        _row(
-            prices,
-            settings.pricing_model,
-            Stage.PRICE,
-            result.to_identify + result.to_price,
-            price_input,
-        ),
+        _row(prices, settings, Stage.IDENTIFY, result.to_identify, vision_input),
+        _row(prices, settings, Stage.PRICE, result.to_identify + result.to_price, price_input),
     ]
     result.cost_per_item_micro_usd = _cost_per_item(result.rows, prices, settings)
+    result.stale_prices = stale_prices_note()
     return result
 
 
 def identify_input_tokens(
-    photo_sizes: Sequence[tuple[int, int]], notes: str | None = None, *, model: str | None = None
+    photo_sizes: Sequence[tuple[int, int]],
+    notes: str | None = None,
+    *,
+    model: str | None = None,
+    media_resolution: str | None = None,
 ) -> int:
-    """Input tokens of one identify call to `model`: the prepared photos plus the system
-    text and prompt."""
+    """Input tokens of one identify call to `model`: the prepared photos (at
+    `media_resolution`, as sent; see `config.stage_options`) plus the system text and prompt."""
     rule = rule_for(model)
-    images = sum(rule.image_tokens(width, height) for width, height in photo_sizes)
+    images = sum(
+        rule.image_tokens(width, height, media_resolution) for width, height in photo_sizes
+    )
     text = rule.text_tokens(prompts.IDENTIFY_SYSTEM) + rule.text_tokens(
         prompts.identify_prompt(notes)
     )
@@ -273,42 +298,71 @@ def _identify_tokens(item: FoundItem, settings: Settings, result: Estimate) -> i
         # prepare_photo fails the whole item on one bad photo: no call is made for it.
         return None
     result.photos += len(sizes)
-    return identify_input_tokens(sizes, item.notes, model=settings.vision_model)
+    return identify_input_tokens(
+        sizes,
+        item.notes,
+        model=settings.vision_model,
+        media_resolution=_options(settings, Stage.IDENTIFY).media_resolution,
+    )
 
 
 def _cost_per_item(
     rows: list[ModelRow], prices: dict[str, ModelPrice], settings: Settings
 ) -> int | None:
+    """One item at the high end of its output, for a budget: the mean input per call (a
+    typical photo's when there is none), answers of `BUDGET_ANSWER_TOKENS`, and thoughts at
+    the top of their spread (`tokens.THINKING_SPREAD`). An expected cost would let half the
+    items overrun `--max-cost`."""
     typical = {
         Stage.IDENTIFY.value: identify_input_tokens(
-            [fit_within(TYPICAL_PHOTO, settings.max_side)], model=settings.vision_model
+            [fit_within(TYPICAL_PHOTO, settings.max_side)],
+            model=settings.vision_model,
+            media_resolution=_options(settings, Stage.IDENTIFY).media_resolution,
         ),
         Stage.PRICE.value: pricing_input_tokens(model=settings.pricing_model),
     }
     total = 0
     for row in rows:
-        if row.requests:
-            cost = row.cost_micro_usd and -(-row.cost_micro_usd // row.requests)
-        else:
-            one = _row(prices, row.model, Stage(row.stage), 1, typical[row.stage])
-            cost = one.cost_micro_usd
+        stage = Stage(row.stage)
+        input_tokens = -(-row.input_tokens // row.requests) if row.requests else typical[row.stage]
+        expected = rule_for(row.model).thought_tokens(_options(settings, stage).thinking_level)
+        thinking = math.ceil(expected * (1 + THINKING_SPREAD))
+        output = thinking + BUDGET_ANSWER_TOKENS[stage]
+        cost = call_cost_micros(prices, row.model, input_tokens, output)
         if cost is None:
             return None
         total += cost
     return total
 
 
+def _options(settings: Settings, stage: Stage) -> StageOptions:
+    """What the stage's requests will carry (the pipeline builds them the same way)."""
+    if stage == Stage.IDENTIFY:
+        return stage_options(
+            settings.vision_model, settings.media_resolution, settings.identify_thinking
+        )
+    return stage_options(settings.pricing_model, None, settings.price_thinking)
+
+
 def _row(
-    prices: dict[str, ModelPrice], model: str, stage: Stage, requests: int, input_tokens: int
+    prices: dict[str, ModelPrice],
+    settings: Settings,
+    stage: Stage,
+    requests: int,
+    input_tokens: int,
 ) -> ModelRow:
-    output_tokens = requests * OUTPUT_TOKENS[stage]
+    model = settings.vision_model if stage == Stage.IDENTIFY else settings.pricing_model
+    thinking = requests * rule_for(model).thought_tokens(_options(settings, stage).thinking_level)
+    answer = requests * OUTPUT_TOKENS[stage]
     return ModelRow(
         model=model,
         stage=stage.value,
         requests=requests,
         input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cost_micro_usd=call_cost_micros(prices, model, input_tokens, output_tokens),
+        output_tokens=thinking + answer,
+        cost_micro_usd=call_cost_micros(prices, model, input_tokens, thinking + answer),
+        thinking_tokens=thinking,
+        answer_tokens=answer,
     )
 
 

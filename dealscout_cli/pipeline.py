@@ -24,6 +24,12 @@ from pydantic import BaseModel, ValidationError
 
 from dealscout_cli import prompts
 from dealscout_cli.barcodes import Barcode, product_codes, read_barcodes
+from dealscout_cli.config import (
+    DEFAULT_IDENTIFY_THINKING,
+    DEFAULT_MEDIA_RESOLUTION,
+    DEFAULT_PRICE_THINKING,
+    stage_options,
+)
 from dealscout_cli.costs import (
     ModelPrice,
     call_cost_micros,
@@ -56,6 +62,9 @@ class PipelineConfig:
     grounded_prices: bool = (
         False  # pricing searches the web (Google Search tool), billed per request
     )
+    media_resolution: str = DEFAULT_MEDIA_RESOLUTION  # Gemini 3 only (config.stage_options)
+    identify_thinking: str = DEFAULT_IDENTIFY_THINKING
+    price_thinking: str = DEFAULT_PRICE_THINKING
 
 
 @dataclass(frozen=True)
@@ -219,16 +228,22 @@ class Pipeline:
     def identify_request(
         self, item: ItemRecord, images: list[PreparedImage], barcodes: Sequence[str] = ()
     ) -> ModelRequest:
+        options = stage_options(
+            self.config.vision_model, self.config.media_resolution, self.config.identify_thinking
+        )
         return ModelRequest(
             model=self.config.vision_model,
             system=prompts.IDENTIFY_SYSTEM,
             prompt=prompts.identify_prompt(item.notes, barcodes),
             schema=Identification,
             images=tuple(ImagePart(i.data, i.mime_type, i.width, i.height) for i in images),
+            media_resolution=options.media_resolution,
+            thinking_level=options.thinking_level,
         )
 
     def price_request(self, identification: Identification) -> ModelRequest:
         grounded = self.config.grounded_prices
+        options = stage_options(self.config.pricing_model, None, self.config.price_thinking)
         return ModelRequest(
             model=self.config.pricing_model,
             system=prompts.price_system(grounded=grounded),
@@ -236,6 +251,7 @@ class Pipeline:
             schema=PriceEstimate,
             max_output_tokens=1024,
             grounded=grounded,
+            thinking_level=options.thinking_level,
         )
 
     # ------------------------------------------------------------ one call, with retries

@@ -382,12 +382,13 @@ def test_unknown_model_name_stops_the_run_instead_of_failing_every_item(
 def test_max_cost_stops_claiming_before_the_budget_is_passed(
     photos: Path, db: Path, env_with_key
 ) -> None:
-    result = run("snap", str(photos), "--max-cost", "0.006", "--concurrency", "1")
+    # About $0.008 an item at the defaults (Gemini 3 thinking billed as output): room for two.
+    result = run("snap", str(photos), "--max-cost", "0.02", "--concurrency", "1")
     assert result.exit_code == 3
     assert "--max-cost" in result.output
     report = json.loads(run("status", "--json").stdout)
     assert 1 <= report["counts"]["done"] < 6 and report["counts"]["queued"] >= 1
-    assert report["cost_micro_usd"] <= 6000
+    assert report["cost_micro_usd"] <= 20000
 
 
 def test_barcode_on_a_photo_reaches_the_listing_and_the_ebay_upc(

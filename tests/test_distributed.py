@@ -436,14 +436,14 @@ def test_max_cost_stops_the_fleet_claiming_before_the_budget_is_passed(
     with Emulator(EmulatorConfig(seed=1)) as emu:
         workers(emu.url, 1)
         # The budget counts the items out at full price: it stops sending before it is passed.
-        command = start_coordinator(photos, db, redis_server, extra=("--max-cost", "0.006"))
+        command = start_coordinator(photos, db, redis_server, extra=("--max-cost", "0.02"))
         stdout, stderr = command.communicate(timeout=120)
     assert command.returncode == 3, stderr
     assert "raise --max-cost to go on" in json.loads(stdout)["run"]["stop_reason"]
     report = json.loads(CliRunner().invoke(app, ["status", "--json", "--db", str(db)]).stdout)
     assert 1 <= report["counts"]["done"] < 6 and report["counts"]["queued"] >= 1
     assert report["counts"]["running"] == 0  # the items out came back before it stopped
-    assert report["cost_micro_usd"] <= 6000
+    assert report["cost_micro_usd"] <= 20000
     print(
-        f"fleet under --max-cost 0.006: {report['counts']}, spent {report['cost_micro_usd']} micro-USD"
+        f"fleet under --max-cost 0.02: {report['counts']}, spent {report['cost_micro_usd']} micro-USD"
     )

@@ -72,7 +72,7 @@ def test_a_budget_stop_closes_with_what_was_really_spent(
 ) -> None:
     from dealscout_cli.costs import format_usd
 
-    result = run("snap", str(photos), "--db", str(db), "--max-cost", "0.006", "--json")
+    result = run("snap", str(photos), "--db", str(db), "--max-cost", "0.01", "--json")
     assert result.exit_code == 3
     run_ = json.loads(result.stdout)["run"]
     spent = rows(db, "SELECT SUM(cost_micro_usd) FROM calls")[0][0]

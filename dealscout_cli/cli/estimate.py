@@ -25,6 +25,7 @@ from dealscout_cli.cli.options import (
     guarded,
     print_json,
 )
+from dealscout_cli.cli.snap import MediaResolutionOption, ThinkingOption
 
 EarlierRunsDbOption = Annotated[
     Path,
@@ -44,6 +45,8 @@ def estimate_command(
     pricing_model: PricingModelOption = config.DEFAULT_PRICING_MODEL,
     max_side: MaxSideOption = config.DEFAULT_MAX_SIDE,
     prices: PricesOption = None,
+    media_resolution: MediaResolutionOption = None,
+    thinking: ThinkingOption = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Predict the calls, tokens and cost of a snap, without calling any model.
@@ -60,12 +63,17 @@ def estimate_command(
             fail(f"{path} does not exist; pass a folder of photos or a manifest", EXIT_USAGE)
     from dealscout_cli.estimate import estimate
 
-    settings = config.resolve(
-        db_path=db,
-        vision_model=vision_model,
-        pricing_model=pricing_model,
-        max_side=max_side,
-        prices_file=prices,
+    settings = guarded(
+        lambda: config.resolve(
+            db_path=db,
+            vision_model=vision_model,
+            pricing_model=pricing_model,
+            max_side=max_side,
+            prices_file=prices,
+            media_resolution=media_resolution,
+            identify_thinking=thinking,
+            price_thinking=thinking,
+        ).checked_choices()
     )
     from dealscout_cli.cli.progress import ScanCounter
 

@@ -519,7 +519,7 @@ def render_estimate(result: "Estimate") -> None:
     # Numbers never wrap or get cut ("~2,500,0…"); at 80 columns the model name folds instead.
     table.add_column("model", overflow="fold")
     table.add_column("stage", no_wrap=True)
-    for column in ("calls", "input\ntokens", "output\ntokens", "cost"):
+    for column in ("calls", "input\ntokens", "thinking\ntokens", "answer\ntokens", "cost"):
         table.add_column(column, justify="right", no_wrap=True)
     for row in result.rows:
         _row(
@@ -528,7 +528,8 @@ def render_estimate(result: "Estimate") -> None:
             row.stage,
             f"{row.requests:,}",
             f"{row.input_tokens:,}",
-            f"~{row.output_tokens:,}",
+            f"~{row.thinking_tokens:,}",
+            f"~{row.answer_tokens:,}",
             format_usd(row.cost_micro_usd),
         )
     _row(
@@ -537,17 +538,25 @@ def render_estimate(result: "Estimate") -> None:
         "",
         f"{result.requests:,}",
         f"{result.input_tokens:,}",
-        f"~{result.output_tokens:,}",
+        f"~{result.thinking_tokens:,}",
+        f"~{result.answer_tokens:,}",
         format_usd(result.cost_micro_usd),
         style="bold",
     )
     table.caption = (
         f"about {format_usd(result.cost_per_item_micro_usd)} an item; "
-        "~ output tokens are typical answer lengths"
+        "~ thinking and answer (billed as output) are typical"
     )
     out.print(table)
     if result.cost_micro_usd is None:
-        err.print("some models have no price: pass --prices with their USD per 1M tokens")
+        unpriced = [row.model for row in result.rows if row.cost_micro_usd is None]
+        err.print(
+            f"no price for {' or '.join(dict.fromkeys(unpriced))}: cost unknown; "
+            "pass --prices FILE with their USD per 1M tokens",
+            markup=False,
+        )
+    if result.stale_prices:
+        err.print(result.stale_prices, markup=False)
     for photo in result.unusable[:20]:
         err.print(
             f"will be skipped: {printable(photo.path)}: {printable(photo.reason)}", markup=False

@@ -32,6 +32,7 @@ from dealscout_cli.cli.options import (
     plain,
     plural,
 )
+from dealscout_cli.costs import stale_prices_note
 
 if TYPE_CHECKING:  # for annotations only: `dealscout --help` imports none of them
     from dealscout_cli.cli.progress import ScanCounter
@@ -167,6 +168,24 @@ GroundedPricesFlag = Annotated[
         "request on top of tokens. Sources are kept with the price.",
     ),
 ]
+MediaResolutionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--media-resolution",
+        metavar="[low|medium|high]",
+        help="Gemini 3: tokens per photo for identify (low 280, medium 560, high 1,120), "
+        f"whatever its size. Default: {config.DEFAULT_MEDIA_RESOLUTION}.",
+    ),
+]
+ThinkingOption = Annotated[
+    str | None,
+    typer.Option(
+        "--thinking",
+        metavar="[minimal|low|medium|high]",
+        help="Gemini 3: how much both stages think (billed as output). Default: "
+        f"{config.DEFAULT_IDENTIFY_THINKING} to identify, {config.DEFAULT_PRICE_THINKING} to price.",
+    ),
+]
 
 
 def snap(
@@ -199,6 +218,8 @@ def snap(
     barcodes: BarcodesFlag = True,
     batch: BatchFlag = False,
     grounded_prices: GroundedPricesFlag = False,
+    media_resolution: MediaResolutionOption = None,
+    thinking: ThinkingOption = None,
 ) -> None:
     """Scan photos, queue what is new, and turn each item into a draft listing.
 
@@ -223,10 +244,13 @@ def snap(
         max_retries=max_retries, max_attempts=max_attempts, call_timeout=timeout,
         lease_seconds=lease, soft_time_limit=soft_time_limit, grace=grace, prices_file=prices,
         barcodes=barcodes, engine=config.engine_for(engine, batch=batch), broker=broker,
-        grounded_prices=grounded_prices or None,
+        grounded_prices=grounded_prices or None, media_resolution=media_resolution,
+        identify_thinking=thinking, price_thinking=thinking,
         max_cost_micro_usd=None if max_cost is None else usd_to_micros(max_cost),
     ).validated())  # fmt: skip
     paths = paths or []
+    if not settings.offline and (note := stale_prices_note()):
+        err.print(note, markup=False)  # once, before the run: its costs use these prices
     with _run_output(settings, paths, quiet=quiet, log_json=log_json, log_file=log_file) as output:
         result = guarded(lambda: run_snap(
             paths, settings, group=group.value, force=force, on_event=output.reporter,

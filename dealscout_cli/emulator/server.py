@@ -46,6 +46,7 @@ from .wire import (
     modality_list,
     parse_payload,
     parse_request,
+    thought_tokens,
     usage_details,
 )
 
@@ -444,7 +445,11 @@ class EmulatorApp:
         ):
             self.stats.fault("odd")
             result = answers.odd(result, subject.rng)
-        self.stats.answered(model, prompt_tokens, result.output_tokens, request.image_hashes)
+        # Gemini 3 thinks first and bills the thoughts as output (thoughtsTokenCount).
+        thoughts = thought_tokens(model, request, config.seed)
+        self.stats.answered(
+            model, prompt_tokens, result.output_tokens + thoughts, request.image_hashes
+        )
         candidate: dict[str, Any] = {
             "content": {"parts": [{"text": result.text}], "role": "model"},
             "finishReason": result.finish_reason,
@@ -458,7 +463,8 @@ class EmulatorApp:
             "usageMetadata": {
                 "promptTokenCount": prompt_tokens,
                 "candidatesTokenCount": result.output_tokens,
-                "totalTokenCount": prompt_tokens + result.output_tokens,
+                **({"thoughtsTokenCount": thoughts} if thoughts else {}),
+                "totalTokenCount": prompt_tokens + result.output_tokens + thoughts,
                 "promptTokensDetails": modality_list(details),
             },
             **base,

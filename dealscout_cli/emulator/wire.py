@@ -11,10 +11,11 @@ import base64
 import binascii
 import hashlib
 import json
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from dealscout_cli.tokens import rule_for
+from dealscout_cli.tokens import THINKING_SPREAD, rule_for
 
 MAX_REQUEST_BYTES = 20 * 1024 * 1024  # Gemini's inline request limit
 TROUBLESHOOTING = "https://developers.generativeai.google/guide/troubleshooting"
@@ -56,6 +57,7 @@ class InlineImage:
     mime_type: str
     data: bytes
     sha256: str
+    media_resolution: str | None = None  # the part's own (Gemini 3): overrides the request's
 
 
 @dataclass
@@ -69,6 +71,7 @@ class ModelRequest:
     response_schema: dict[str, Any] | None = None
     max_output_tokens: int | None = None
     media_resolution: str | None = None
+    thinking_level: str | None = None  # generationConfig.thinkingConfig.thinkingLevel
     google_search: bool = False  # tools=[{googleSearch: {}}]: answer with groundingMetadata
 
     @property
@@ -160,7 +163,9 @@ def _read_parts(content: Any, where: str, request: ModelRequest, texts: list[str
                     ".mime_type: mime_type is not specified"
                 )
             digest = hashlib.sha256(data).hexdigest()
-            request.images.append(InlineImage(mime, data, digest))
+            own = _get(part, "mediaResolution", "media_resolution")
+            level = own.get("level") if isinstance(own, dict) else own
+            request.images.append(InlineImage(mime, data, digest, level or None))
 
 
 def _read_config(config: dict[str, Any], request: ModelRequest) -> None:
@@ -195,24 +200,45 @@ def _read_config(config: dict[str, Any], request: ModelRequest) -> None:
             )
         request.max_output_tokens = limit
     request.media_resolution = _get(config, "mediaResolution", "media_resolution")
+    thinking = _get(config, "thinkingConfig", "thinking_config")
+    if isinstance(thinking, dict):
+        request.thinking_level = _get(thinking, "thinkingLevel", "thinking_level")
 
 
 def usage_details(
     model: str, request: ModelRequest, sizes: list[tuple[int, int] | None]
 ) -> dict[str, int]:
-    """Prompt tokens by modality, by `model`'s rule in `dealscout_cli.tokens`."""
+    """Prompt tokens by modality, by `model`'s rule in `dealscout_cli.tokens` (Gemini 3: a
+    fixed budget per image by its part's or the request's media resolution, HIGH by default;
+    Gemini 2.x: tiles)."""
     rule = rule_for(model)
     text = sum(rule.text_tokens(t) for t in request.texts + request.system_texts)
     image = 0
-    for size in sizes:
-        # A non-image inline part (e.g. PDF page) is billed like one small image.
+    for part, size in zip(request.images, sizes, strict=True):
+        # A non-image inline part (e.g. PDF page) is billed like one image of unknown size.
         image += (
-            rule.image_tokens(*size, request.media_resolution) if size else rule.tokens_per_tile
+            rule.image_tokens(*size, request.media_resolution, part.media_resolution)
+            if size
+            else rule.unsized_image_tokens(part.media_resolution or request.media_resolution)
         )
     details = {"TEXT": text}
     if request.images:
         details["IMAGE"] = image
     return details
+
+
+def thought_tokens(model: str, request: ModelRequest, seed: int) -> int:
+    """Thought tokens of one answer: 0 for a family that does not think by default; on
+    Gemini 3, drawn (seeded by the request, so a rerun bills the same) around the level's
+    expected count in `tokens.THINKING_TOKENS`, uniformly within `tokens.THINKING_SPREAD`."""
+    expected = rule_for(model).thought_tokens(request.thinking_level)
+    if expected == 0:
+        return 0
+    key = "|".join([str(seed), model, *request.texts, *request.image_hashes])
+    draw = random.Random(hashlib.sha256(key.encode()).hexdigest()).uniform(
+        1 - THINKING_SPREAD, 1 + THINKING_SPREAD
+    )
+    return max(1, round(expected * draw))
 
 
 def modality_list(details: dict[str, int]) -> list[dict[str, Any]]:

@@ -115,4 +115,7 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         offline=settings.offline,
         read_barcodes=settings.barcodes,
         grounded_prices=settings.grounded_prices,
+        media_resolution=settings.media_resolution,
+        identify_thinking=settings.identify_thinking,
+        price_thinking=settings.price_thinking,
     )

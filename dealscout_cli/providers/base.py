@@ -33,6 +33,10 @@ class ModelRequest:
     temperature: float = 0.2
     max_output_tokens: int = 2048
     grounded: bool = False  # add the Google Search tool; the answer is then JSON in plain text
+    # Gemini 3 only (None: not sent, the server's default): "low"/"medium"/"high" for images,
+    # "minimal".."high" for thinking (billed as output). See `tokens`.
+    media_resolution: str | None = None
+    thinking_level: str | None = None
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,17 @@ class GeminiProvider:
     def _config(self, request: ModelRequest) -> types.GenerateContentConfig:
         from google.genai import types
 
+        # Gemini 3 settings, only when the request carries them (`config.stage_options` sets
+        # them for Gemini 3 models alone: Gemini 2.x requests go out as they always did).
+        gemini_3: dict[str, Any] = {}
+        if request.media_resolution:
+            gemini_3["media_resolution"] = types.MediaResolution(
+                "MEDIA_RESOLUTION_" + request.media_resolution.upper()
+            )
+        if request.thinking_level:
+            gemini_3["thinking_config"] = types.ThinkingConfig(
+                thinking_level=types.ThinkingLevel(request.thinking_level.upper())
+            )
         if request.grounded:
             # Search grounding and JSON mode do not mix on most models: the prompt asks for
             # JSON and `pipeline` validates the text (code fences stripped) itself.
@@ -127,6 +138,7 @@ class GeminiProvider:
                 tools=[types.Tool(google_search=types.GoogleSearch())],
                 temperature=request.temperature,
                 max_output_tokens=request.max_output_tokens,
+                **gemini_3,
             )
         return types.GenerateContentConfig(
             system_instruction=request.system,
@@ -137,6 +149,7 @@ class GeminiProvider:
             response_json_schema=_json_schema(request.schema),
             temperature=request.temperature,
             max_output_tokens=request.max_output_tokens,
+            **gemini_3,
         )
 
     # ------------------------------------------------------------ Batch Mode
