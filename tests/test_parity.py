@@ -39,6 +39,10 @@ FLAGS = (
     "1",
     "--max-attempts",
     "1",
+    "--media-resolution",  # Gemini 3 settings travel to every engine, the fleet's workers too
+    "medium",
+    "--thinking",
+    "medium",
 )
 ONLINE_ONLY = ("--tpm", "2000000")  # Batch Mode has no per-minute quota: it refuses --tpm
 

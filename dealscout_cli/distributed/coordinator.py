@@ -124,6 +124,9 @@ def task_id_for(item_key: str, queued_at: str, settings: Settings) -> str:
             settings.vision_model,
             settings.pricing_model,
             str(settings.max_side),
+            settings.media_resolution,
+            settings.identify_thinking,
+            settings.price_thinking,
             queued_at,
         ]
     )
@@ -289,6 +292,9 @@ class Coordinator:
             "tpm": s.tpm,
             "offline": s.offline,
             "grounded_prices": s.grounded_prices,
+            "media_resolution": s.media_resolution,
+            "identify_thinking": s.identify_thinking,
+            "price_thinking": s.price_thinking,
             "prices": price_rows(self.prices, s.vision_model, s.pricing_model),
         }
 

@@ -28,7 +28,13 @@ import redis
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from celery import signals
 
-from dealscout_cli.config import api_key_from_env, resolve
+from dealscout_cli.config import (
+    DEFAULT_IDENTIFY_THINKING,
+    DEFAULT_MEDIA_RESOLUTION,
+    DEFAULT_PRICE_THINKING,
+    api_key_from_env,
+    resolve,
+)
 from dealscout_cli.costs import prices_from
 from dealscout_cli.distributed.app import RESULT_EXPIRES, TASK_NAME, app
 from dealscout_cli.distributed.heartbeat import WorkerBeat, released
@@ -240,6 +246,9 @@ async def _identify_and_price(
             offline=payload.get("offline", False),
             read_barcodes=False,  # read by the coordinator, sent in the payload
             grounded_prices=payload.get("grounded_prices", False),
+            media_resolution=payload.get("media_resolution", DEFAULT_MEDIA_RESOLUTION),
+            identify_thinking=payload.get("identify_thinking", DEFAULT_IDENTIFY_THINKING),
+            price_thinking=payload.get("price_thinking", DEFAULT_PRICE_THINKING),
         ),
         prices_from(payload.get("prices") or {}),  # the coordinator's table (its --prices)
         record_call,
