@@ -85,3 +85,27 @@ def test_an_offline_run_fits_any_budget_since_it_costs_nothing(photos: Path, db:
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["run"]["cost_usd"] == 0
     assert rows(db, "SELECT SUM(cost_micro_usd) FROM calls")[0][0] == 0
+
+
+def test_a_model_without_a_price_costs_unknown_never_zero(
+    photos: Path, db: Path, env_with_key: dict[str, str]
+) -> None:
+    model = "gemini-3.9-ultra"  # not in the price table: the emulator serves any name
+    snapped = run("snap", str(photos), "--db", str(db), "--vision-model", model, "--json")
+    assert snapped.exit_code == 0, snapped.output
+    status = run("status", "--db", str(db))
+    assert "calls to models without a price" in status.stdout  # the priced part, and the rest
+    one = run("listings", "--db", str(db), "--item", "1")
+    assert one.exit_code == 0
+    cost_rows = [line for line in one.stdout.splitlines() if line.strip("│ ").startswith("cost")]
+    assert cost_rows and all("unknown" in line for line in cost_rows), cost_rows
+
+
+def test_when_no_call_has_a_price_the_total_is_unknown(
+    photos: Path, db: Path, env_with_key: dict[str, str]
+) -> None:
+    models = ["--vision-model", "gemini-3.9-ultra", "--pricing-model", "gemini-3.9-mini"]
+    assert run("snap", str(photos), "--db", str(db), *models).exit_code == 0
+    status = run("status", "--db", str(db)).stdout
+    cost_line = next(line for line in status.splitlines() if "│ cost" in line)
+    assert "unknown (" in cost_line and "$0" not in cost_line

@@ -378,8 +378,11 @@ def _add_call_rows(table: "Table", report: dict[str, Any]) -> None:
         f"{report['calls']} ({report['input_tokens']:,} in / {report['output_tokens']:,} out tokens)",
     )
     cost = format_usd(report["cost_micro_usd"])
-    if report["unpriced_calls"]:
-        cost += f" (+{report['unpriced_calls']} calls to models without a price; see --prices)"
+    unpriced = report["unpriced_calls"]
+    if unpriced and not report["cost_micro_usd"]:  # never $0 for calls nobody priced
+        cost = f"unknown ({plural(unpriced, 'call')} to models without a price; see --prices)"
+    elif unpriced:
+        cost += f" (+{plural(unpriced, 'call')} to models without a price; see --prices)"
     _row(table, "cost", cost)
     for model in report["models_last_minute"]:
         _row(
@@ -498,9 +501,13 @@ def listing_table(listing: "Listing", calls: list[dict[str, Any]]) -> "Table":
 
 
 def _add_call_cost_rows(table: "Table", calls: list[dict[str, Any]]) -> None:
-    total = 0
+    total: int | None = 0
     for call in calls:
-        total += call["cost_micro_usd"] or 0
+        answered = call["input_tokens"] is not None
+        if answered and call["cost_micro_usd"] is None:
+            total = None  # a model without a price: the item's cost is unknown, never $0
+        elif total is not None:
+            total += call["cost_micro_usd"] or 0
         _row(
             table,
             f"call {call['stage']}",
