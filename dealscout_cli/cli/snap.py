@@ -224,11 +224,12 @@ def snap(
     """Scan photos, queue what is new, and turn each item into a draft listing.
 
     Items are keyed by their photos' content, so a rerun (or a rename) never pays
-    twice; a killed run resumes where it stopped. Exit codes: 0 all done
-    (with --batch: or still pending in a batch), 1 some items failed, 2 usage
-    error, 3 stopped early (daily quota, key rejected, model unknown, broker lost;
-    with --batch: a batch could not be sent or polled, or ended without results),
-    130/143 interrupted.
+    twice; a killed run resumes where it stopped. Exit codes describe this run:
+    0 all done (with --batch: or still pending in a batch), 1 items failed or
+    files were skipped in this run, 2 usage error, 3 stopped early (daily quota,
+    key rejected, model unknown, the API not answering, the database not
+    writable, --max-cost reached, broker lost; with --batch: a batch could not
+    be sent or polled, or ended without results), 130/143 interrupted.
 
     Without PATHS, processes what is already queued in --db: after a stop or
     Ctrl-C, `dealscout snap` (with the same --db, --offline, ...) resumes.
