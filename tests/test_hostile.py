@@ -113,9 +113,24 @@ class Portal(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def captive_portal() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Portal)
+class OtherApi(BaseHTTPRequestHandler):
+    """A 200 with JSON of another shape: a proxy's health check, another vendor's API."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = json.dumps({"status": "ok", "data": [1, 2, 3]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -123,6 +138,16 @@ def captive_portal() -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def captive_portal() -> Iterator[str]:
+    yield from serve(Portal)
+
+
+@pytest.fixture
+def other_api() -> Iterator[str]:
+    yield from serve(OtherApi)
 
 
 @pytest.fixture
@@ -140,13 +165,18 @@ def closed_port() -> str:
 
 @pytest.mark.parametrize(
     ("where", "kind"),
-    [("portal", "bad_response"), ("down", "connection_error")],
+    [("portal", "bad_response"), ("other api", "bad_response"), ("down", "connection_error")],
 )
 def test_an_api_that_never_answers_stops_the_run_with_every_item_back_in_the_queue(
-    tmp_path: Path, captive_portal: str, quick_outage: None, where: str, kind: str
+    tmp_path: Path,
+    captive_portal: str,
+    other_api: str,
+    quick_outage: None,
+    where: str,
+    kind: str,
 ) -> None:
     folder, db = make_photos(tmp_path / "photos", 12), tmp_path / "out.db"
-    url = captive_portal if where == "portal" else closed_port()
+    url = {"portal": captive_portal, "other api": other_api}.get(where) or closed_port()
     result = snap(folder, db, url, "--json")
     assert result.exit_code == 3, result.stderr
     assert "Traceback" not in result.output

@@ -277,6 +277,13 @@ class GeminiProvider:
             if usage
             else None
         )
+        if not response.candidates and not response.prompt_feedback and not usage:
+            # A 200 with JSON of some other shape (a proxy, another API): nothing says the
+            # model blocked anything, so it is not a (final) block but an unreadable answer.
+            raise BadResponse(
+                f"{model}: the answer is not the Gemini API's (a 200 with no candidates, no "
+                "promptFeedback and no usageMetadata); a proxy or --base-url may point elsewhere"
+            )
         if not response.candidates:
             feedback = response.prompt_feedback
             reason = getattr(feedback, "block_reason", None) if feedback else None
