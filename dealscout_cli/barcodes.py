@@ -18,16 +18,27 @@ decoder says, so a misread never reaches a listing.
 
 from __future__ import annotations
 
+import functools
 import re
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import zxingcpp
-from PIL import Image
+from PIL import Image, ImageChops
 
 from .errors import BadPhoto
-from .images import display_path, open_image, read_photo_bytes
+from .images import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_SIDE,
+    DEFAULT_QUALITY,
+    DecodedPhoto,
+    PreparedImage,
+    decode_photo,
+    finish_photo,
+    open_image,
+)
 
 FAST_SIDE = 2000  # px: the long side of the first (and usually only) decode
 PRODUCT_FORMATS = ("EAN13", "UPCA", "UPCE", "EAN8")  # the ones a marketplace's UPC/EAN column takes
@@ -60,37 +71,143 @@ class Barcode:
         return self.format == "EAN13" and self.text[:3] in ("978", "979")
 
 
+@dataclass
+class Passes:
+    """Photos read by each pass since the process started: tests and the benchmark watch these."""
+
+    looks: int = 0  # cheap looks at the decode made for the model
+    full_reads: int = 0  # second decodes at FAST_SIDE, read whole by zxing-cpp
+
+
+PASSES = Passes()
+_passes_lock = threading.Lock()
+
+
 def read_barcodes(
     path_or_image: Path | str | Image.Image, *, thorough: bool = False
 ) -> list[Barcode]:
     """Every UPC/EAN/ISBN/QR code in a photo, check digits verified; [] when there is none.
 
     A path is opened with the same safety checks as `images.prepare_photo` (BadPhoto
-    when it cannot be used); an already-decoded image is read at the size given.
+    when it cannot be used) and read as `prepare_and_read` reads it; an already-decoded
+    image is read at the size given.
     """
     if isinstance(path_or_image, Image.Image):
         return _decode(path_or_image)
-    name = display_path(path_or_image)
-    image = open_image(read_photo_bytes(Path(path_or_image)), name)
+    return read_decoded(decode_photo(Path(path_or_image)), thorough=thorough)
+
+
+def prepare_and_read(
+    path: Path,
+    *,
+    max_side: int = DEFAULT_MAX_SIDE,
+    expected_sha256: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    quality: int = DEFAULT_QUALITY,
+    check_quality: bool = False,
+    read: bool = True,
+) -> tuple[PreparedImage, list[Barcode]]:
+    """`images.prepare_photo` and, with `read`, the photo's barcodes, from one decode.
+
+    BadPhoto when the photo cannot be prepared; a photo that can be prepared but not
+    decoded again for its barcodes just has none (they are a bonus, never a failure)."""
+    decoded = decode_photo(
+        path, max_side=max_side, expected_sha256=expected_sha256, max_pixels=max_pixels
+    )
+    prepared = finish_photo(
+        decoded, max_side=max_side, quality=quality, check_quality=check_quality
+    )
+    if not read:
+        return prepared, []
+    try:
+        return prepared, read_decoded(decoded)
+    except BadPhoto:
+        return prepared, []
+
+
+def read_decoded(decoded: DecodedPhoto, *, thorough: bool = False) -> list[Barcode]:
+    """The barcodes of a photo already decoded for the model (see the module docstring)."""
+    width, height = decoded.full_size
+    scale = _draft_scale(decoded.full_size, FAST_SIDE) if decoded.format in ("JPEG", "MPO") else 1
+    fast_width = -(-width // scale)  # libjpeg rounds a scaled size up
+    look = decoded.image
+    if look.width >= fast_width:
+        return _decode(look)  # the decode is as fine as the fast pass's own: read it
+    if look.width * 2 >= fast_width and not thorough:
+        with _passes_lock:
+            PASSES.looks += 1
+        if not barcode_like(look.convert("L")):
+            return []
+    return _read_again(decoded, scale, thorough=thorough)
+
+
+def _read_again(decoded: DecodedPhoto, scale: int, *, thorough: bool) -> list[Barcode]:
+    """The photo decoded again at 1/`scale`, in grey, and read whole (then at full size too,
+    when `thorough` and nothing was found)."""
+    with _passes_lock:
+        PASSES.full_reads += 1
+    image = open_image(decoded.data, decoded.name)
     full_size = image.size
     try:
-        if image.format in ("JPEG", "MPO"):
-            scale = _draft_scale(full_size, FAST_SIDE)
+        if scale > 1:
             image.draft("L", (full_size[0] // scale, full_size[1] // scale))
         image.load()
     except Exception as exc:  # Pillow's decoders raise many types on hostile input
-        raise BadPhoto(name, _CORRUPT) from exc
+        raise BadPhoto(decoded.name, _CORRUPT) from exc
     found = _decode(image)
     if found or not thorough or image.size == full_size:
         return found
-    image = open_image(read_photo_bytes(Path(path_or_image)), name)
+    image = open_image(decoded.data, decoded.name)
     try:
         image.draft("L", image.size)  # grayscale straight from libjpeg: half the decode time
         image.load()
     except Exception as exc:
-        raise BadPhoto(name, _CORRUPT) from exc
+        raise BadPhoto(decoded.name, _CORRUPT) from exc
     # The fast pass already looked at every smaller scale.
     return _decode(image, try_downscale=False)
+
+
+def barcode_like(gray: Image.Image) -> bool:
+    """True when a grey image has a patch dense with sharp light/dark changes, like a
+    barcode's bars or a QR code's modules (see `_LOOK_BLOCK` for what is measured)."""
+    width, height = gray.size
+    width -= 1 + (width - 1) % _LOOK_BLOCK  # whole blocks, one pixel to spare for the steps
+    height -= 1 + (height - 1) % _LOOK_BLOCK
+    if width < _LOOK_BLOCK or height < _LOOK_BLOCK:
+        return False
+    base = gray.crop((0, 0, width, height))
+    right = gray.crop((1, 0, width + 1, height))
+    down = gray.crop((0, 1, width, height + 1))
+    steps = (
+        ImageChops.difference(base, right),
+        ImageChops.difference(base, down),
+        ImageChops.difference(base, gray.crop((1, 1, width + 1, height + 1))),
+        ImageChops.difference(right, down),
+    )
+    across = functools.reduce(ImageChops.lighter, (step.reduce(_LOOK_BLOCK) for step in steps))
+    means = base.reduce(_LOOK_BLOCK).resize(base.size, Image.Resampling.NEAREST)
+    spread = ImageChops.difference(base, means).reduce(_LOOK_BLOCK)
+    strong = across.point(lambda v: 255 if v >= _LOOK_MIN_CHANGE else 0)
+    # `across` ≥ _LOOK_DENSITY × `spread`, i.e. spread × density − across clips to 0
+    scaled = spread.point(lambda v: min(255, round(v * _LOOK_DENSITY)))
+    dense = ImageChops.subtract(scaled, across).point(lambda v: 255 if v == 0 else 0)
+    return ImageChops.darker(strong, dense).histogram()[255] >= _LOOK_MIN_BLOCKS
+
+
+# The cheap look, measured on the 768 px decode of a 12 MP photo (1000×750: half the fast
+# pass's 2000 px, so a bar the fast pass can read is 1 px or more). Per 8×8 block it takes
+# `across`, the mean change between neighbouring pixels in the direction where it is largest
+# (of →, ↓, ↘, ↙: bars at any angle), and `spread`, the mean distance from the block's mean.
+# For light/dark stripes of contrast C, spread ≈ C/2 and across ≈ C × edges per pixel, so
+# across/spread ≈ 2 × edges per pixel: 1.4-1.8 on barcodes (an edge every 1-2 px), about
+# 0.5 on a book's title lines, 0.25 on an object's outline. A block counts when it changes
+# by 32 or more and across ≥ 0.9 × spread; a photo is looked at again when 5 blocks count.
+# Calibrated on benchmarks/barcodes.py's set: every code the fast pass reads has 10 or more
+# such blocks, no photo without a code more than 3.
+_LOOK_BLOCK = 8
+_LOOK_MIN_CHANGE = 32
+_LOOK_DENSITY = 0.9
+_LOOK_MIN_BLOCKS = 5
 
 
 def product_codes(barcodes: Iterable[Barcode]) -> list[str]:

@@ -112,6 +112,37 @@ def prepare_photo(
     on the pixels already in memory; the copy is never upscaled, so a low-resolution
     original still shows as one).
     """
+    decoded = decode_photo(
+        path, max_side=max_side, expected_sha256=expected_sha256, max_pixels=max_pixels
+    )
+    return finish_photo(decoded, max_side=max_side, quality=quality, check_quality=check_quality)
+
+
+@dataclass(frozen=True)
+class DecodedPhoto:
+    """A photo's bytes and its pixels as decoded for the model, before they are shrunk.
+
+    A JPEG is decoded by libjpeg at the smallest draft scale (1/2, 1/4, 1/8) still at least
+    `max_side` a side, so `image` is up to twice `max_side`; other formats at full size.
+    `barcodes` looks at these pixels before deciding whether to decode the photo again."""
+
+    name: str
+    data: bytes
+    sha256: str
+    format: str  # Pillow's: "JPEG", "MPO", "PNG", ...
+    full_size: tuple[int, int]  # as stored, before EXIF orientation
+    orientation: int
+    image: Image.Image  # RGB or RGBA, stored orientation
+
+
+def decode_photo(
+    path: Path,
+    *,
+    max_side: int = DEFAULT_MAX_SIDE,
+    expected_sha256: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> DecodedPhoto:
+    """Read, check and decode one photo at the size `finish_photo` needs; BadPhoto if it cannot."""
     name = display_path(path)
     data = read_photo_bytes(path)
     sha256 = hashlib.sha256(data).hexdigest()
@@ -119,6 +150,7 @@ def prepare_photo(
         raise BadPhoto(name, "changed on disk since it was scanned; run snap again to rescan")
     image = open_image(data, name, max_pixels=max_pixels)
     orientation = _orientation(image)
+    full_size, fmt = image.size, image.format or ""
     try:
         if image.format in ("JPEG", "MPO"):  # MPO: camera JPEGs with a preview
             # Let libjpeg decode at 1/2, 1/4 or 1/8 scale: most of the speed on big photos.
@@ -127,14 +159,31 @@ def prepare_photo(
             image.draft("RGB", _fitted(image.size, max_side))
         image.load()
         image = _to_rgb_or_rgba(image)
-        image.thumbnail((max_side, max_side))
     except BadPhoto:
         raise
     except Exception as exc:  # Pillow's decoders raise many types on hostile input
         raise BadPhoto(name, _CORRUPT) from exc
+    return DecodedPhoto(name, data, sha256, fmt, full_size, orientation, image)
+
+
+def finish_photo(
+    decoded: DecodedPhoto,
+    *,
+    max_side: int = DEFAULT_MAX_SIDE,
+    quality: int = DEFAULT_QUALITY,
+    check_quality: bool = False,
+) -> PreparedImage:
+    """Shrink, strip, orient and re-encode a decoded photo (see `prepare_photo`)."""
+    image = decoded.image
+    try:
+        if max(image.size) > max_side:
+            image = image.copy()  # thumbnail works in place; the decode may be looked at again
+            image.thumbnail((max_side, max_side))
+    except Exception as exc:  # Pillow's decoders raise many types on hostile input
+        raise BadPhoto(decoded.name, _CORRUPT) from exc
     clean = _fresh_rgb(image)
-    if orientation in _TRANSPOSE:
-        clean = clean.transpose(_TRANSPOSE[orientation])
+    if decoded.orientation in _TRANSPOSE:
+        clean = clean.transpose(_TRANSPOSE[decoded.orientation])
     out = io.BytesIO()
     clean.save(out, "JPEG", quality=quality, optimize=False)
     return PreparedImage(
@@ -142,8 +191,8 @@ def prepare_photo(
         mime_type="image/jpeg",
         width=clean.width,
         height=clean.height,
-        source_path=name,
-        source_sha256=sha256,
+        source_path=decoded.name,
+        source_sha256=decoded.sha256,
         warnings=tuple(quality_warnings(clean)) if check_quality else (),
     )
 
