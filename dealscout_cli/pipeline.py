@@ -23,7 +23,7 @@ import anyio
 from pydantic import BaseModel, ValidationError
 
 from dealscout_cli import prompts
-from dealscout_cli.barcodes import Barcode, product_codes, read_barcodes
+from dealscout_cli.barcodes import Barcode, prepare_and_read, product_codes
 from dealscout_cli.config import (
     DEFAULT_IDENTIFY_THINKING,
     DEFAULT_MEDIA_RESOLUTION,
@@ -37,7 +37,7 @@ from dealscout_cli.costs import (
     grounding_fee_micros,
 )
 from dealscout_cli.errors import BadModelOutput, BadPhoto, ProviderError, RateLimited
-from dealscout_cli.images import PreparedImage, prepare_photo
+from dealscout_cli.images import PreparedImage
 from dealscout_cli.jobs import call_outcome
 from dealscout_cli.limits import Limits, waiting_for_permit
 from dealscout_cli.models import Identification, PriceEstimate
@@ -139,18 +139,22 @@ class Pipeline:
         return identification, price
 
     async def prepare_item(self, item: ItemRecord) -> PreparedItem:
-        images, warnings = await self.prepare(item)
-        return PreparedItem(images, warnings, await self.barcodes(item))
+        images, warnings, barcodes = await self.prepare(item)
+        return PreparedItem(images, warnings, product_codes(barcodes))
 
     # ------------------------------------------------------------ stages
 
-    async def prepare(self, item: ItemRecord) -> tuple[list[PreparedImage], list[str]]:
-        """Prepared images (deduplicated by content) and the photo-quality warnings.
+    async def prepare(
+        self, item: ItemRecord
+    ) -> tuple[list[PreparedImage], list[str], list[Barcode]]:
+        """Prepared images (deduplicated by content), the photo-quality warnings and the
+        barcodes read from the same decode (a bonus, never a failure; none when not asked).
 
         A photo that cannot be used (not an image, corrupt, vanished) is left out and named
         in the warnings; the item fails only when none of its photos can be used."""
         images: list[PreparedImage] = []
         warnings: list[str] = []
+        barcodes: list[Barcode] = []
         left_out: list[BadPhoto] = []
         seen: set[str] = set()
         for photo in item.photos:
@@ -159,13 +163,14 @@ class Pipeline:
             seen.add(photo.sha256)
             name = Path(photo.path).name
             try:
-                image = await anyio.to_thread.run_sync(
+                image, found = await anyio.to_thread.run_sync(
                     functools.partial(
-                        prepare_photo,
+                        prepare_and_read,
                         Path(photo.path),
                         max_side=self.config.max_side,
                         expected_sha256=photo.sha256,
                         check_quality=True,
+                        read=self.config.read_barcodes,
                     ),
                     abandon_on_cancel=True,
                     limiter=self.image_limiter,
@@ -175,6 +180,7 @@ class Pipeline:
                 warnings.append(f"{name}: left out, {exc.reason}")
                 continue
             images.append(image)
+            barcodes += found
             warnings.extend(f"{name}: {w}" for w in image.warnings)
         if not images and len(left_out) == 1:
             raise left_out[0]  # its one bad photo's own error
@@ -186,21 +192,7 @@ class Pipeline:
                 if left_out
                 else "item has no photos",
             )
-        return images, warnings
-
-    async def barcodes(self, item: ItemRecord) -> list[str]:
-        """UPC/EAN/ISBN codes read locally from the item's photos (a bonus, never a failure)."""
-        found: list[Barcode] = []
-        if not self.config.read_barcodes:
-            return []
-        for path in dict.fromkeys(photo.path for photo in item.photos):
-            try:
-                found += await anyio.to_thread.run_sync(
-                    read_barcodes, Path(path), abandon_on_cancel=True, limiter=self.image_limiter
-                )
-            except BadPhoto:
-                continue  # prepare() already says what is wrong with it
-        return product_codes(found)
+        return images, warnings, barcodes
 
     async def identify(
         self,
