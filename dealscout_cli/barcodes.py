@@ -18,6 +18,7 @@ decoder says, so a misread never reaches a listing.
 
 from __future__ import annotations
 
+import enum
 import functools
 import re
 import threading
@@ -133,12 +134,20 @@ def read_decoded(decoded: DecodedPhoto, *, thorough: bool = False) -> list[Barco
     look = decoded.image
     if look.width >= fast_width:
         return _decode(look)  # the decode is as fine as the fast pass's own: read it
-    if look.width * 2 >= fast_width and not thorough:
-        with _passes_lock:
-            PASSES.looks += 1
-        if not barcode_like(look.convert("L")):
-            return []
-    return _read_again(decoded, scale, thorough=thorough)
+    if look.width * 2 < fast_width or thorough:
+        return _read_again(decoded, scale, thorough=thorough)  # too coarse to look at
+    with _passes_lock:
+        PASSES.looks += 1
+    gray = look.convert("L")
+    seen = look_for_bars(gray)
+    if seen is Bars.FINE:
+        # Decoded again for the bars too fine here; a code only readable here is kept too.
+        return _read_again(decoded, scale, thorough=False) or _decode(gray)
+    if seen is Bars.COARSE:
+        return _decode(gray)
+    # Nothing barcode-like at this size: only a close-up, whose bars are too wide to look
+    # dense even here, may be there. Half this size is enough to read it.
+    return _decode(gray.reduce(2))
 
 
 def _read_again(decoded: DecodedPhoto, scale: int, *, thorough: bool) -> list[Barcode]:
@@ -167,14 +176,22 @@ def _read_again(decoded: DecodedPhoto, scale: int, *, thorough: bool) -> list[Ba
     return _decode(image, try_downscale=False)
 
 
-def barcode_like(gray: Image.Image) -> bool:
-    """True when a grey image has a patch dense with sharp light/dark changes, like a
-    barcode's bars or a QR code's modules (see `_LOOK_BLOCK` for what is measured)."""
+class Bars(enum.Enum):
+    """What the cheap look saw."""
+
+    NONE = "none"  # nothing but a close-up's wide bars could be there
+    COARSE = "coarse"  # stripes readable at the size looked at
+    FINE = "fine"  # bars a pixel or two wide: decode the photo again to read them
+
+
+def look_for_bars(gray: Image.Image) -> Bars:
+    """Whether a grey image has a patch dense with sharp light/dark changes, like a
+    barcode's bars or a QR code's modules, and how fine they are (see `_LOOK_BLOCK`)."""
     width, height = gray.size
     width -= 1 + (width - 1) % _LOOK_BLOCK  # whole blocks, one pixel to spare for the steps
     height -= 1 + (height - 1) % _LOOK_BLOCK
-    if width < _LOOK_BLOCK or height < _LOOK_BLOCK:
-        return False
+    if width < 2 * _LOOK_BLOCK or height < 2 * _LOOK_BLOCK:
+        return Bars.FINE  # too small to judge: read it as before
     base = gray.crop((0, 0, width, height))
     right = gray.crop((1, 0, width + 1, height))
     down = gray.crop((0, 1, width, height + 1))
@@ -188,26 +205,41 @@ def barcode_like(gray: Image.Image) -> bool:
     means = base.reduce(_LOOK_BLOCK).resize(base.size, Image.Resampling.NEAREST)
     spread = ImageChops.difference(base, means).reduce(_LOOK_BLOCK)
     strong = across.point(lambda v: 255 if v >= _LOOK_MIN_CHANGE else 0)
-    # `across` ≥ _LOOK_DENSITY × `spread`, i.e. spread × density − across clips to 0
-    scaled = spread.point(lambda v: min(255, round(v * _LOOK_DENSITY)))
-    dense = ImageChops.subtract(scaled, across).point(lambda v: 255 if v == 0 else 0)
-    return ImageChops.darker(strong, dense).histogram()[255] >= _LOOK_MIN_BLOCKS
+    for density, seen in ((_FINE_DENSITY, Bars.FINE), (_COARSE_DENSITY, Bars.COARSE)):
+        # across ≥ density × spread, i.e. spread × density − across clips to 0
+        scaled = spread.point(lambda v, d=density: min(255, round(v * d)))
+        dense = ImageChops.subtract(scaled, across).point(lambda v: 255 if v == 0 else 0)
+        if _two_by_two(ImageChops.darker(strong, dense)):
+            return seen
+    return Bars.NONE
 
 
-# The cheap look, measured on the 768 px decode of a 12 MP photo (1000×750: half the fast
-# pass's 2000 px, so a bar the fast pass can read is 1 px or more). Per 8×8 block it takes
-# `across`, the mean change between neighbouring pixels in the direction where it is largest
-# (of →, ↓, ↘, ↙: bars at any angle), and `spread`, the mean distance from the block's mean.
-# For light/dark stripes of contrast C, spread ≈ C/2 and across ≈ C × edges per pixel, so
-# across/spread ≈ 2 × edges per pixel: 1.4-1.8 on barcodes (an edge every 1-2 px), about
-# 0.5 on a book's title lines, 0.25 on an object's outline. A block counts when it changes
-# by 32 or more and across ≥ 0.9 × spread; a photo is looked at again when 5 blocks count.
-# Calibrated on benchmarks/barcodes.py's set: every code the fast pass reads has 10 or more
-# such blocks, no photo without a code more than 3.
+def _two_by_two(blocks: Image.Image) -> bool:
+    """True when four blocks in a square are all set: an object's outline is a chain one
+    block wide, a barcode's bars an area."""
+    w, h = blocks.size
+    pairs = ImageChops.darker(blocks.crop((0, 0, w - 1, h)), blocks.crop((1, 0, w, h)))
+    squares = ImageChops.darker(pairs.crop((0, 0, w - 1, h - 1)), pairs.crop((0, 1, w - 1, h)))
+    return squares.getbbox() is not None
+
+
+# The cheap look, made on the decode the model's copy is shrunk from (1000×750 for a 12 MP
+# photo: half the fast pass's 2000 px, so a bar the fast pass can read is a pixel or more).
+# Per 8×8 block it takes `across`, the mean change between neighbouring pixels in the
+# direction where it is largest (of →, ↓, ↘, ↙: bars at any angle), and `spread`, the mean
+# distance from the block's mean. For stripes of contrast C, spread ≈ C/2 and across ≈ C ×
+# edges per pixel, so across/spread ≈ 2 × edges per pixel: 1.4-1.8 on a barcode's bars a
+# pixel or two wide, ~1 on bars 3 px wide, ~0.5 on a book's title lines, ~0.25 on an
+# object's outline. A block counts when across ≥ 12 (8-bit levels: well above a phone's
+# sensor noise at this scale) and across/spread ≥ 0.9 (FINE) or 0.6 (COARSE); it takes two
+# blocks by two. Calibrated on benchmarks/barcodes.py's set: no photo without a code has a
+# square of either (none has a FINE one even at across ≥ 4); every code the fast pass reads
+# is FINE, or COARSE and readable at the look's size, but one: a code in grey on beige (50
+# levels apart) with bars half a pixel wide here (see benchmarks/README.md).
 _LOOK_BLOCK = 8
-_LOOK_MIN_CHANGE = 32
-_LOOK_DENSITY = 0.9
-_LOOK_MIN_BLOCKS = 5
+_LOOK_MIN_CHANGE = 12
+_FINE_DENSITY = 0.9
+_COARSE_DENSITY = 0.6
 
 
 def product_codes(barcodes: Iterable[Barcode]) -> list[str]:
