@@ -7,12 +7,20 @@ from types import SimpleNamespace
 
 import pytest
 import zxingcpp
-from photo_factory import product_image, save_jpeg
+from photo_factory import make_large_jpeg, product_image, save_jpeg
 from PIL import Image, ImageDraw
 
 from dealscout_cli import barcodes
-from dealscout_cli.barcodes import Barcode, product_codes, read_barcodes, valid_gtin
+from dealscout_cli.barcodes import (
+    PASSES,
+    Barcode,
+    prepare_and_read,
+    product_codes,
+    read_barcodes,
+    valid_gtin,
+)
 from dealscout_cli.errors import BadPhoto
+from dealscout_cli.images import prepare_photo
 
 FORMAT = zxingcpp.BarcodeFormat
 
@@ -166,6 +174,95 @@ def test_sideways_photo_and_several_codes(tmp_path: Path) -> None:
         tmp_path / "side.jpg", *[c.rotate(90, expand=True) for c in codes], orientation=6
     )
     assert set(read_barcodes(path)) == {Barcode("4006381333931", "EAN13"), Barcode("hi", "QRCode")}
+
+
+# --- 12 MP photos: a cheap look at the decode made for the model, a second decode only for
+# bars too fine for it (benchmarks/barcodes.py measures what this saves).
+
+
+def passes() -> tuple[int, int]:
+    return PASSES.looks, PASSES.full_reads
+
+
+def test_12_megapixel_photo_without_a_barcode_is_not_decoded_again(tmp_path: Path) -> None:
+    path = make_large_jpeg(tmp_path / "mug.jpg", megapixels=12, seed=1)
+    looks, full_reads = passes()
+    prepared, found = prepare_and_read(path, check_quality=True)
+    assert found == []
+    assert passes() == (looks + 1, full_reads)  # looked at once, never decoded again
+    assert prepared.data == prepare_photo(path, check_quality=True).data  # the same copy
+
+
+def faint(code: Image.Image, low: int = 150, contrast: int = 60) -> Image.Image:
+    """Grey bars on a beige label instead of black on white."""
+    return Image.eval(code, lambda v: low + v * contrast // 255)
+
+
+@pytest.mark.parametrize(
+    ("content", "fmt", "scale", "angle", "make_faint"),
+    [
+        ("4006381333931", FORMAT.EAN13, 3, 8, False),  # 1.5 px a bar at the fast pass's size
+        ("036000291452", FORMAT.UPCA, 4, 90, False),
+        ("9780306406157", FORMAT.EAN13, 4, 180, False),
+        ("96385074", FORMAT.EAN8, 3, 0, False),
+        ("4006381333931", FORMAT.EAN13, 6, 20, True),
+        ("https://example.com/kettle", FORMAT.QRCode, 3, 0, False),
+    ],
+)
+def test_small_or_turned_code_in_a_12_megapixel_photo_is_decoded_again_and_read(
+    tmp_path: Path,
+    content: str,
+    fmt: zxingcpp.BarcodeFormat,
+    scale: int,
+    angle: int,
+    make_faint: bool,
+) -> None:
+    code = barcode_image(content, fmt, scale=scale)
+    code = faint(code) if make_faint else code
+    code = code.rotate(angle, expand=True, fillcolor="white") if angle else code
+    path = photo_with(tmp_path / "box.jpg", code, size=(4000, 3000))
+    looks, full_reads = passes()
+    _prepared, found = prepare_and_read(path)
+    assert [b.text for b in found] == [content[-12:] if fmt == FORMAT.UPCA else content]
+    assert passes() == (looks + 1, full_reads + 1)
+
+
+def test_close_up_of_a_barcode_is_read_without_a_second_decode(tmp_path: Path) -> None:
+    # 24 px a bar: the code fills half of a 12 MP frame.
+    path = photo_with(
+        tmp_path / "close.jpg",
+        barcode_image("4006381333931", FORMAT.EAN13, scale=24),
+        size=(4000, 3000),
+    )
+    looks, full_reads = passes()
+    assert prepare_and_read(path)[1] == [Barcode("4006381333931", "EAN13")]
+    assert passes() == (looks + 1, full_reads)
+
+
+def test_sideways_12_megapixel_photo_is_read(tmp_path: Path) -> None:
+    code = barcode_image("4006381333931", FORMAT.EAN13, scale=4).rotate(90, expand=True)
+    path = photo_with(tmp_path / "side.jpg", code, size=(4000, 3000), orientation=6)
+    assert prepare_and_read(path)[1] == [Barcode("4006381333931", "EAN13")]
+
+
+def test_decode_as_fine_as_the_fast_pass_is_read_as_it_is(tmp_path: Path) -> None:
+    # max_side 1600: the model's copy is shrunk from a 2000 px decode, the fast pass's own.
+    path = photo_with(
+        tmp_path / "large.jpg",
+        barcode_image("4006381333931", FORMAT.EAN13, scale=4),
+        size=(4000, 3000),
+    )
+    before = passes()
+    prepared, found = prepare_and_read(path, max_side=1600)
+    assert found == [Barcode("4006381333931", "EAN13")]
+    assert (prepared.width, passes()) == (1600, before)  # no look, no second decode
+
+
+def test_prepare_and_read_without_barcodes_reads_nothing(tmp_path: Path) -> None:
+    path = photo_with(tmp_path / "box.jpg", barcode_image("4006381333931", FORMAT.EAN13))
+    before = passes()
+    assert prepare_and_read(path, read=False)[1] == []
+    assert passes() == before
 
 
 def test_decoded_image_is_read_as_given() -> None:
