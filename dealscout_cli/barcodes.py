@@ -4,13 +4,26 @@ A barcode found in the photo is the most reliable fact about a product: it goes
 to the vision model as a hint and to eBay's UPC/EAN column as it is. Reading is
 local (zxing-cpp) and costs nothing.
 
-Barcodes need resolution that the 768 px copy sent to the model does not have,
-so the original is decoded again: a JPEG at a libjpeg draft scale that keeps its
-long side at most FAST_SIDE px (2000 px for a 12 MP photo: ~30 ms in all), where a
-barcode a twentieth of the frame wide still has two pixels a bar. zxing-cpp also
-tries downscaled copies itself, so close-ups of a barcode are found in the same
-pass. `thorough=True` adds a full-resolution pass when the fast one finds
-nothing (~+80 ms on 12 MP), for small barcodes far from the camera.
+Barcodes need resolution that the 768 px copy sent to the model does not have:
+the fast pass reads a JPEG at the libjpeg draft scale that keeps its long side at
+most FAST_SIDE px (2000 px for a 12 MP photo), where a barcode a twentieth of the
+frame wide still has two pixels a bar. Decoding the photo a second time for that
+costs nearly as much as the model's copy itself, and most photos have no barcode, so
+`prepare_and_read` first looks at the decode the copy is shrunk from (1000×750 for
+12 MP, half the fast pass's size) for patches dense with sharp light/dark changes
+(`look_for_bars`, ~3 ms):
+
+- bars a pixel or two wide there: decode again at FAST_SIDE and read it all (the old
+  pass, ~20 ms on 12 MP), and read the decode at hand too if that finds nothing;
+- wider, coarser stripes: read the decode at hand (~3 ms);
+- nothing: read half of it (~1 ms), where a close-up's wide bars still show.
+
+A 12 MP photo without a barcode costs ~5 ms instead of ~24 (benchmarks/barcodes.py:
+the same codes found as the old reader on its set of 40, and three more). A photo
+decoded at FAST_SIDE or finer anyway (large `max_side`, PNG, HEIC) is read as it is.
+zxing-cpp also tries downscaled copies itself, so close-ups are found in the same
+pass. `thorough=True` always decodes again and adds a full-resolution pass when the
+fast one finds nothing (~+80 ms on 12 MP), for small barcodes far from the camera.
 
 Every EAN-13/UPC-A/UPC-E/EAN-8 is checked against its check digit, whatever the
 decoder says, so a misread never reaches a listing.

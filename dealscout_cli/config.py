@@ -94,7 +94,9 @@ class Settings:
     grace: float = DEFAULT_GRACE
     rpm: float | None = None
     tpm: float | None = None
-    barcodes: bool = True  # read UPC/EAN/ISBN locally (~30 ms a 12 MP photo) and hint the model
+    # read UPC/EAN/ISBN locally and hint the model: ~5 ms CPU a 12 MP photo, ~20-25 ms on one
+    # with a barcode (benchmarks/barcodes.py)
+    barcodes: bool = True
     prices_file: Path | None = None
     engine: str = DEFAULT_ENGINE  # where items run: one of ENGINES
     broker: str | None = field(default=None, repr=False)  # --engine celery; may hold a password
