@@ -141,9 +141,8 @@ def prepare_and_read(
 
 def read_decoded(decoded: DecodedPhoto, *, thorough: bool = False) -> list[Barcode]:
     """The barcodes of a photo already decoded for the model (see the module docstring)."""
-    width, height = decoded.full_size
     scale = _draft_scale(decoded.full_size, FAST_SIDE) if decoded.format in ("JPEG", "MPO") else 1
-    fast_width = -(-width // scale)  # libjpeg rounds a scaled size up
+    fast_width = -(-decoded.full_size[0] // scale)  # libjpeg rounds a scaled size up
     look = decoded.image
     if look.width >= fast_width:
         return _decode(look)  # the decode is as fine as the fast pass's own: read it
