@@ -20,6 +20,7 @@ per-model counters.
     python benchmarks/cpu_per_item.py                   # 300 small, 100 12 MP photos (~4 min)
     python benchmarks/cpu_per_item.py --small 100 --large 30
     python benchmarks/cpu_per_item.py --json out.json
+    python benchmarks/cpu_per_item.py --against /tmp/old-checkout   # before/after a change
 
 Targets: framework CPU per item <= 2x the bare script's CPU per item; on 12 MP photos with
 default settings the whole CPU per item <= 110 ms.
@@ -226,14 +227,106 @@ def compare(label: str, photos: Path, tmp: Path, repeat: int) -> dict[str, Any]:
     }
 
 
+def per_call(photo: Path, calls: int = 300) -> None:
+    """Client CPU of one identify call, sequential, on this thread (the emulator serves from
+    its own): google-genai's generate_content as the bare script calls it, next to
+    dealscout's provider with the same request. The least of 3 passes."""
+    import anyio
+    from google import genai
+    from google.genai import types
+
+    from dealscout_cli.config import DEFAULT_MAX_SIDE
+    from dealscout_cli.images import prepare_photo
+    from dealscout_cli.models import Identification
+    from dealscout_cli.prompts import IDENTIFY_SYSTEM, identify_prompt
+    from dealscout_cli.providers.base import ImagePart, ModelRequest
+    from dealscout_cli.providers.gemini import GeminiProvider
+
+    image = prepare_photo(photo, max_side=DEFAULT_MAX_SIDE)
+    request = ModelRequest(
+        VISION,
+        IDENTIFY_SYSTEM,
+        identify_prompt(None, ()),
+        Identification,
+        images=(ImagePart(image.data, image.mime_type, image.width, image.height),),
+        media_resolution="high",
+        thinking_level="low",
+    )
+
+    async def timed(call: Callable[[], Awaitable[object]]) -> float:
+        for _ in range(10):
+            await call()
+        best = float("inf")
+        for _ in range(3):
+            cpu0 = time.thread_time()
+            for _ in range(calls):
+                await call()
+            best = min(best, (time.thread_time() - cpu0) * 1000 / calls)
+        return best
+
+    async def run(url: str) -> tuple[float, float]:
+        provider = GeminiProvider("bench-key", base_url=url)
+        options = types.HttpOptions(base_url=url, timeout=60_000)
+        client = genai.Client(api_key="bench-key", http_options=options)
+
+        async def sdk() -> object:
+            config = provider._config(request)  # noqa: SLF001 - the same config, built per call
+            contents = provider._contents(request)  # noqa: SLF001
+            return await client.aio.models.generate_content(
+                model=VISION, contents=contents, config=config
+            )
+
+        try:
+            return await timed(sdk), await timed(lambda: provider.generate(request))
+        finally:
+            await provider.aclose()
+
+    with Emulator(EmulatorConfig(seed=1, latency=0.0)) as emu:
+        sdk_ms, ours_ms = anyio.run(run, emu.url)
+    print("\n== one identify call, client CPU (sequential, this thread)", flush=True)
+    print(f"  {'google-genai generate_content, config built per call':<66} {sdk_ms:.2f} ms")
+    print(f"  {'dealscout GeminiProvider.generate':<66} {ours_ms:.2f} ms")
+
+
+def against(other: Path, photos: Path, rounds: int, *extra: str) -> None:
+    """dealscout from another checkout (`other`, e.g. the commit before a change) and from
+    this one, runs interleaved (ABBA...) on the same emulator, so load hits both alike."""
+    trees = {"other": other.resolve(), "this": ROOT}
+    cpu: dict[str, list[float]] = {name: [] for name in trees}
+    n = sum(1 for p in photos.iterdir() if p.suffix.lower() == ".jpg")
+    with Emulator(EmulatorConfig(seed=1)) as emu, tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            order = list(trees.items()) if r % 2 == 0 else list(trees.items())[::-1]
+            for name, tree in order:
+                cmd = [sys.executable, "-m", "dealscout_cli.cli", "snap", str(photos)]
+                cmd += ["--base-url", emu.url, "--db", f"{tmp}/{name}{r}.db", "--quiet", *extra]
+                run = run_process(cmd, env={"PYTHONPATH": str(tree)})
+                cpu[name].append(run.cpu * 1000 / n)
+    print(f"\n== {photos.name} {' '.join(extra)}: CPU per item, {rounds} interleaved runs each")
+    for name, values in cpu.items():
+        shown = ", ".join(f"{v:.1f}" for v in values)
+        print(f"  {name:<6} {trees[name]}: min {min(values):.1f} ms, runs {shown}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", type=int, default=300, help="small photos (0: skip)")
     parser.add_argument("--large", type=int, default=100, help="12 MP photos (0: skip)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each; the least CPU kept")
     parser.add_argument("--json", type=Path, help="write the numbers here too")
+    parser.add_argument(
+        "--against", type=Path, help="only compare dealscout with the one in this checkout"
+    )
     args = parser.parse_args(argv)
+    if args.against:
+        for extra in ((), ("--no-barcodes",)):
+            if args.small:
+                against(args.against, small_photos(args.small), 4, *extra)
+            if args.large:
+                against(args.against, large_photos(args.large), 4, *extra)
+        return 0
     results = []
+    per_call(sorted(small_photos(max(args.small, 20)).iterdir())[0])
     with tempfile.TemporaryDirectory(prefix="cpu-per-item-") as tmp:
         if args.small:
             results.append(compare("small", small_photos(args.small), Path(tmp), args.repeat))
