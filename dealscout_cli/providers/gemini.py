@@ -8,7 +8,12 @@ SDK traps handled here (google-genai 3.x):
 - it does no retries unless told, and ignores RetryInfo on 429: we retry in
   `pipeline`, reading `retryDelay` from the error details here;
 - `response.parsed` is silently None on bad JSON: we validate `response.text`
-  ourselves in `pipeline`.
+  ourselves in `pipeline`;
+- `generate_content` rebuilds the whole request through its types on every call (~2-3 ms
+  of CPU): `_send` has the SDK build the fixed part once per request shape and sends with
+  the SDK's own API client. That leans on private names (`_api_client`,
+  `models._GenerateContentParameters_to_mldev`, `_from_response`); tests/test_gemini.py
+  compares the body with `generate_content`'s, so an SDK upgrade that moves them fails there.
 """
 
 from __future__ import annotations
@@ -73,6 +78,7 @@ class GeminiProvider:
         self._client = genai.Client(api_key=api_key, http_options=options)
         self._key = api_key
         self._timeout = timeout
+        self._bodies: dict[ModelRequest, dict[str, object]] = {}  # `_fixed_body` by shape
 
     async def generate(self, request: ModelRequest) -> ModelReply:
         from google.genai import errors as genai_errors
@@ -118,7 +124,10 @@ class GeminiProvider:
         answer."""
         from google.genai import models, types
 
-        fixed = self._fixed_body(_shape(request))
+        shape = _shape(request)
+        fixed = self._bodies.get(shape)
+        if fixed is None:
+            fixed = self._bodies[shape] = self._fixed_body(shape)
         body: dict[str, object] = {"contents": _wire_contents(request), **fixed}
         path = f"{body.pop('_url')}:generateContent"
         answer = await self._client.aio._api_client.async_request("post", path, body)
@@ -127,7 +136,6 @@ class GeminiProvider:
             response=models._GenerateContentResponse_from_mldev(raw), kwargs={}
         )
 
-    @functools.lru_cache(maxsize=64)  # noqa: B019 - one provider a run; shapes are few
     def _fixed_body(self, shape: ModelRequest) -> dict[str, object]:
         """Everything in a request's JSON but its contents, as the SDK writes it."""
         from google.genai import _common, models, types
@@ -378,7 +386,8 @@ class GeminiProvider:
 
 
 def _shape(request: ModelRequest) -> ModelRequest:
-    """The request without what changes per item: the key of `_fixed_body`'s cache."""
+    """The request without what changes per item: the key of `GeminiProvider._bodies`.
+    A run has a few shapes (identify, price, per model)."""
     return dataclasses.replace(request, prompt="", images=())
 
 
