@@ -44,6 +44,7 @@ from dealscout_cli.errors import (
 from dealscout_cli.providers.base import BatchStatus, ModelReply, ModelRequest
 
 if TYPE_CHECKING:  # the SDK itself is imported when a provider is built (see above)
+    from google import genai
     from google.genai import errors as genai_errors
     from google.genai import types
 
@@ -79,6 +80,9 @@ class GeminiProvider:
         self._key = api_key
         self._timeout = timeout
         self._bodies: dict[ModelRequest, dict[str, object]] = {}  # `_fixed_body` by shape
+        # The fast path leans on the SDK's private names; an SDK without them (a later
+        # release may move them) gets the public `generate_content`, slower but the same.
+        self.fast_path = _sdk_has_fast_path(self._client)
 
     async def generate(self, request: ModelRequest) -> ModelReply:
         from google.genai import errors as genai_errors
@@ -124,6 +128,10 @@ class GeminiProvider:
         answer."""
         from google.genai import models, types
 
+        if not self.fast_path:
+            return await self._client.aio.models.generate_content(
+                model=request.model, contents=self._contents(request), config=self._config(request)
+            )
         shape = _shape(request)
         fixed = self._bodies.get(shape)
         if fixed is None:
@@ -383,6 +391,22 @@ class GeminiProvider:
         return ProviderError(
             f"{model}: {code} {status} {message}".strip(), status=code, retryable=retryable
         )
+
+
+def _sdk_has_fast_path(client: genai.Client) -> bool:
+    """Whether this google-genai has the private names `GeminiProvider._send` uses."""
+    from google.genai import _common, models, types
+
+    api = getattr(client.aio, "_api_client", None)
+    return (
+        callable(getattr(api, "async_request", None))
+        and hasattr(models, "_GenerateContentParameters_to_mldev")
+        and hasattr(models, "_GenerateContentResponse_from_mldev")
+        and hasattr(types, "_GenerateContentParameters")
+        and hasattr(types.GenerateContentResponse, "_from_response")
+        and hasattr(_common, "encode_unserializable_types")
+        and hasattr(_common, "convert_to_dict")
+    )
 
 
 def _shape(request: ModelRequest) -> ModelRequest:
