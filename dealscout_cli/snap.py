@@ -50,6 +50,10 @@ class SnapResult:
     unscanned_paths: list[Path] = field(default_factory=list)
 
     @property
+    def scan_finished(self) -> bool:
+        return not self.unscanned_paths
+
+    @property
     def resume_command(self) -> str:
         """The command that goes on where this run stopped (the queue is in the database)."""
         return resume_command(self.settings or Settings(), self.unscanned_paths)
