@@ -174,3 +174,16 @@ def test_a_rerun_trusts_a_known_photo_whose_size_and_time_are_unchanged(tmp_path
         assert (again.queued.already_done, again.queued.new) == (4, 1)
         forced = run_snap([folder], db, emu.url, force=True)  # --force reads every photo
     assert forced.queued.new == 1  # the zeroed file: new content, a new item
+
+
+def test_a_manifest_item_is_handed_out_whole_once_its_last_line_is_read(tmp_path: Path) -> None:
+    for n in range(6):
+        make_jpeg(tmp_path / "photos" / f"p{n}.jpg", kind="book", seed=n)
+    manifest = tmp_path / "items.csv"
+    lines = ["p0.jpg,A", "p1.jpg,B", "p2.jpg,A", "p3.jpg,", "p4.jpg,C", "p5.jpg,C"]
+    manifest.write_text("path,item\n" + "".join(f"photos/{line}\n" for line in lines))
+    seen: list[tuple[str, int]] = []
+    for batch in scan_batches([manifest]):
+        seen += [(item.label, len(item.photos)) for item in batch.items]
+    # A's two lines are apart: it comes out whole, once, and still first (B waits for it).
+    assert seen == [("A", 2), ("B", 1), ("p3", 1), ("C", 2)]
