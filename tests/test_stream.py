@@ -187,3 +187,20 @@ def test_a_manifest_item_is_handed_out_whole_once_its_last_line_is_read(tmp_path
         seen += [(item.label, len(item.photos)) for item in batch.items]
     # A's two lines are apart: it comes out whole, once, and still first (B waits for it).
     assert seen == [("A", 2), ("B", 1), ("p3", 1), ("C", 2)]
+
+
+def test_the_progress_bar_is_one_bar_whose_total_grows_as_the_scan_queues() -> None:
+    import io
+
+    from rich.console import Console
+
+    from dealscout_cli.cli.progress import BarReporter
+    from dealscout_cli.events import Event, EventKind
+
+    bar = BarReporter(Console(file=io.StringIO(), force_terminal=True, width=120))
+    bar(Event(EventKind.RUN_STARTED, fields={"queued": 1}))
+    bar(Event(EventKind.RUN_STARTED, fields={"queued": 7}))  # the pool says it again, later
+    bar(Event(EventKind.QUEUED, fields={"remaining": 40, "photos_read": 45, "scanning": True}))
+    bar.close()
+    [task] = bar.progress.tasks  # before: a second bar, the first stuck at 0/1
+    assert task.total == 40 and task.fields["scanning"] == "scanning: 45 photos read"

@@ -225,6 +225,10 @@ class BarReporter:
         self.cost = 0
 
     def __call__(self, event: Event) -> None:
+        if event.kind == EventKind.RUN_STARTED and self.task is not None:
+            # Said twice (the lifecycle, then the pool once it is up): one bar, the later count.
+            self.progress.update(self.task, total=self.done + self.failed + event.fields["queued"])
+            return
         if event.kind == EventKind.RUN_STARTED:
             self.progress.start()
             self.task = self.progress.add_task(
