@@ -23,6 +23,9 @@ class EventKind(StrEnum):
     CALL = "call"
     STOPPING = "stopping"
     WARNING = "warning"  # the run goes on, but something needs the user (no worker is taking tasks)
+    # The scan, still going while the run works, queued more: fields remaining (queued or
+    # running now), photos_read, scanning (False on the last one)
+    QUEUED = "queued"
     RUN_FINISHED = "run_finished"
 
 

@@ -6,6 +6,13 @@ item, in `problems` (with a reason a seller can act on) or in `duplicates`:
 nothing vanishes, and nothing on disk makes `scan` raise except a path given on
 the command line that does not exist or a manifest that cannot be read at all.
 `warnings` point at items that are probably grouped wrong; they are still items.
+
+`scan_batches` hands the scan out in batches, each as soon as its items are complete
+(an item is complete once all its photos are read: one photo, a folder with `--group
+folder`, a manifest item's last line), so `snap` can queue and send the first items
+while the rest are still being read. `scan` collects the batches into one result.
+A photo whose path, size and modification time the database recorded is not read again
+(`KnownPhotos`): a rerun over thousands of known photos only looks at their sizes.
 """
 
 from __future__ import annotations
@@ -18,7 +25,8 @@ import io
 import json
 import os
 import stat
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -40,6 +48,16 @@ HASH_CHUNK = 1 << 20
 # More photos than a seller takes of one product: a folder of 40 is several products (or a
 # whole shoot) grouped as one, and every photo of an item goes into one paid request.
 MANY_PHOTOS = 12
+# Batches: the first holds one item (it starts the run), each next one twice as many, up to
+# BATCH_ITEMS (one short transaction to queue them); and one at least every BATCH_SECONDS
+# while photos are read, so large photos still start work soon and a stop is heard.
+BATCH_ITEMS = 256
+BATCH_SECONDS = 0.25
+
+# (path, size in bytes, mtime in ns) → the sha256 recorded for that file, or None when it is
+# new or changed: a photo whose size and modification time match is not read again (as
+# `make` and `rsync` judge a file unchanged).
+KnownPhotos = Callable[[Path, int, int], str | None]
 
 
 @dataclass(frozen=True)
@@ -84,11 +102,30 @@ class ScanResult:
     warnings: list[ScanProblem] = field(default_factory=list)
     duplicates: list[tuple[str, str]] = field(default_factory=list)  # (path, same content as path)
 
+    def add(self, batch: ScanBatch) -> None:
+        self.items += batch.items
+        self.problems += batch.problems
+        self.warnings += batch.warnings
+        self.duplicates += batch.duplicates
+
+
+@dataclass
+class ScanBatch:
+    """What the scan completed since its last batch: items new to this scan, each with all
+    its photos, and the problems, warnings and duplicates found meanwhile."""
+
+    items: list[FoundItem] = field(default_factory=list)
+    problems: list[ScanProblem] = field(default_factory=list)
+    warnings: list[ScanProblem] = field(default_factory=list)
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
+    photos_read: int = 0  # in the whole scan so far
+
 
 def scan(
     paths: Sequence[Path | str],
     group: GroupBy = "photo",
     on_photo: Callable[[int], None] | None = None,
+    known: KnownPhotos | None = None,
 ) -> ScanResult:
     """Scan folders (recursively), manifests (.csv/.jsonl) and single photos into items.
 
@@ -97,14 +134,36 @@ def scan(
     those are one item each (a shoot's top folder holds products, it is not one). A
     manifest's `item` column groups its rows itself.
     `on_photo(n)` is called after each photo is read and hashed, with the count so far
-    (10,000 photos take seconds: enough to want a counter).
+    (10,000 photos take seconds: enough to want a counter). `known` gives the hash of a
+    photo whose path, size and modification time were recorded before (see `KnownPhotos`).
+    """
+    result = ScanResult()
+    for batch in scan_batches(paths, group, on_photo=on_photo, known=known):
+        result.add(batch)
+    result.problems.sort(key=lambda p: (p.path, p.line or 0))
+    return result
+
+
+def scan_batches(
+    paths: Sequence[Path | str],
+    group: GroupBy = "photo",
+    *,
+    on_photo: Callable[[int], None] | None = None,
+    known: KnownPhotos | None = None,
+) -> Iterator[ScanBatch]:
+    """`scan`, one batch at a time, each as soon as its items are complete, so work can start
+    on the first items while the rest are still being read (`feed`).
+
+    Every argument is checked, and every manifest read, before this returns: a ScanError
+    (exit 2, nothing queued) is raised here, never half-way through the batches. An item
+    is only in a batch once all its photos are known (a folder's, a manifest item's lines),
+    and an item whose key an earlier batch had is a duplicate, as in one `scan`.
     """
     if group not in ("photo", "folder"):
         raise ScanError(f"unknown grouping {group!r}; use 'photo' or 'folder'")
-    scanner = _Scanner(group, on_photo)
-    for path in paths:
-        scanner.add(Path(path))
-    return scanner.result()
+    scanner = _Scanner(group, on_photo, known)
+    targets = [scanner.target(Path(path)) for path in paths]
+    return scanner.batches(targets)
 
 
 def item_key(photo_sha256s: Sequence[str]) -> str:
@@ -138,17 +197,60 @@ class _Draft:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _Target:
+    """One path given to `scan`, checked: what it is, and a manifest's rows (read up front)."""
+
+    kind: Literal["folder", "manifest", "photo", "unsupported"]
+    path: Path
+    rows: list[tuple[int, dict[str, object]]] = field(default_factory=list)
+
+
+class _Held:
+    """Items complete but held back: an item labelled by its file's stem waits for every
+    other photo with that stem in its place (`photo.heic` beside `photo.webp` takes its full
+    name, `_unique_labels`), so a label never changes after its item was handed out."""
+
+    def __init__(self, last_of_stem: dict[str, int]) -> None:
+        self.last_of_stem = last_of_stem  # stem → index of the last photo with it
+        self.drafts: list[_Draft] = []
+        self.until = -1
+
+    def add(self, draft: _Draft | None, stem: str) -> None:
+        if draft is not None:
+            self.drafts.append(draft)
+        self.until = max(self.until, self.last_of_stem[stem])
+
+    def release(self, index: int) -> list[_Draft]:
+        """The drafts no later photo can collide with, once photo `index` is read."""
+        if index < self.until:
+            return []
+        drafts, self.drafts = self.drafts, []
+        return drafts
+
+
 class _Scanner:
-    def __init__(self, group: GroupBy, on_photo: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        group: GroupBy,
+        on_photo: Callable[[int], None] | None = None,
+        known: KnownPhotos | None = None,
+    ) -> None:
         self.group = group
         self.on_photo = on_photo
+        self.known = known
         self.photos_read = 0
-        self.drafts: list[_Draft] = []
-        self.problems: list[ScanProblem] = []
+        self.ready: list[_Draft] = []  # complete items for the next batch, in order
+        self.problems: list[ScanProblem] = []  # found since the last batch
         self.seen_paths: set[str] = set()
+        self.kept: dict[str, dict[str, str]] = {}  # item key → photo sha256 → path shown
         self.buffer = bytearray(HASH_CHUNK)
+        self.batch_size = 1  # the first item goes out alone: it starts the run
+        self.last_batch = time.monotonic()
+        self.read_since_batch = 0
 
-    def add(self, path: Path) -> None:
+    def target(self, path: Path) -> _Target:
+        """Check one argument before anything is scanned; raises ScanError for a usage error."""
         path = Path(os.path.abspath(path))
         name = display_path(path)
         try:
@@ -160,49 +262,108 @@ class _Scanner:
             raise ScanError(f"{name} cannot be read: {_os_reason(exc)}") from None
         suffix = path.suffix.lower()
         if stat.S_ISDIR(info.st_mode):
-            self._walk(path)
-        elif suffix in MANIFEST_SUFFIXES:
+            return _Target("folder", path)
+        if suffix in MANIFEST_SUFFIXES:
             # A manifest that cannot be read is a usage error (exit 2, nothing stored), not an
             # item: it would be stored as skipped forever and fail every later run.
-            self._read_manifest(path, MANIFEST_SUFFIXES[suffix])
-        elif photo_kind(path.name) == "unsupported":
-            self._problem(path, unsupported_reason(path.name))
-        elif photo_kind(path.name) == "photo":
-            self._add_photo(path, _Draft(_stem(path), display_path(path.parent)))
-        else:
-            raise ScanError(
-                f"{name} is not a folder, a photo ({', '.join(sorted(PHOTO_SUFFIXES))}) "
-                "or a manifest (.csv, .jsonl)"
-            )
+            rows = _manifest_rows(path, MANIFEST_SUFFIXES[suffix], self.problems)
+            return _Target("manifest", path, rows)
+        kind = photo_kind(path.name)
+        if kind is not None:
+            return _Target(kind, path)
+        raise ScanError(
+            f"{name} is not a folder, a photo ({', '.join(sorted(PHOTO_SUFFIXES))}) "
+            "or a manifest (.csv, .jsonl)"
+        )
+
+    def batches(self, targets: list[_Target]) -> Iterator[ScanBatch]:
+        """The scan of `targets`, a batch whenever enough is ready; always a last one."""
+        # Photos given one by one (`snap *.jpg`) are labelled against each other too.
+        last: dict[str, int] = {}
+        for index, target in enumerate(targets):
+            if target.kind == "photo":
+                last[_place_and_stem(target.path)] = index
+        loose = _Held(last)
+        for index, target in enumerate(targets):
+            if target.kind == "folder":
+                yield from self._walk(target.path)
+            elif target.kind == "manifest":
+                yield from self._read_manifest(target.path, target.rows)
+            elif target.kind == "unsupported":
+                self._problem(target.path, unsupported_reason(target.path.name))
+            elif target.kind == "photo":
+                draft = _Draft(_stem(target.path), display_path(target.path.parent))
+                added = self._add_photo(target.path, draft)
+                loose.add(draft if added else None, _place_and_stem(target.path))
+                self.ready += loose.release(index)
+            if self._due():
+                yield self._batch()
+        self.ready += loose.release(len(targets))
+        yield self._batch()
 
     # -- folders
 
-    def _walk(self, root: Path) -> None:
-        first_draft = len(self.drafts)
-        top = os.stat(root)
+    def _walk(self, root: Path) -> Iterator[ScanBatch]:
+        """Every folder under `root`, depth first, entries in path order (a.jpg, m/b.jpg,
+        z.jpg): each folder's items as they complete."""
+        try:
+            top = os.stat(root)
+        except OSError as exc:
+            self._problem(root, f"cannot list the folder: {_os_reason(exc)}")
+            return
         visited = {(top.st_dev, top.st_ino): root}
-        stack = [root]
+        stack = [self._visit(root, root, visited)]
         while stack:
-            folder = stack.pop()
-            photos, subfolders = self._list_folder(folder, visited)
-            if photos:
-                if self.group == "folder" and folder != root:
-                    draft = _Draft(_folder_label(folder), display_path(folder))
-                    for photo in photos:
-                        self._add_photo(photo, draft)
-                else:
-                    for photo in photos:
-                        self._add_photo(photo, _Draft(_stem(photo), display_path(folder)))
-            stack.extend(reversed(subfolders))
-        # Items in path order (a.jpg, m/b.jpg, z.jpg), however the walk reached them.
-        self.drafts[first_draft:] = sorted(
-            self.drafts[first_draft:],
-            key=lambda draft: (
-                str(draft.photos[0].path.parent)
-                if self.group == "folder" and draft.photos[0].path.parent != root
-                else str(draft.photos[0].path)
-            ),
+            step = next(stack[-1], None)
+            if step is None:
+                stack.pop()
+            elif isinstance(step, Path):
+                stack.append(self._visit(step, root, visited))
+            else:
+                yield step
+
+    def _visit(
+        self, folder: Path, root: Path, visited: dict[tuple[int, int], Path]
+    ) -> Iterator[ScanBatch | Path]:
+        """One folder: batches as its items complete, and (as Paths, where they come in path
+        order) the subfolders to walk next. An iterator, not recursion: trees run deep."""
+        photos, subfolders = self._list_folder(folder, visited)
+        if self._groups_whole_folder(folder, root):
+            self.ready += self._folder_items(folder, photos)
+            if self._due():
+                yield self._batch()
+            yield from subfolders
+            return
+        # One item per photo, each handed out as soon as it is read. A subfolder sorts by its
+        # name and a slash: "m.jpg" < "m/b.jpg" < "m_2.jpg", as their paths do.
+        held = _Held({path.stem: index for index, path in enumerate(photos)})
+        entries = sorted(
+            [(path.name, index, path) for index, path in enumerate(photos)]
+            + [(path.name + "/", -1, path) for path in subfolders]
         )
+        for _name, index, path in entries:
+            if index < 0:
+                yield path
+                continue
+            draft = _Draft(_stem(path), display_path(folder))
+            added = self._add_photo(path, draft)
+            held.add(draft if added else None, path.stem)
+            self.ready += held.release(index)
+            if self._due():
+                yield self._batch()
+
+    def _groups_whole_folder(self, folder: Path, root: Path) -> bool:
+        """Whether the folder's photos are grouped together, so its items are known only once
+        all of them are read (`--group folder`; any grouping that looks at a folder's photos
+        side by side goes here too). Otherwise each photo is an item of its own."""
+        return self.group == "folder" and folder != root
+
+    def _folder_items(self, folder: Path, photos: list[Path]) -> list[_Draft]:
+        """The items of one folder whose photos are grouped (`_groups_whole_folder`)."""
+        draft = _Draft(_folder_label(folder), display_path(folder))
+        for photo in photos:
+            self._add_photo(photo, draft)
+        return [draft] if draft.photos else []
 
     def _list_folder(
         self, folder: Path, visited: dict[tuple[int, int], Path]
@@ -244,64 +405,84 @@ class _Scanner:
 
     # -- manifests
 
-    def _read_manifest(self, manifest: Path, flavour: str) -> None:
-        rows = _manifest_rows(manifest, flavour, self.problems)
-        drafts: dict[object, _Draft] = {}
+    def _read_manifest(
+        self, manifest: Path, rows: list[tuple[int, dict[str, object]]]
+    ) -> Iterator[ScanBatch]:
+        """The manifest's items in the order they first appear, each handed out once its last
+        line and those of the items before it are read."""
+        last_line = {_manifest_group(record, line): line for line, record in rows}
+        drafts: dict[object, _Draft] = {}  # in order of first appearance
+        complete: set[object] = set()
         listed: dict[str, tuple[int, str | None]] = {}
-        where = display_path(manifest)
         for line, record in rows:
-            written = _text(record.get("path"))
-            item = _text(record.get("item"))
-            notes = _text(record.get("notes"))
-            if not written:
-                self._problem(manifest, "no 'path' on this line", line)
-                continue
-            target = _inside(manifest.parent, written)
-            if target is None:
-                self._problem(
-                    manifest,
-                    f"{written} is outside the manifest's folder "
-                    f"({display_path(manifest.parent)}); move it inside",
-                    line,
-                )
-                continue
-            if str(target) in listed:
-                first, first_item = listed[str(target)]
-                also = "" if first_item == item else f" (item {first_item or 'none'})"
-                self._problem(manifest, f"{written} is a duplicate of line {first}{also}", line)
-                continue
-            listed[str(target)] = (line, item)
-            reason = _manifest_photo_reason(target, written)
-            if reason:
-                self._problem(manifest, reason, line)
-                continue
-            group_key: object = ("item", item) if item else ("line", line)
-            draft = drafts.get(group_key)
-            if draft is None:
-                label = item or _stem(target)
-                draft = drafts[group_key] = _Draft(label, f"{manifest.name}:{line}")
-                self.drafts.append(draft)
-            if notes and notes not in draft.notes:
-                draft.notes.append(notes)
-            self._add_photo(target, draft, register=False, context=(where, line))
+            group_key = _manifest_group(record, line)
+            self._manifest_row(manifest, line, record, group_key, drafts, listed)
+            if last_line[group_key] == line:
+                complete.add(group_key)
+            while drafts and next(iter(drafts)) in complete:
+                draft = drafts.pop(next(iter(drafts)))
+                if draft.photos:
+                    self.ready.append(draft)
+            if self._due():
+                yield self._batch()
+        self.ready += [draft for draft in drafts.values() if draft.photos]
+
+    def _manifest_row(
+        self,
+        manifest: Path,
+        line: int,
+        record: dict[str, object],
+        group_key: object,
+        drafts: dict[object, _Draft],
+        listed: dict[str, tuple[int, str | None]],
+    ) -> None:
+        written = _text(record.get("path"))
+        item = _text(record.get("item"))
+        notes = _text(record.get("notes"))
+        if not written:
+            self._problem(manifest, "no 'path' on this line", line)
+            return
+        target = _inside(manifest.parent, written)
+        if target is None:
+            self._problem(
+                manifest,
+                f"{written} is outside the manifest's folder "
+                f"({display_path(manifest.parent)}); move it inside",
+                line,
+            )
+            return
+        if str(target) in listed:
+            first, first_item = listed[str(target)]
+            also = "" if first_item == item else f" (item {first_item or 'none'})"
+            self._problem(manifest, f"{written} is a duplicate of line {first}{also}", line)
+            return
+        listed[str(target)] = (line, item)
+        reason = _manifest_photo_reason(target, written)
+        if reason:
+            self._problem(manifest, reason, line)
+            return
+        draft = drafts.get(group_key)
+        if draft is None:
+            label = item or _stem(target)
+            draft = drafts[group_key] = _Draft(label, f"{manifest.name}:{line}")
+        if notes and notes not in draft.notes:
+            draft.notes.append(notes)
+        self._add_photo(target, draft, context=(display_path(manifest), line))
 
     # -- photos
 
     def _add_photo(
-        self,
-        path: Path,
-        draft: _Draft,
-        *,
-        register: bool = True,
-        context: tuple[str, int] | None = None,
-    ) -> None:
-        """Fingerprint one photo into `draft`; `register` adds the draft to the scan when new."""
+        self, path: Path, draft: _Draft, *, context: tuple[str, int] | None = None
+    ) -> bool:
+        """Fingerprint one photo into `draft`; False when it is not added (read already, or
+        unusable: then it is a problem)."""
         key = str(path)
         if key in self.seen_paths:  # reached twice (overlapping arguments): it is one photo
-            return
+            return False
         self.seen_paths.add(key)
-        photo_or_reason = _fingerprint(path, self.buffer)
+        photo_or_reason = _fingerprint(path, self.buffer, self.known)
         self.photos_read += 1
+        self.read_since_batch += 1
         if self.on_photo is not None:
             self.on_photo(self.photos_read)
         if isinstance(photo_or_reason, str):
@@ -311,34 +492,42 @@ class _Scanner:
                 )
             else:
                 self._problem(path, photo_or_reason)
-            return
+            return False
         draft.photos.append(photo_or_reason)
-        if register and (not self.drafts or self.drafts[-1] is not draft):
-            self.drafts.append(draft)
+        return True
 
     def _problem(self, path: Path | str, reason: str, line: int | None = None) -> None:
         self.problems.append(ScanProblem(display_path(path), reason, line))
 
-    def result(self) -> ScanResult:
-        result = ScanResult(problems=sorted(self.problems, key=lambda p: (p.path, p.line or 0)))
-        kept: dict[str, dict[str, str]] = {}  # item key → photo sha256 → path shown
-        for draft in self.drafts:
+    # -- batches
+
+    def _due(self) -> bool:
+        """A batch is due when enough items are ready (1 at first, then twice as many each
+        time, up to BATCH_ITEMS), or BATCH_SECONDS after the last one while photos were read."""
+        if len(self.ready) >= self.batch_size:
+            return True
+        waited = time.monotonic() - self.last_batch
+        return waited >= BATCH_SECONDS and bool(self.ready or self.read_since_batch)
+
+    def _batch(self) -> ScanBatch:
+        """The ready items, de-duplicated against each other and every earlier batch."""
+        batch = ScanBatch(problems=self.problems, photos_read=self.photos_read)
+        self.problems = []
+        for draft in self.ready:
             unique: dict[str, FoundPhoto] = {}
             for photo in sorted(draft.photos, key=lambda p: str(p.path)):
                 if photo.sha256 in unique:
-                    result.duplicates.append((photo.display, unique[photo.sha256].display))
+                    batch.duplicates.append((photo.display, unique[photo.sha256].display))
                 else:
                     unique[photo.sha256] = photo
-            if not unique:
-                continue
             key = item_key(list(unique))
-            if key in kept:
+            if key in self.kept:
                 for photo in unique.values():
-                    result.duplicates.append((photo.display, kept[key][photo.sha256]))
+                    batch.duplicates.append((photo.display, self.kept[key][photo.sha256]))
                 continue
-            kept[key] = {sha: photo.display for sha, photo in unique.items()}
+            self.kept[key] = {sha: photo.display for sha, photo in unique.items()}
             if len(unique) > MANY_PHOTOS:
-                result.warnings.append(
+                batch.warnings.append(
                     ScanProblem(
                         draft.source,
                         f"{len(unique)} photos in one item, more than the {MANY_PHOTOS} one "
@@ -346,17 +535,26 @@ class _Scanner:
                         "own folder",
                     )
                 )
-            result.items.append(
-                FoundItem(
-                    key=key,
-                    label=draft.label,
-                    photos=tuple(unique.values()),
-                    notes="; ".join(draft.notes) or None,
-                    source=draft.source,
-                )
+            notes = "; ".join(draft.notes) or None
+            batch.items.append(
+                FoundItem(key, draft.label, tuple(unique.values()), notes, draft.source)
             )
-        result.items = _unique_labels(result.items)
-        return result
+        batch.items = _unique_labels(batch.items)
+        self.ready = []
+        self.batch_size = min(self.batch_size * 2, BATCH_ITEMS)
+        self.last_batch = time.monotonic()
+        self.read_since_batch = 0
+        return batch
+
+
+def _manifest_group(record: dict[str, object], line: int) -> object:
+    """Which item a manifest line belongs to: its `item`, or the line alone."""
+    item = _text(record.get("item"))
+    return ("item", item) if item else ("line", line)
+
+
+def _place_and_stem(path: Path) -> str:
+    return f"{path.parent}/{path.stem}"
 
 
 def _unique_labels(items: list[FoundItem]) -> list[FoundItem]:
@@ -375,8 +573,11 @@ def _unique_labels(items: list[FoundItem]) -> list[FoundItem]:
     ]
 
 
-def _fingerprint(path: Path, buffer: bytearray) -> FoundPhoto | str:
-    """Hash a photo in chunks; return it, or the reason it cannot be read."""
+def _fingerprint(
+    path: Path, buffer: bytearray, known: KnownPhotos | None = None
+) -> FoundPhoto | str:
+    """Hash a photo in chunks (unless `known` has it unchanged); return it, or the reason it
+    cannot be read. A known photo is still opened: one that became unreadable says so."""
     try:
         # O_NONBLOCK: opening a FIFO named like a photo must not hang the scan.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -388,6 +589,9 @@ def _fingerprint(path: Path, buffer: bytearray) -> FoundPhoto | str:
         if info.st_size == 0 and stat.S_ISREG(info.st_mode):
             return "empty file (0 bytes)"
         return "not a regular file (a pipe or device named like a photo)"
+    if known is not None and (sha256 := known(path, info.st_size, info.st_mtime_ns)):
+        os.close(fd)
+        return FoundPhoto(path, sha256, info.st_size, info.st_mtime_ns)
     with open(fd, "rb", buffering=0) as file:
         digest = hashlib.sha256()
         view = memoryview(buffer)

@@ -1,8 +1,13 @@
 """The `snap` job as a Python function: scan, queue, run, summarise.
 
 `snap()` is what `dealscout snap` calls and what tests and scripts can call
-directly. It owns the wiring (store, provider, offline emulator, limits,
+directly. It owns the wiring (store, scan feed, provider, offline emulator, limits,
 pipeline, runner) and nothing else: each decision lives in its own module.
+
+With the local engine the scan and the run overlap (`feed`): the run starts as soon as
+the scan has queued a first item, and ends only once the scan is over. Batch Mode, the
+Celery fleet and `--max-cost` scan everything first (a budget's estimate per item is the
+mean over the whole scan).
 """
 
 from __future__ import annotations
@@ -10,7 +15,6 @@ from __future__ import annotations
 import math
 import os
 import shlex
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +23,14 @@ from typing import Any, cast
 from dealscout_cli.budget import Budget
 from dealscout_cli.config import ENV_BROKER, Settings, redact_url
 from dealscout_cli.costs import BATCH_DISCOUNT
-from dealscout_cli.engines import ENGINES
+from dealscout_cli.engines import ENGINES, LocalEngine
 from dealscout_cli.errors import UsageError
 from dealscout_cli.events import OnEvent, ignore_events
-from dealscout_cli.jobs import JobLifecycle, ListingStamp, RunSummary, exit_code
+from dealscout_cli.feed import FeedReport, KnownPhotoIndex, ScanFeed
+from dealscout_cli.jobs import JobLifecycle, ListingStamp, RunSummary, StopKind, exit_code
 from dealscout_cli.records import EnqueueReport
 from dealscout_cli.retry import RetryPolicy, policy_for
-from dealscout_cli.scan import GroupBy, ScanResult, scan
+from dealscout_cli.scan import GroupBy, ScanResult, scan_batches
 from dealscout_cli.store import Store
 
 
@@ -40,17 +45,26 @@ class SnapResult:
     batch: Any = None  # engines.batch.BatchReport with --batch
     failed_earlier: int = 0  # items that failed in earlier runs (`dealscout status` has them)
     settings: Settings | None = None  # what the run was given: the hints repeat it
+    # The run stopped before the scan of these paths was over: what it had not read yet is
+    # not in the database, so the resume command names them again.
+    unscanned_paths: list[Path] = field(default_factory=list)
+
+    @property
+    def scan_finished(self) -> bool:
+        return not self.unscanned_paths
 
     @property
     def resume_command(self) -> str:
         """The command that goes on where this run stopped (the queue is in the database)."""
-        return resume_command(self.settings or Settings())
+        return resume_command(self.settings or Settings(), self.unscanned_paths)
 
     def resume_command_with(self, *, max_cost_factor: int) -> str:
         """After a budget stop: the resume command with `--max-cost` raised that many times."""
         settings = self.settings or Settings()
         limit = settings.max_cost_micro_usd or 0
-        return resume_command(settings.with_(max_cost_micro_usd=limit * max_cost_factor))
+        return resume_command(
+            settings.with_(max_cost_micro_usd=limit * max_cost_factor), self.unscanned_paths
+        )
 
     @property
     def retry_command(self) -> str:
@@ -101,38 +115,84 @@ def snap(
             f"nothing queued: no database at {settings.db_path}; pass folders of photos, "
             f"e.g. `{resume_command(settings, ['./photos'])}`"
         )
-    found = ScanResult()
+    known = KnownPhotoIndex()
+    batches = None
     if paths:
-        found = scan([Path(p) for p in paths], group=cast(GroupBy, group), on_photo=on_scanning)
-    now = time.time()
+        batches = scan_batches(
+            [Path(p) for p in paths],
+            cast(GroupBy, group),
+            on_photo=on_scanning,
+            known=None if force else known,  # --force reads every photo again
+        )  # a ScanError (a manifest that cannot be read) is raised here: nothing is stored
     with Store.open(settings.db_path) as store:
-        report = store.enqueue(found.items, now=now, force=force, offline=settings.offline)
-        new_problems = {
-            _where(p)
-            for p in found.problems
-            if store.record_skipped(p.path, p.reason, source=_where(p), now=now)
-        }
-        on_scanned(found, report)
-        budget = None
-        if settings.max_cost_micro_usd is not None:
-            budget = _budget(store, found, settings, settings.max_cost_micro_usd)
-        summary, details = None, None
-        counts = store.counts()
-        # Batch Mode always runs: open batches need polling even when nothing new is queued.
-        if settings.engine == "batch" or counts["queued"] or counts["running"]:
-            summary, details = _run(store, settings, on_event, handle_signals, budget)
-        this_run, earlier = _failures(store, summary, new_problems)
+        feed = None
+        if batches is not None:
+            known.load(store)
+            feed = ScanFeed(
+                batches, settings.db_path, force=force, offline=settings.offline,
+                on_scanned=on_scanned,
+            )  # fmt: skip
+        try:
+            summary, details = _scan_and_run(store, feed, settings, on_event, handle_signals)
+        finally:
+            if feed is not None:
+                feed.stop()  # a run that stopped early (or crashed) stops the scan too
+                feed.join()
+        report = FeedReport()
+        if feed is not None:
+            if feed.error is not None and not (summary and summary.stop_kind == StopKind.STORE):
+                raise feed.error
+            feed.finish()
+            report = feed.report
+        this_run, earlier = _failures(store, summary, report.new_problems)
+    unscanned = [] if feed is None or feed.complete else [Path(p) for p in paths]
     return SnapResult(
-        found,
-        report,
-        len(new_problems),
+        report.found,
+        report.queued,
+        len(report.new_problems),
         summary,
         this_run,
         settings.offline,
         details,
         failed_earlier=earlier,
         settings=settings,
+        unscanned_paths=unscanned,
     )
+
+
+def streams(settings: Settings) -> bool:
+    """Whether the run starts while the scan goes on: the local engine can take items as they
+    come; Batch Mode and the Celery fleet take the queue as it is when they start, and a
+    `--max-cost` budget needs the whole scan's estimate per item first."""
+    return settings.engine == "local" and settings.max_cost_micro_usd is None
+
+
+def _scan_and_run(
+    store: Store,
+    feed: ScanFeed | None,
+    settings: Settings,
+    on_event: OnEvent,
+    handle_signals: bool,
+) -> tuple[RunSummary | None, Any]:
+    """The scan (whole first, or streaming into the run), then the run if there is work."""
+    streaming = feed is not None and streams(settings)
+    if feed is not None and not streaming:
+        feed.run_here()
+        feed.finish()
+    elif feed is not None:
+        feed.start()
+        feed.wait_for_work()  # a run is worth starting once there is an item to work on
+        feed.finish()  # when the scan is over already: its report comes before the run's
+    budget = None
+    if settings.max_cost_micro_usd is not None:
+        found = feed.report.found if feed is not None else ScanResult()
+        budget = _budget(store, found, settings, settings.max_cost_micro_usd)
+    counts = store.counts()
+    scanning = feed is not None and streaming and not feed.done
+    # Batch Mode always runs: open batches need polling even when nothing new is queued.
+    if settings.engine == "batch" or counts["queued"] or counts["running"] or scanning:
+        return _run(store, settings, on_event, handle_signals, budget, feed if streaming else None)
+    return None, None
 
 
 def _failures(
@@ -157,8 +217,10 @@ def _run(
     on_event: OnEvent,
     handle_signals: bool,
     budget: Budget | None,
+    feed: ScanFeed | None = None,
 ) -> tuple[RunSummary, Any]:
-    """One run of the chosen engine under the one job lifecycle."""
+    """One run of the chosen engine under the one job lifecycle; with a `feed`, the local
+    engine's, taking items as the scan queues them."""
     engine = ENGINES[settings.engine]()
     engine.check(settings)
     with JobLifecycle.started(
@@ -170,7 +232,12 @@ def _run(
         budget=budget,
     ) as lifecycle:
         lifecycle.run_started()
-        details = engine.run(lifecycle, settings, handle_signals=handle_signals)
+        if feed is not None:
+            assert isinstance(engine, LocalEngine), "only the local engine streams"
+            engine.run(lifecycle, settings, handle_signals=handle_signals, feed=feed)
+            details = None
+        else:
+            details = engine.run(lifecycle, settings, handle_signals=handle_signals)
     lifecycle.run_finished()
     return lifecycle.summary, details
 
@@ -189,10 +256,6 @@ def listing_stamp(settings: Settings) -> ListingStamp:
     return ListingStamp(
         PROMPT_VERSION, settings.vision_model, settings.pricing_model, settings.offline
     )
-
-
-def _where(problem: Any) -> str:
-    return f"{problem.path}:{problem.line}" if getattr(problem, "line", None) else str(problem.path)
 
 
 def _budget(store: Store, found: ScanResult, settings: Settings, limit_micro_usd: int) -> Budget:

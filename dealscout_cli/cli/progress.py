@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
@@ -39,7 +40,10 @@ from dealscout_cli.text import printable
 
 class ScanCounter:
     """While `scan` reads and hashes photos: a spinner with the count, on a terminal only
-    (cron gets the one "found N items" line after the scan). Call `close` when it is done."""
+    (cron gets the one "found N items" line after the scan). Call `close` when it is done,
+    or when the run's own progress starts: it stays silent after that.
+
+    The scan calls it from its own thread while the run goes on, hence the lock."""
 
     REFRESH = 0.1  # seconds between updates: hashing runs at thousands of photos a second
 
@@ -48,6 +52,7 @@ class ScanCounter:
         self.enabled = enabled and console.is_terminal
         self._status: Any = None
         self._shown = 0.0
+        self._lock = threading.Lock()
 
     def __call__(self, photos_read: int) -> None:
         if not self.enabled:
@@ -57,16 +62,21 @@ class ScanCounter:
             return
         self._shown = now
         text = f"scanning: {photos_read:,} photo{'' if photos_read == 1 else 's'} read"
-        if self._status is None:
-            self._status = self.console.status(text)
-            self._status.start()
-        else:
-            self._status.update(text)
+        with self._lock:
+            if not self.enabled:
+                return
+            if self._status is None:
+                self._status = self.console.status(text)
+                self._status.start()
+            else:
+                self._status.update(text)
 
     def close(self) -> None:
-        if self._status is not None:
-            self._status.stop()
-            self._status = None
+        with self._lock:
+            self.enabled = False
+            if self._status is not None:
+                self._status.stop()
+                self._status = None
 
 
 def timestamp() -> str:
@@ -123,6 +133,8 @@ class LineReporter:
         if event.kind == EventKind.RUN_STARTED:
             self.total = f["queued"]
             self._line(f"run started: {plural(self.total, 'item')} queued")
+        elif event.kind == EventKind.QUEUED:  # the scan, still going, queued more
+            self.total = self.done + self.failed + f["remaining"]
         elif event.kind == EventKind.ITEM_DONE:
             self.done += 1
             self._line(
@@ -202,6 +214,7 @@ class BarReporter:
             TextColumn("{task.fields[cost]}"),
             TimeElapsedColumn(),
             EtaColumn(),
+            TextColumn("{task.fields[scanning]}"),
             console=console,
             transient=False,
         )
@@ -212,10 +225,19 @@ class BarReporter:
         self.cost = 0
 
     def __call__(self, event: Event) -> None:
+        if event.kind == EventKind.RUN_STARTED and self.task is not None:
+            # Said twice (the lifecycle, then the pool once it is up): one bar, the later count.
+            self.progress.update(self.task, total=self.done + self.failed + event.fields["queued"])
+            return
         if event.kind == EventKind.RUN_STARTED:
             self.progress.start()
             self.task = self.progress.add_task(
-                "snap", total=event.fields["queued"], rate="", failed=0, cost=format_usd(0)
+                "snap",
+                total=event.fields["queued"],
+                rate="",
+                failed=0,
+                cost=format_usd(0),
+                scanning="",
             )
             return
         if self.task is None:
@@ -237,6 +259,11 @@ class BarReporter:
             )
         elif event.kind == EventKind.WARNING:
             self.progress.console.print(f"[yellow]warning:[/] {plain(event.message)}")
+        elif event.kind == EventKind.QUEUED:  # the scan, still going, queued more
+            read = event.fields["photos_read"]
+            scanning = f"scanning: {read:,} photos read" if event.fields["scanning"] else ""
+            total = self.done + self.failed + event.fields["remaining"]
+            self.progress.update(self.task, total=total, scanning=scanning)
         elapsed = max(time.monotonic() - self.started, 1e-6)
         self.progress.update(
             self.task,

@@ -37,6 +37,7 @@ from dealscout_cli.costs import stale_prices_note
 if TYPE_CHECKING:  # for annotations only: `dealscout --help` imports none of them
     from dealscout_cli.cli.progress import ScanCounter
     from dealscout_cli.config import Settings
+    from dealscout_cli.events import Event
     from dealscout_cli.records import EnqueueReport
     from dealscout_cli.scan import ScanResult
 
@@ -254,7 +255,7 @@ def snap(
         err.print(note, markup=False)  # once, before the run: its costs use these prices
     with _run_output(settings, paths, quiet=quiet, log_json=log_json, log_file=log_file) as output:
         result = guarded(lambda: run_snap(
-            paths, settings, group=group.value, force=force, on_event=output.reporter,
+            paths, settings, group=group.value, force=force, on_event=output.report,
             on_scanned=output.scanned, on_scanning=output.counter,
         ))  # fmt: skip
         from dealscout_cli.cli.render import render_run
@@ -273,6 +274,15 @@ class RunOutput:
     log_json: bool
     scanning: bool = True  # False without paths: the run only processes the queue
     log_handle: IO[str] | None = None
+
+    def report(self, event: "Event") -> None:
+        """One event of the run. The run may start while the scan goes on: the scan's
+        spinner gives way to the run's progress (which counts the photos read from then)."""
+        from dealscout_cli.events import EventKind
+
+        if event.kind == EventKind.RUN_STARTED:
+            self.counter.close()
+        self.reporter(event)
 
     def log(self, record: dict[str, Any]) -> None:
         """--log-json: one more JSON line where the events go (a summary, nothing to do)."""

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from dealscout_cli.config import OFFLINE_API_KEY, Settings
 
 if TYPE_CHECKING:
+    from dealscout_cli.engines.local import Feed
     from dealscout_cli.jobs import JobLifecycle
     from dealscout_cli.pipeline import PipelineConfig
 
@@ -45,13 +46,21 @@ class LocalEngine:
     def check(self, settings: Settings) -> None:
         return None
 
-    def run(self, lifecycle: JobLifecycle, settings: Settings, *, handle_signals: bool) -> None:
+    def run(
+        self,
+        lifecycle: JobLifecycle,
+        settings: Settings,
+        *,
+        handle_signals: bool,
+        feed: Feed | None = None,
+    ) -> None:
+        """`feed`: the scan still queueing items; the run ends only once it is done."""
         import anyio
 
         from dealscout_cli.engines.local import run_local
 
         with model_endpoint(settings) as endpoint:
-            anyio.run(run_local, lifecycle, endpoint, handle_signals)
+            anyio.run(run_local, lifecycle, endpoint, handle_signals, feed)
 
 
 class BatchEngine:

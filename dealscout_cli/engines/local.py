@@ -16,6 +16,10 @@ sent their request yet -- waiting for a permit, or sleeping in a 429 pause -- at
 The soft time limit counts the item's own time: waiting for a permit does not count
 (`limits.soft_time_limit`), so a slow quota never fails an item as "took too long".
 
+While the scan is still queueing items (`Feed`, see `feed`), a worker that finds nothing
+to claim waits for the next batch instead of ending the run; a stop of the run stops the
+scan too. The scan's progress reaches the watcher as `QUEUED` events.
+
 What an attempt's result means and how it is written is `jobs.JobLifecycle`'s; the
 runner reports through its events and never prints.
 """
@@ -26,12 +30,13 @@ import signal
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 from anyio.abc import TaskGroup
 
 from dealscout_cli.errors import BadPhoto, ItemTimedOut, LeaseLost, ProviderError, StoreError
+from dealscout_cli.events import Event, EventKind
 from dealscout_cli.jobs import (
     Action,
     JobLifecycle,
@@ -51,6 +56,33 @@ if TYPE_CHECKING:
     from dealscout_cli.store import Store
 
 IDLE_POLL = 0.5  # seconds between claims while other runs still hold leases
+FEED_POLL = 0.25  # seconds between looks at a scan that queued nothing new
+# Workers start this far apart (32 in 0.3 s). All at once, the first item's photos waited in
+# the image threads' queue behind those of the 31 items claimed with it: the first request
+# went out ~0.5 s later than it needs to.
+WORKER_STAGGER = 0.01
+
+
+class Feed(Protocol):
+    """The scan queueing items while the run goes on (`feed.ScanFeed`)."""
+
+    photos_read: int
+    error: BaseException | None
+
+    @property
+    def done(self) -> bool:
+        """Nothing more will be queued (the scan is over, was stopped, or failed)."""
+        ...
+
+    def wait(self, seen: int, timeout: float) -> int:
+        """Block until more than `seen` batches are queued, `done`, or `timeout`; the count."""
+        ...
+
+    def stop(self) -> None: ...
+
+    def finish(self) -> None:
+        """Once done: report the scan's findings (called in the run's thread)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -127,8 +159,10 @@ class Runner:
         pipeline: Pipeline,
         options: RunOptions,
         db: StoreThread,
+        feed: Feed | None = None,
     ) -> None:
         self.lifecycle = lifecycle
+        self.feed = feed
         self.store: Store = lifecycle.store
         self.pipeline = pipeline
         self.options = options
@@ -140,12 +174,16 @@ class Runner:
         self._held: dict[int, tuple[Lease, anyio.CancelScope]] = {}
         self._stop = _Stop.NONE
         self._stop_claiming = anyio.Event()
+        self._news = anyio.Event()  # set (and replaced) when the scan queued more, or a stop
 
     def request_stop(self, how: _Stop | str, reason: str, kind: StopKind) -> None:
         how = _Stop(how)
         if how == _Stop.NOW or self._stop == _Stop.NONE:
             self._stop = how
             self._stop_claiming.set()
+            self._wake_workers()
+            if self.feed is not None:
+                self.feed.stop()  # what is queued stays; the rest is found by the next snap
             self.lifecycle.stop(reason, kind, how=how.value)
         # Waiters give the item back at once, except on a budget stop: the items already
         # claimed fit the budget (it counted them), so they go on to finish.
@@ -163,11 +201,44 @@ class Runner:
             if self.options.handle_signals:
                 tg.start_soon(self._watch_signals, tg)
             tg.start_soon(self._heartbeat)
+            if self.feed is not None:
+                tg.start_soon(self._follow_feed, self.feed)
             async with anyio.create_task_group() as workers:
-                for _ in range(self.options.concurrency):
-                    workers.start_soon(self._worker)
+                for n in range(self.options.concurrency):
+                    workers.start_soon(self._worker, n * WORKER_STAGGER)
             tg.cancel_scope.cancel()
         return self.summary
+
+    async def _follow_feed(self, feed: Feed) -> None:
+        """Wake idle workers whenever the scan queued a batch; when it is done, report it."""
+        seen = 0
+        while not feed.done:
+            batches = await anyio.to_thread.run_sync(
+                feed.wait, seen, FEED_POLL, abandon_on_cancel=True
+            )
+            if batches == seen and not feed.done:
+                continue
+            seen = batches
+            self._wake_workers()
+            try:
+                counts = await self.db(self.store.counts)
+            except StoreError as exc:
+                self._store_failed(exc)
+                return
+            remaining = counts[JobState.QUEUED] + counts[JobState.RUNNING]
+            fields = {"remaining": remaining, "photos_read": feed.photos_read}
+            self.lifecycle.on_event(
+                Event(EventKind.QUEUED, fields={**fields, "scanning": not feed.done})
+            )
+        if isinstance(feed.error, StoreError):
+            self._store_failed(feed.error)  # the queue cannot be written: a clean stop, exit 3
+        elif feed.error is not None:
+            raise feed.error
+        feed.finish()
+
+    def _wake_workers(self) -> None:
+        news, self._news = self._news, anyio.Event()
+        news.set()
 
     async def _watch_signals(self, tg: TaskGroup) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -225,8 +296,11 @@ class Runner:
             self.store.update_run_limits, self.lifecycle.run_id, snapshot, now=self.clock()
         )
 
-    async def _worker(self) -> None:
+    async def _worker(self, delay: float = 0.0) -> None:
+        with anyio.move_on_after(delay):
+            await self._stop_claiming.wait()
         while not self._stop_claiming.is_set():
+            news = self._news  # before the claim: a batch queued after it still wakes us
             refusal = self.lifecycle.budget_refusal(in_flight=self._claimed)
             if refusal is not None:
                 self.request_stop(_Stop.GRACEFUL, refusal, StopKind.BUDGET)
@@ -246,6 +320,10 @@ class Runner:
                 return
             finally:
                 self._claimed -= 1
+            if lease is None and self.feed is not None and not self.feed.done:
+                with anyio.move_on_after(IDLE_POLL):
+                    await news.wait()  # the scan is still going: more may come
+                continue
             if lease is None:
                 if not await self._others_still_busy():
                     return
@@ -309,11 +387,14 @@ class Runner:
         return self.lifecycle.judge(error, lease, stopping=self._stop != _Stop.NONE)
 
 
-__all__ = ["RunOptions", "Runner", "StoreThread"]
+__all__ = ["Feed", "RunOptions", "Runner", "StoreThread"]
 
 
-async def run_local(lifecycle: JobLifecycle, settings: Settings, handle_signals: bool) -> None:
-    """The local pool over the queue, with its provider, limits and pipeline."""
+async def run_local(
+    lifecycle: JobLifecycle, settings: Settings, handle_signals: bool, feed: Feed | None = None
+) -> None:
+    """The local pool over the queue, with its provider, limits and pipeline; with a `feed`,
+    also over what the scan queues while the pool runs."""
     from dealscout_cli.costs import load_prices
     from dealscout_cli.engines import IMAGE_THREADS, pipeline_config
     from dealscout_cli.limits import Limits, ModelLimit
@@ -342,7 +423,7 @@ async def run_local(lifecycle: JobLifecycle, settings: Settings, handle_signals:
             grace=settings.grace,
             handle_signals=handle_signals,
         )
-        await Runner(lifecycle, pipeline, options, db).run()
+        await Runner(lifecycle, pipeline, options, db, feed).run()
     finally:
         with anyio.CancelScope(shield=True):
             await db.settle()

@@ -22,6 +22,9 @@ if TYPE_CHECKING:  # pydantic costs ~60 ms to import; `status` never needs it
     from dealscout_cli.models import Identification, PriceEstimate
     from dealscout_cli.scan import FoundItem, FoundPhoto
 
+# Items queued per transaction: the write lock is held for a few milliseconds at a time, so a
+# run claiming and finishing items while the scan still queues more is never kept waiting.
+ENQUEUE_BATCH = 256
 
 # Why an item that `retry --item` named was not put back, by its job's state.
 _NOT_FAILED = {
@@ -68,12 +71,27 @@ class JobQueue(StoreConnection):
             0,
         )
         stamp = iso_now(now)
-        with self.transaction() as conn:
-            for item in found:
-                item_id, outcome = _enqueue_item(conn, item, stamp, force=force, real=not offline)
-                counts[outcome] += 1
-                _save_photos(conn, item_id, item.photos)
+        items = list(found)
+        for start in range(0, len(items), ENQUEUE_BATCH):
+            with self.transaction() as conn:
+                for item in items[start : start + ENQUEUE_BATCH]:
+                    item_id, outcome = _enqueue_item(
+                        conn, item, stamp, force=force, real=not offline
+                    )
+                    counts[outcome] += 1
+                    _save_photos(conn, item_id, item.photos)
         return EnqueueReport(**counts)
+
+    def known_photos(self) -> dict[bytes, tuple[int, int, str]]:
+        """Every photo file the database has seen: its path (bytes) → (size, mtime_ns, sha256)
+        where it was last seen. What `scan` needs to not read an unchanged photo again."""
+        known: dict[bytes, tuple[int, int, str]] = {}
+        rows = self.conn.execute(
+            "SELECT path, path_bytes, size_bytes, mtime_ns, sha256 FROM photos"
+        )
+        for path, path_bytes, size, mtime_ns, sha256 in rows:
+            known[path_bytes or path.encode("utf-8", "surrogateescape")] = (size, mtime_ns, sha256)
+        return known
 
     def record_skipped(self, path: str, reason: str, *, source: str, now: float) -> bool:
         """A file found but unusable before any processing (unsupported, unreadable).
@@ -332,7 +350,12 @@ def _save_photos(conn: sqlite3.Connection, item_id: int, photos: Sequence[FoundP
                    mtime_ns) VALUES (?,?,?,?,?,?,?)
                ON CONFLICT (item_id, sha256) DO UPDATE SET path = excluded.path,
                    path_bytes = excluded.path_bytes, mtime_ns = excluded.mtime_ns,
-                   position = excluded.position""",
+                   position = excluded.position
+               -- unchanged (a rerun): nothing to write
+               WHERE photos.path IS NOT excluded.path
+                   OR photos.path_bytes IS NOT excluded.path_bytes
+                   OR photos.mtime_ns IS NOT excluded.mtime_ns
+                   OR photos.position IS NOT excluded.position""",
             [
                 item_id,
                 position,
