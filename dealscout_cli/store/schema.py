@@ -168,6 +168,39 @@ MIGRATIONS.append(
     )
 )
 
+MIGRATIONS.append(
+    (
+        "m005_review",
+        """
+        -- Every version of an item's listing: the model's drafts and the seller's edits.
+        -- The current listing is the item's highest-numbered revision (`store/reviews.py`).
+        CREATE TABLE revisions (
+            id INTEGER PRIMARY KEY,
+            item_id INTEGER NOT NULL REFERENCES items(id),
+            number INTEGER NOT NULL,        -- 1, 2, ... per item
+            author TEXT NOT NULL,           -- model, seller
+            fields TEXT NOT NULL,           -- JSON: {"identification": {...}, "price": {...} or null}
+            created_at TEXT NOT NULL,
+            UNIQUE (item_id, number)
+        );
+        -- The seller's review of an item (`dealscout review`)
+        CREATE TABLE reviews (
+            item_id INTEGER PRIMARY KEY REFERENCES items(id),
+            decision TEXT,                  -- approved, rejected; NULL while undecided
+            decided_at TEXT,
+            note TEXT,                      -- the seller's last "ask again" note to the model
+            asked_at TEXT                   -- set while that note waits for the next identification
+        );
+        -- The drafts made before revisions existed are each item's first revision
+        INSERT INTO revisions (item_id, number, author, fields, created_at)
+            SELECT item_id, 1, 'model',
+                   json_object('identification', json(identification), 'price', json(price)),
+                   created_at
+            FROM listings;
+        """,
+    )
+)
+
 MIGRATIONS_TABLE = "_dealscout_migrations"
 
 
