@@ -204,7 +204,7 @@ class ReviewApp:
             item_id=item_id,
             photos=self.store.photos_of(item_id),
             current=current,
-            values=posted or (form_values(current) if current else {}),
+            values={**(form_values(current) if current else {}), **(posted or {})},
             errors=errors or {},
             history=history,
             review=self.store.review_of(item_id),

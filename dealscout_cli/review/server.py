@@ -28,6 +28,7 @@ def serve(
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+        sock.listen(128)  # now: a browser opened on the URL waits for uvicorn, never refused
         app = ReviewApp(store, port=sock.getsockname()[1])
         if on_ready is not None:
             on_ready(app.url)

@@ -43,9 +43,17 @@ function gridKeys() {
       keys[event.key]();
     }
   });
+  const filters = document.getElementById("filters");
+  filters.addEventListener("submit", (event) => {
+    event.preventDefault(); // a short URL: only the filters that are set
+    const params = new URLSearchParams();
+    for (const [key, value] of new FormData(filters)) {
+      if (value && !(key === "sort" && value === "item")) params.append(key, value);
+    }
+    location.href = "/" + (params.toString() ? "?" + params : "");
+  });
   for (const id of ["attention", "state", "sort"]) {
-    const field = document.getElementById(id);
-    if (field) field.addEventListener("change", () => field.form.submit());
+    document.getElementById(id).addEventListener("change", () => filters.requestSubmit());
   }
 }
 
@@ -65,7 +73,12 @@ function itemKeys() {
       k: () => click("previous"),
       a: () => click("approve"),
       r: () => click("reject"),
-      e: () => document.getElementById("title") && document.getElementById("title").focus(),
+      e: () => {
+        const title = document.getElementById("title");
+        if (!title) return;
+        title.focus();
+        title.setSelectionRange(title.value.length, title.value.length);
+      },
       "/": () => { location.href = "/" + location.search + (location.search ? "&" : "?") + "focus=search"; },
       Escape: () => document.getElementById("zoom").classList.add("hidden"),
     };
