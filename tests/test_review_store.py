@@ -18,7 +18,7 @@ from dealscout_cli.cli import app
 from dealscout_cli.errors import UsageError
 from dealscout_cli.models import Identification
 from dealscout_cli.store import Store
-from dealscout_cli.store.reviews import Decision, GridQuery
+from dealscout_cli.store.reviews import Decision, GridQuery, GridSort
 
 runner = CliRunner()
 
@@ -140,3 +140,137 @@ def test_only_a_listing_can_be_approved(tmp_path: Path, db: Path) -> None:
     run("snap", str(broken.parent), "--offline", "--quiet", "--db", str(db))
     with Store.open(db) as store, pytest.raises(UsageError, match="no listing"):
         store.decide(1, Decision.APPROVED, now=time.time())
+
+
+# ------------------------------------------------------------------ the grid
+
+
+def claim_and_complete(
+    store: Store, photo: Path, title: str, *, confidence: float, prices: tuple[float, ...] | None
+) -> int:
+    """One item through the queue with the answer a model could give (the store's own
+    claim and complete, as the pipeline calls them)."""
+    from dealscout_cli.models import Condition, PriceEstimate
+    from dealscout_cli.scan import scan
+
+    store.enqueue(scan([photo]).items, now=time.time())
+    lease = store.claim_next_job("test", now=time.time(), lease_seconds=60)
+    assert lease is not None
+    price = None
+    if prices is not None:
+        low, suggested, high = prices
+        price = PriceEstimate(low=low, suggested=suggested, high=high, currency="USD", rationale="r")
+    store.complete(
+        lease,
+        now=time.time(),
+        run_id=None,
+        identification=Identification(
+            title=title,
+            description="d",
+            category="c",
+            condition=Condition.GOOD,
+            confidence=confidence,
+        ),
+        price=price,
+        prompt_version="test",
+        vision_model="m",
+        pricing_model="m" if price else None,
+        offline=False,
+    )
+    return lease.item_id
+
+
+@pytest.fixture
+def grid_store(tmp_path: Path, db: Path) -> Any:
+    from photo_factory import make_jpeg
+
+    with Store.open(db) as store:
+        ids = {}
+        for n, (name, confidence, prices) in enumerate(
+            [
+                ("sure", 0.9, (10, 12, 14)),
+                ("unsure", 0.3, (10, 12, 14)),
+                ("wide", 0.9, (5, 10, 30)),
+                ("blurred", 0.9, (10, 12, 14)),
+                ("priceless 100% wool", 0.9, None),
+                ("approved unsure", 0.2, (1, 2, 3)),
+            ]
+        ):
+            photo = make_jpeg(tmp_path / "p" / f"{n}.jpg", kind="mug", seed=n)
+            ids[name] = claim_and_complete(store, photo, name, confidence=confidence, prices=prices)
+        store.set_item_facts(ids["blurred"], quality_warnings=["blurry: reshoot"])
+        store.decide(ids["approved unsure"], Decision.APPROVED, now=time.time())
+        failed = make_jpeg(tmp_path / "p" / "failed.jpg", kind="lamp", seed=50)
+        from dealscout_cli.scan import scan
+
+        store.enqueue(scan([failed]).items, now=time.time())
+        lease = store.claim_next_job("test", now=time.time(), lease_seconds=60)
+        assert lease is not None
+        store.fail(lease, now=time.time(), kind="bad_output", error="no JSON", retryable=False)
+        ids["failed"] = lease.item_id
+        yield store, ids
+
+
+def test_needs_attention_is_unsure_wide_badly_photographed_or_failed_and_undecided(
+    grid_store: Any,
+) -> None:
+    store, ids = grid_store
+    page = store.grid(GridQuery(attention=True))
+    assert {row["item_id"] for row in page.rows} == {
+        ids["unsure"],
+        ids["wide"],
+        ids["blurred"],
+        ids["failed"],
+    }
+    assert all(row["attention"] for row in page.rows)
+    assert store.grid(GridQuery(state="approved")).total == 1
+    assert store.grid(GridQuery(state="failed")).rows[0]["error"] == "no JSON"
+
+
+def test_the_grid_pages_sorts_and_finds_text_as_typed(grid_store: Any) -> None:
+    store, ids = grid_store
+    first = store.grid(GridQuery(page_size=4))
+    second = store.grid(GridQuery(page_size=4, page=2))
+    assert first.total == 7 and first.pages == 2
+    assert len(first.rows) == 4 and len(second.rows) == 3
+    by_price = store.grid(GridQuery(sort=GridSort.PRICE, descending=True))
+    assert by_price.rows[-1]["price_suggested"] is None  # no price: last either way
+    prices = [row["price_suggested"] for row in by_price.rows if row["price_suggested"] is not None]
+    assert prices == sorted(prices, reverse=True)
+    assert store.grid(GridQuery(sort=GridSort.PRICE)).rows[0]["item_id"] == ids["approved unsure"]
+    assert [r["item_id"] for r in store.grid(GridQuery(text="100%")).rows] == [ids["priceless 100% wool"]]
+    assert store.grid(GridQuery(text="1_0%")).total == 0  # no LIKE wildcards
+    assert store.grid(GridQuery(text="UNSURE")).total == 2
+
+
+# ------------------------------------------------------------------ older files, start-up
+
+
+def test_a_database_from_before_review_gets_its_drafts_as_first_revisions(
+    photos: Path, db: Path
+) -> None:
+    run("snap", str(photos), "--offline", "--quiet", "--db", str(db))
+    before = titles(db)
+    with sqlite3.connect(db) as conn:  # as an older dealscout left it: no m005_review
+        conn.execute("DROP TABLE revisions")
+        conn.execute("DROP TABLE reviews")
+        conn.execute("DELETE FROM _dealscout_migrations WHERE name = 'm005_review'")
+    assert "older dealscout" in run("listings", "--db", str(db)).output  # readers never migrate
+    with Store.open(db) as store:  # a writer (snap, review) does
+        assert [r.author.value for r in store.revisions(1)] == ["model"]
+        assert store.grid(GridQuery()).total == len(before)
+    assert titles(db) == before
+
+
+def test_the_review_app_never_imports_google_genai() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import dealscout_cli.review.app, dealscout_cli.review.forms, dealscout_cli.export\n"
+        "import dealscout_cli.status, dealscout_cli.costs, dealscout_cli.cli.review\n"
+        "print([m for m in sys.modules if m.startswith(('google', 'dealscout_cli.providers'))])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
