@@ -101,6 +101,8 @@ def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_jpeg(photos / HOSTILE_FILE, kind="handbag", seed=7)
     for angle, seed in (("front", 4), ("side", 5)):
         make_jpeg(photos / "sneaker" / f"{angle}.jpg", kind="sneaker", seed=seed)
+    torn = make_jpeg(photos / "zz-torn" / "torn.jpg", kind="lamp", seed=8).read_bytes()
+    (photos / "zz-torn" / "torn.jpg").write_bytes(torn[: len(torn) // 3])  # fails, no listing
     db = root / "template.db"
     snap_offline(photos, db)
     add_hostile_model_listing(db, make_jpeg(root / "pot" / "pot.jpg", kind="mug", seed=9))
@@ -169,12 +171,13 @@ def raw_get(review: Review, path: str, *, token: bool = True, **headers: str) ->
 
 
 def test_grid_filters_to_needs_attention_and_opens_an_item(page: Any, review: Review) -> None:
-    assert len(grid_ids(page)) == 6
+    assert len(grid_ids(page)) == 7
     assert page.locator("#grid img").first.evaluate("img => img.complete && img.naturalWidth > 0")
     page.locator("#attention").check()  # submits on change
     page.wait_for_url("**/?attention=1*")
-    # offline placeholders and the unsure (40%) model listing all need the seller's eye
-    assert len(grid_ids(page)) == 6
+    # offline placeholders, the failed item and the unsure (40%) model listing all need
+    # the seller's eye
+    assert len(grid_ids(page)) == 7
     page.select_option("#state", "offline")
     page.wait_for_url("**state=offline*")
     assert len(grid_ids(page)) == 5
@@ -188,6 +191,17 @@ def test_grid_filters_to_needs_attention_and_opens_an_item(page: Any, review: Re
     assert page.locator("#title").input_value() != ""
     page.wait_for_function("Array.from(document.images).every(i => i.complete)")
     page.screenshot(path=str(DOCS / "review-item.png"), full_page=False)
+
+
+def test_every_item_has_a_page_even_without_a_listing(page: Any, review: Review) -> None:
+    page.goto(review.base + "/?state=failed")
+    assert len(grid_ids(page)) == 1
+    for item_id in range(1, 8):
+        assert page.goto(f"{review.base}/item/{item_id}").status == 200
+    page.goto(review.base + "/?state=failed")
+    page.locator("#grid .card a.open").click()
+    assert page.locator("#listing").count() == 0
+    assert page.locator("#approve").is_disabled()
 
 
 def test_search_finds_by_title_and_name(page: Any, review: Review) -> None:

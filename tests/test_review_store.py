@@ -159,7 +159,9 @@ def claim_and_complete(
     price = None
     if prices is not None:
         low, suggested, high = prices
-        price = PriceEstimate(low=low, suggested=suggested, high=high, currency="USD", rationale="r")
+        price = PriceEstimate(
+            low=low, suggested=suggested, high=high, currency="USD", rationale="r"
+        )
     store.complete(
         lease,
         now=time.time(),
@@ -238,7 +240,9 @@ def test_the_grid_pages_sorts_and_finds_text_as_typed(grid_store: Any) -> None:
     prices = [row["price_suggested"] for row in by_price.rows if row["price_suggested"] is not None]
     assert prices == sorted(prices, reverse=True)
     assert store.grid(GridQuery(sort=GridSort.PRICE)).rows[0]["item_id"] == ids["approved unsure"]
-    assert [r["item_id"] for r in store.grid(GridQuery(text="100%")).rows] == [ids["priceless 100% wool"]]
+    assert [r["item_id"] for r in store.grid(GridQuery(text="100%")).rows] == [
+        ids["priceless 100% wool"]
+    ]
     assert store.grid(GridQuery(text="1_0%")).total == 0  # no LIKE wildcards
     assert store.grid(GridQuery(text="UNSURE")).total == 2
 

@@ -46,7 +46,7 @@ class Reports(StoreConnection):
                         (SELECT output FROM stages WHERE stages.item_id = listings.item_id
                          AND stages.stage = 'price') AS price_stage,
                         (SELECT fields FROM revisions WHERE revisions.item_id = listings.item_id
-                         ORDER BY number DESC LIMIT 1) AS current_fields
+                         AND revisions.latest = 1) AS current_fields
                  FROM listings JOIN items ON items.id = listings.item_id"""
         params: list[Any] = []
         clauses = []

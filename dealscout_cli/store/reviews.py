@@ -171,13 +171,23 @@ class Reviews(StoreConnection):
         order = _GRID_ORDER[query.sort] + (" DESC" if query.descending else "")
         size = max(1, query.page_size)
         offset = (max(1, query.page) - 1) * size
-        rows = [
-            _grid_row(dict(row))
+        # The page's ids first (only the filter and sort columns are computed for the rows
+        # skipped), then those rows in full: a last page of 10,000 costs what a first does.
+        ids = [
+            row[0]
             for row in self.conn.execute(
-                f"{_GRID} SELECT * FROM grid {where} ORDER BY {order}, item_id LIMIT ? OFFSET ?",
+                f"{_GRID} SELECT item_id FROM grid {where} ORDER BY {order}, item_id"
+                " LIMIT ? OFFSET ?",
                 [*params, size, offset],
             )
         ]
+        found = {
+            row["item_id"]: _grid_row(dict(row))
+            for row in self.conn.execute(
+                f"{_GRID} SELECT * FROM grid WHERE item_id IN ({','.join('?' * len(ids))})", ids
+            )
+        }
+        rows = [found[item_id] for item_id in ids]
         return GridPage(rows, total, query)
 
     def grid_neighbours(self, query: GridQuery, item_id: int) -> tuple[int | None, int | None]:
@@ -244,26 +254,15 @@ def _ensure_review(conn: sqlite3.Connection, item_id: int) -> None:
     conn.execute("INSERT OR IGNORE INTO reviews (item_id) VALUES (?)", [item_id])
 
 
-# The grid: one row per item with its current revision's fields pulled out of the JSON.
+# The grid: one row per item with its current revision's columns. A subquery SQLite
+# flattens into the outer query, so a filter or sort reads plain indexed columns.
 _GRID = """
-WITH current AS (
-    SELECT revisions.item_id, revisions.fields, revisions.author, revisions.number
-    FROM revisions JOIN (SELECT item_id, MAX(number) AS number FROM revisions GROUP BY item_id)
-         AS latest ON latest.item_id = revisions.item_id AND latest.number = revisions.number
-),
-grid AS (
+WITH grid AS (
     SELECT items.id AS item_id, items.label, items.quality_warnings, jobs.state AS job_state,
            jobs.error, listings.offline, reviews.decision, reviews.asked_at,
-           current.author, current.number AS revision,
-           json_extract(current.fields, '$.identification.title') AS title,
-           json_extract(current.fields, '$.identification.brand') AS brand,
-           json_extract(current.fields, '$.identification.model') AS model,
-           json_extract(current.fields, '$.identification.condition') AS condition,
-           json_extract(current.fields, '$.identification.confidence') AS confidence,
-           json_extract(current.fields, '$.price.low') AS price_low,
-           json_extract(current.fields, '$.price.suggested') AS price_suggested,
-           json_extract(current.fields, '$.price.high') AS price_high,
-           json_extract(current.fields, '$.price.currency') AS currency,
+           current.author, current.number AS revision, current.title, current.brand,
+           current.model, current.condition, current.confidence, current.price_low,
+           current.price_suggested, current.price_high, current.currency,
            (SELECT id FROM photos WHERE photos.item_id = items.id
             ORDER BY position, id LIMIT 1) AS photo_id,
            CASE WHEN reviews.decision IS NOT NULL THEN reviews.decision
@@ -272,7 +271,7 @@ grid AS (
     FROM items JOIN jobs ON jobs.item_id = items.id
     LEFT JOIN listings ON listings.item_id = items.id
     LEFT JOIN reviews ON reviews.item_id = items.id
-    LEFT JOIN current ON current.item_id = items.id
+    LEFT JOIN revisions AS current ON current.item_id = items.id AND current.latest = 1
 )"""
 
 # "Needs attention": undecided, and failed, an offline placeholder, unsure, badly

@@ -54,7 +54,7 @@ def fields_json(identification: Identification, price: PriceEstimate | None) -> 
 
 def current_revision(conn: sqlite3.Connection, item_id: int) -> sqlite3.Row | None:
     row: sqlite3.Row | None = conn.execute(
-        "SELECT number, author, fields FROM revisions WHERE item_id = ? ORDER BY number DESC LIMIT 1",
+        "SELECT number, author, fields FROM revisions WHERE item_id = ? AND latest = 1",
         [item_id],
     ).fetchone()
     return row
@@ -63,11 +63,33 @@ def current_revision(conn: sqlite3.Connection, item_id: int) -> sqlite3.Row | No
 def insert_revision(
     conn: sqlite3.Connection, item_id: int, author: Author, fields: str, stamp: str
 ) -> int:
+    """The item's next revision, now its latest; its grid columns taken from `fields`."""
     number = conn.execute(
         "SELECT COALESCE(MAX(number), 0) + 1 FROM revisions WHERE item_id = ?", [item_id]
     ).fetchone()[0]
+    parsed = json.loads(fields)
+    ident, price = parsed["identification"], parsed.get("price") or {}
+    conn.execute("UPDATE revisions SET latest = 0 WHERE item_id = ? AND latest = 1", [item_id])
     conn.execute(
-        "INSERT INTO revisions (item_id, number, author, fields, created_at) VALUES (?,?,?,?,?)",
-        [item_id, number, author.value, fields, stamp],
+        """INSERT INTO revisions (item_id, number, author, fields, created_at, latest, title,
+               brand, model, condition, confidence, price_low, price_suggested, price_high,
+               currency)
+           VALUES (?,?,?,?,?,1,?,?,?,?,?,?,?,?,?)""",
+        [
+            item_id,
+            number,
+            author.value,
+            fields,
+            stamp,
+            ident.get("title"),
+            ident.get("brand"),
+            ident.get("model"),
+            ident.get("condition"),
+            ident.get("confidence"),
+            price.get("low"),
+            price.get("suggested"),
+            price.get("high"),
+            price.get("currency"),
+        ],
     )
     return int(number)

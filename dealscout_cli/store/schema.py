@@ -173,7 +173,9 @@ MIGRATIONS.append(
         "m005_review",
         """
         -- Every version of an item's listing: the model's drafts and the seller's edits.
-        -- The current listing is the item's highest-numbered revision (`store/reviews.py`).
+        -- The current listing is the item's highest-numbered revision, flagged `latest`
+        -- (`store/revisions.py`). The grid's columns repeat what `fields` holds, so that
+        -- sorting and filtering 10,000 items reads columns, not 10,000 JSON documents.
         CREATE TABLE revisions (
             id INTEGER PRIMARY KEY,
             item_id INTEGER NOT NULL REFERENCES items(id),
@@ -181,8 +183,19 @@ MIGRATIONS.append(
             author TEXT NOT NULL,           -- model, seller
             fields TEXT NOT NULL,           -- JSON: {"identification": {...}, "price": {...} or null}
             created_at TEXT NOT NULL,
+            latest INTEGER NOT NULL DEFAULT 1,   -- 1 on the item's highest number only
+            title TEXT,
+            brand TEXT,
+            model TEXT,
+            condition TEXT,
+            confidence REAL,
+            price_low REAL,
+            price_suggested REAL,
+            price_high REAL,
+            currency TEXT,
             UNIQUE (item_id, number)
         );
+        CREATE UNIQUE INDEX revisions_latest ON revisions(item_id) WHERE latest = 1;
         -- The seller's review of an item (`dealscout review`)
         CREATE TABLE reviews (
             item_id INTEGER PRIMARY KEY REFERENCES items(id),
@@ -197,6 +210,16 @@ MIGRATIONS.append(
                    json_object('identification', json(identification), 'price', json(price)),
                    created_at
             FROM listings;
+        UPDATE revisions SET
+            title = json_extract(fields, '$.identification.title'),
+            brand = json_extract(fields, '$.identification.brand'),
+            model = json_extract(fields, '$.identification.model'),
+            condition = json_extract(fields, '$.identification.condition'),
+            confidence = json_extract(fields, '$.identification.confidence'),
+            price_low = json_extract(fields, '$.price.low'),
+            price_suggested = json_extract(fields, '$.price.suggested'),
+            price_high = json_extract(fields, '$.price.high'),
+            currency = json_extract(fields, '$.price.currency');
         """,
     )
 )
