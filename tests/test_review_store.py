@@ -58,6 +58,14 @@ def test_a_sellers_edit_is_the_listing_and_the_models_draft_is_kept(photos: Path
     assert f"title: {model_title} → Blue stoneware mug, 12 oz" in " ".join(table.split())
 
 
+def test_the_overview_view_shows_the_sellers_edit(photos: Path, db: Path) -> None:
+    run("snap", str(photos), "--offline", "--quiet", "--db", str(db))
+    edit_title(db, 1, "Seller's title")
+    with sqlite3.connect(db) as conn:
+        row = conn.execute("SELECT title, edited_by FROM item_overview WHERE id = 1").fetchone()
+    assert row == ("Seller's title", "seller")
+
+
 def test_saving_an_unchanged_listing_stores_no_revision(photos: Path, db: Path) -> None:
     run("snap", str(photos), "--offline", "--quiet", "--db", str(db))
     edit_title(db, 2, titles(db)[2])

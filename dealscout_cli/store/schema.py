@@ -220,6 +220,25 @@ MIGRATIONS.append(
             price_suggested = json_extract(fields, '$.price.suggested'),
             price_high = json_extract(fields, '$.price.high'),
             currency = json_extract(fields, '$.price.currency');
+        -- The overview shows the current listing (the seller's edit, if any) and the decision
+        DROP VIEW item_overview;
+        CREATE VIEW item_overview AS
+            SELECT items.id, items.label, jobs.state, jobs.attempts, jobs.error_kind, jobs.error,
+                   CASE WHEN current.id IS NULL THEN listings.title ELSE current.title END
+                       AS title,
+                   CASE WHEN current.id IS NULL THEN listings.price_suggested_cents
+                        ELSE CAST(ROUND(current.price_suggested * 100) AS INTEGER) END
+                       AS price_suggested_cents,
+                   CASE WHEN current.id IS NULL THEN listings.currency ELSE current.currency END
+                       AS currency,
+                   current.author AS edited_by, reviews.decision,
+                   (SELECT COUNT(*) FROM photos WHERE photos.item_id = items.id) AS photo_count,
+                   (SELECT COALESCE(SUM(cost_micro_usd), 0) FROM calls
+                     WHERE calls.item_id = items.id) AS cost_micro_usd
+            FROM items JOIN jobs ON jobs.item_id = items.id
+            LEFT JOIN listings ON listings.item_id = items.id
+            LEFT JOIN revisions AS current ON current.item_id = items.id AND current.latest = 1
+            LEFT JOIN reviews ON reviews.item_id = items.id;
         """,
     )
 )
