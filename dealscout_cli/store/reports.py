@@ -39,14 +39,15 @@ class Reports(StoreConnection):
         include_offline: bool = True,
         approved_only: bool = False,
     ) -> list[Listing]:
-        """The current listings: each item's latest revision (the seller's edit where there
-        is one, `store/reviews.py`) with what the model run recorded beside it. With
+        """The current listings: each item's latest revision (the seller's edit where that is
+        the latest, `store/revisions.py`) with what the model run recorded beside it. With
         `approved_only`, only the listings the seller approved in `dealscout review`."""
         sql = """SELECT listings.*, items.key, items.notes, items.quality_warnings, items.barcodes,
                         (SELECT output FROM stages WHERE stages.item_id = listings.item_id
                          AND stages.stage = 'price') AS price_stage,
                         (SELECT fields FROM revisions WHERE revisions.item_id = listings.item_id
-                         AND revisions.latest = 1) AS current_fields
+                         AND revisions.latest = 1 AND revisions.author = 'seller')
+                         AS seller_fields
                  FROM listings JOIN items ON items.id = listings.item_id"""
         params: list[Any] = []
         clauses = []
@@ -208,8 +209,10 @@ def _listing_or_raise(row: dict[str, Any], photos: list[dict[str, Any]]) -> List
 
     identification: Any = row["identification"]
     price: Any = row["price"]
-    if row.get("current_fields"):  # the latest revision: what the seller last saved, if anything
-        current = json.loads(row["current_fields"])
+    # The current listing is the latest revision. A model's is this very row (`complete`
+    # writes both in one transaction); a seller's edit is read from its revision.
+    if row.get("seller_fields"):
+        current = json.loads(row["seller_fields"])
         identification = json.dumps(current["identification"])
         price = json.dumps(current["price"]) if current.get("price") else None
     return Listing(
