@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fleet import redis_server, workers  # noqa: F401  (fixtures for every module)
+from browser import browser, chromium_executable  # noqa: F401  (fixtures for every module)
+from fleet import redis_server, workers  # noqa: F401
 from photo_factory import make_jpeg
 from processes import reap_all
 

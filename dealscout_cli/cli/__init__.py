@@ -10,7 +10,8 @@ One module per command, each a plain typed function registered below:
     snap.py       `dealscout snap`: flags to Settings, progress wiring, the run
     status.py     `dealscout status` (--watch)
     listings.py   `dealscout listings` (--item)
-    export.py     `dealscout export`
+    export.py     `dealscout export` (--approved)
+    review.py     `dealscout review`: the local web app
     retry.py      `dealscout retry`
     emulator.py   `dealscout emulator`
     worker.py     `dealscout worker` (Celery)
@@ -27,7 +28,17 @@ from typing import Annotated
 import typer
 
 # Submodules, not their functions: `dealscout_cli.cli.snap` stays the module (patchable).
-from dealscout_cli.cli import emulator, estimate, export, listings, retry, snap, status, worker
+from dealscout_cli.cli import (
+    emulator,
+    estimate,
+    export,
+    listings,
+    retry,
+    review,
+    snap,
+    status,
+    worker,
+)
 
 __all__ = ["app", "main"]
 
@@ -40,6 +51,7 @@ app = typer.Typer(
     "  dealscout snap ./photos             placeholders are redone by the model\n"
     "  dealscout status                    where a run stands (another terminal, or cron)\n"
     "  dealscout listings                  the drafts; listings --item ID for one in full\n"
+    "  dealscout review                    check, edit and approve them in a browser\n"
     "  dealscout export --format ebay -o ebay.csv\n\n"
     "A stopped or killed run resumes with `dealscout snap` (what is queued is kept).",
     no_args_is_help=True,
@@ -90,6 +102,9 @@ app.command("listings", short_help="The drafts made so far (--item ID shows one 
 )
 app.command("export", short_help="Write the listings as csv, jsonl, ebay, shopify or meta.")(
     export.export
+)
+app.command("review", short_help="Check, edit, approve and export the listings in a browser.")(
+    review.review
 )
 app.command("retry", short_help="Put failed items back in the queue for the next snap.")(
     retry.retry

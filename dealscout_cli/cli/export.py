@@ -70,6 +70,10 @@ IncludeOfflineFlag = Annotated[
         help="Also export listings made by the emulator (marketplace formats skip them).",
     ),
 ]
+ApprovedFlag = Annotated[
+    bool,
+    typer.Option("--approved", help="Only the listings approved in `dealscout review`."),
+]
 
 
 def export(
@@ -80,6 +84,7 @@ def export(
     product_url: ProductUrlOption = None,
     photo_root: PhotoRootOption = None,
     include_offline: IncludeOfflineFlag = False,
+    approved: ApprovedFlag = False,
 ) -> None:
     """Write the listings in a format a marketplace or a script can take.
 
@@ -97,6 +102,7 @@ def export(
             product_url=product_url,
             photo_root=photo_root,
             include_offline=include_offline,
+            approved=approved,
         )
     )
     for sku, reason in report.skipped:  # a reason may quote a model's currency
@@ -116,12 +122,13 @@ def _write(
     product_url: str | None,
     photo_root: str | None,
     include_offline: bool,
+    approved: bool = False,
 ) -> "ExportReport":
     """Read the listings, check the options, then write (to stdout without -o)."""
     from dealscout_cli.export import ExportOptions, check_options, export_listings
 
     with read_store(db) as store:
-        found = store.listings()
+        found = store.listings(approved_only=approved)
     # Photos are stored with absolute paths (as `scan` found them): so is the root.
     root = os.path.abspath(os.path.expanduser(photo_root)) if photo_root else None
     options = ExportOptions(

@@ -1,5 +1,7 @@
-"""`dealscout listings`: the drafts made so far, or one item in full with its calls."""
+"""`dealscout listings`: the drafts made so far, or one item in full with its calls and
+what the seller changed in `dealscout review`."""
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -11,9 +13,11 @@ from dealscout_cli.errors import UsageError
 
 if TYPE_CHECKING:
     from dealscout_cli.models import Listing
+    from dealscout_cli.store.reviews import Revision
 
 ItemOption = Annotated[
-    int | None, typer.Option("--item", help="Show one item in full: photos, calls, cost.")
+    int | None,
+    typer.Option("--item", help="Show one item in full: photos, the seller's edits, calls, cost."),
 ]
 
 
@@ -26,29 +30,37 @@ def listings(
 
     Example: dealscout listings --item 3
     """
-    found, calls = guarded(lambda: _load(db, item))
+    found, calls, revisions, review = guarded(lambda: _load(db, item))
     if json_out:
         payload: Any = [listing.model_dump(mode="json") for listing in found]
         if item is not None:
-            payload = {**payload[0], "calls": calls}
+            history = [
+                {**dataclasses.asdict(revision), "author": revision.author.value}
+                for revision in revisions
+            ]
+            payload = {**payload[0], "calls": calls, "revisions": history, "review": review}
         print_json(payload)
         return
     from dealscout_cli.cli.render import listing_table, listings_table
 
     if item is not None:
-        out.print(listing_table(found[0], calls))
+        out.print(listing_table(found[0], calls, revisions, review))
     elif not found:
         err.print("no listings yet: run `dealscout snap PHOTOS` first")
     else:
         out.print(listings_table(found))
 
 
-def _load(db: Path, item: int | None) -> tuple[list["Listing"], list[dict[str, Any]]]:
-    """Every listing, or the one of `item` with its calls; an unknown item is a usage error."""
+def _load(
+    db: Path, item: int | None
+) -> tuple[list["Listing"], list[dict[str, Any]], list["Revision"], dict[str, Any]]:
+    """Every listing, or the one of `item` with its calls, revisions and review; an unknown
+    item is a usage error."""
     with read_store(db) as store:
         found = store.listings(item_id=item)
         if item is not None and not found:
             store.item(item)  # raises "no item with id" when it does not exist
             raise UsageError(f"item {item} has no listing yet; `dealscout status` shows why")
-        calls = store.calls_for_item(item) if item is not None else []
-        return found, calls
+        if item is None:
+            return found, [], [], {}
+        return found, store.calls_for_item(item), store.revisions(item), store.review_of(item)

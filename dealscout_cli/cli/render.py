@@ -6,7 +6,7 @@ it. Every function here takes what the core returned and only formats it. Text f
 cells go through `_row`, lines on stderr through `plain` or `printable` (see `options`).
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dealscout_cli.cli.options import err, new_table, out, plain, plural, print_json
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from dealscout_cli.jobs import RunSummary
     from dealscout_cli.models import Listing
     from dealscout_cli.snap import SnapResult
+    from dealscout_cli.store.reviews import Revision
 
 
 def _row(table: "Table", *cells: str, style: str | None = None, multiline: bool = False) -> None:
@@ -460,8 +461,14 @@ def listings_table(found: list["Listing"]) -> "Table":
     return table
 
 
-def listing_table(listing: "Listing", calls: list[dict[str, Any]]) -> "Table":
-    """One listing in full: what the model said, the photos, every call and its cost."""
+def listing_table(
+    listing: "Listing",
+    calls: list[dict[str, Any]],
+    revisions: "Sequence[Revision]" = (),
+    review: dict[str, Any] | None = None,
+) -> "Table":
+    """One listing in full: the current revision, the photos, what the seller changed,
+    the review's decision, every call and its cost."""
     ident = listing.identification
     table = new_table(
         title=f"item {listing.item_id} · {listing.sku}" + (" · offline" if listing.offline else ""),
@@ -496,8 +503,39 @@ def listing_table(listing: "Listing", calls: list[dict[str, Any]]) -> "Table":
         "prompt",
         f"{listing.prompt_version} ({listing.vision_model}, {listing.pricing_model})",
     )
+    _add_revision_rows(table, revisions, review or {})
     _add_call_cost_rows(table, calls)
     return table
+
+
+def _add_revision_rows(
+    table: "Table", revisions: "Sequence[Revision]", review: dict[str, Any]
+) -> None:
+    """Each revision after the first: who made it, when, and what it changed."""
+    from dealscout_cli.store.reviews import changes
+
+    before: dict[str, Any] | None = None
+    for revision in revisions:
+        if before is not None:
+            edits = changes(before, revision.fields)
+            what = "; ".join(f"{name}: {_shown(old)} → {_shown(new)}" for name, old, new in edits)
+            _row(
+                table,
+                f"revision {revision.number}",
+                f"{revision.author.value}, {revision.created_at}: {what or 'no change'}",
+            )
+        before = revision.fields
+    if review.get("decision"):
+        _row(table, "review", f"{review['decision']} {review['decided_at']}")
+    if review.get("note"):
+        waiting = " (waiting for the next snap)" if review.get("asked_at") else ""
+        _row(table, "asked again", f"{review['note']}{waiting}")
+
+
+def _shown(value: Any) -> str:
+    """A field's value in one short line (a long description is cut)."""
+    text = "-" if value is None or value == [] else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _add_call_cost_rows(table: "Table", calls: list[dict[str, Any]]) -> None:

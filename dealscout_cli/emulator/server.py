@@ -233,7 +233,7 @@ class EmulatorApp:
     ) -> None:
         config = self.config_for(model)
         now = self.clock()
-        self.stats.arrival(model, now, request.image_hashes)
+        self.stats.arrival(model, now, request.image_hashes, "\n".join(request.texts))
         draws = self.draw_faults(config)
         details = usage_details(model, request, [_size(f) for f in facts])
         prompt_tokens = sum(details.values())

@@ -4,13 +4,14 @@
 counts every generateContent request that carried an image (keyed by the sha256 of
 the decoded bytes), so a test can prove no photo was sent twice;
 `max_requests_per_window` is the busiest `window_seconds` the emulator saw, per model
-and overall, so a test can prove a client stayed under its rate limit.
+and overall, so a test can prove a client stayed under its rate limit; `prompts` is the text each
+request carried, so a test can prove a seller's note reached the model.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -41,6 +42,8 @@ class StatsSnapshot:
     batch_requests_by_model: dict[str, int] = field(default_factory=dict)
     batch_polls: int = 0  # GET batches/{id}
     grounded_requests: int = 0  # requests (online or batched) with the google_search tool
+    # the user text of each generateContent request, in arrival order (the last PROMPTS_KEPT)
+    prompts: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (status codes become string keys)."""
@@ -51,6 +54,9 @@ class StatsSnapshot:
             for model, by_status in self.requests_by_model_status.items()
         }
         return data
+
+
+PROMPTS_KEPT = 1000  # enough for any test; a long benchmark run stays small
 
 
 class StatsRecorder:
@@ -83,6 +89,7 @@ class StatsRecorder:
             self._batch_requests: Counter[str] = Counter()
             self._batch_polls = 0
             self._grounded = 0
+            self._prompts: deque[str] = deque(maxlen=PROMPTS_KEPT)
 
     def batch_created(self, model: str, requests: int, image_hashes: list[str]) -> None:
         with self._lock:
@@ -98,9 +105,10 @@ class StatsRecorder:
         with self._lock:
             self._grounded += 1
 
-    def arrival(self, model: str, now: float, image_hashes: list[str]) -> None:
+    def arrival(self, model: str, now: float, image_hashes: list[str], prompt: str = "") -> None:
         """A generateContent request reached the model (key and body were valid)."""
         with self._lock:
+            self._prompts.append(prompt)
             self._requests += 1
             self._by_model[model] += 1
             self._peak = max(self._peak, self._arrivals.add(now))
@@ -159,4 +167,5 @@ class StatsRecorder:
                 batch_requests_by_model=dict(self._batch_requests),
                 batch_polls=self._batch_polls,
                 grounded_requests=self._grounded,
+                prompts=list(self._prompts),
             )

@@ -9,6 +9,8 @@ Tables (open the file with `sqlite-utils` or Datasette to look around):
     calls     every paid model call: stage, model, status, tokens, latency, cost
     listings  the drafts
     batches   Gemini Batch Mode jobs, and which items wait on them
+    revisions every version of each listing: the model's drafts and the seller's edits
+    reviews   the seller's decision on each item (approved, rejected) and "ask again" notes
 
 Concurrency: WAL mode and a busy timeout, so several processes can share one
 file; every claim runs in `BEGIN IMMEDIATE`, so two claimers never take the same
@@ -27,6 +29,8 @@ Where things live (each part is a class over the one shared connection; `Store` 
     items.py       one item's photos, saved stages, recorded calls and facts
     batches.py     Gemini Batch Mode: batches and the jobs parked on them
     reports.py     the read side: status numbers, listings, failures, calls
+    revisions.py   writing revisions: a model never overwrites a seller's edit
+    reviews.py     `dealscout review`: edits, decisions, ask again, the grid
 """
 
 from __future__ import annotations
@@ -41,12 +45,13 @@ from dealscout_cli.store.batches import BatchJobs
 from dealscout_cli.store.items import ItemRecords
 from dealscout_cli.store.queue import JobQueue
 from dealscout_cli.store.reports import Reports
+from dealscout_cli.store.reviews import Reviews
 from dealscout_cli.store.runs import RunRecords
 
 __all__ = ["Stage", "Store"]
 
 
-class Store(JobQueue, ItemRecords, BatchJobs, RunRecords, Reports):
+class Store(JobQueue, ItemRecords, BatchJobs, RunRecords, Reports, Reviews):
     """One SQLite file. Open with `Store.open(path)`; safe to share between processes."""
 
     @classmethod

@@ -22,19 +22,23 @@ class ItemRecords(StoreConnection):
 
     def item(self, item_id: int) -> ItemRecord:
         row = self.conn.execute(
-            "SELECT id, key, label, source, notes FROM items WHERE id = ?", [item_id]
+            """SELECT items.id, items.key, items.label, items.source, items.notes,
+                      reviews.note AS review_note
+               FROM items LEFT JOIN reviews ON reviews.item_id = items.id WHERE items.id = ?""",
+            [item_id],
         ).fetchone()
         if row is None:
             raise StoreError(f"no item with id {item_id}; `dealscout listings` shows the ids")
         photos = tuple(
-            PhotoRecord(_real_path(p["path"], p["path_bytes"]), p["sha256"], p["size_bytes"])
+            PhotoRecord(real_path(p["path"], p["path_bytes"]), p["sha256"], p["size_bytes"])
             for p in self.conn.execute(
                 """SELECT path, path_bytes, sha256, size_bytes FROM photos WHERE item_id = ?
                    ORDER BY position, id""",
                 [item_id],
             )
         )
-        return ItemRecord(row["id"], row["key"], row["label"], row["source"], row["notes"], photos)
+        notes = seller_notes(row["notes"], row["review_note"])
+        return ItemRecord(row["id"], row["key"], row["label"], row["source"], notes, photos)
 
     def saved_stage(self, item_id: int, stage: Stage) -> dict[str, Any] | None:
         row = self.conn.execute(
@@ -184,7 +188,17 @@ def _write_stage(
     )
 
 
-def _real_path(path: str, path_bytes: bytes | None) -> str:
+def seller_notes(notes: str | None, review_note: str | None) -> str | None:
+    """What the identify prompt is told about the item: the notes found with its photos, and
+    the seller's correction from `dealscout review` ("ask again"), which stays true for every
+    later identification of the item."""
+    if review_note:
+        correction = f"the seller corrected an earlier draft: {review_note}"
+        return f"{notes}; {correction}" if notes else correction
+    return notes
+
+
+def real_path(path: str, path_bytes: bytes | None) -> str:
     """The exact file name: its original bytes when it was not valid UTF-8 (see `_path_columns`)."""
     return os.fsdecode(path_bytes) if path_bytes is not None else path
 

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dealscout_cli.errors import LeaseLost
+from dealscout_cli.errors import LeaseLost, UsageError
 from dealscout_cli.records import EnqueueReport, JobState, Lease, iso_now, sku_for
 from dealscout_cli.store.connection import StoreConnection, inserted_id
+from dealscout_cli.store.revisions import record_model_revision
 
 if TYPE_CHECKING:  # pydantic costs ~60 ms to import; `status` never needs it
     from dealscout_cli.models import Identification, PriceEstimate
@@ -241,7 +242,9 @@ class JobQueue(StoreConnection):
         pricing_model: str | None,
         offline: bool,
     ) -> None:
-        """Write the listing and mark the job done, in one transaction, fenced by the lease."""
+        """Write the listing and mark the job done, in one transaction, fenced by the lease.
+        The listing is also the item's new current revision, unless the seller's edit is
+        current and the seller did not ask again (`revisions.record_model_revision`)."""
         stamp = iso_now(now)
         listing = [
             lease.item_id,
@@ -269,6 +272,7 @@ class JobQueue(StoreConnection):
                 [stamp, run_id],
             )
             conn.execute(_UPSERT_LISTING, listing)
+            record_model_revision(conn, lease.item_id, identification, price, stamp)
 
 
 _UPSERT_LISTING = """
@@ -365,6 +369,17 @@ def _save_photos(conn: sqlite3.Connection, item_id: int, photos: Sequence[FoundP
                 photo.mtime_ns,
             ],
         )
+
+
+def requeue_for_review(conn: sqlite3.Connection, item_id: int, stamp: str) -> None:
+    """Queue an item to be identified and priced again ("ask again" in `dealscout review`):
+    its stages go, so the next run redoes both; its revisions stay."""
+    row = conn.execute("SELECT state FROM jobs WHERE item_id = ?", [item_id]).fetchone()
+    if row is None:
+        raise UsageError(f"no item with id {item_id}")
+    if row[0] in ("running", "batched", "skipped"):
+        raise UsageError(f"item {item_id} cannot be asked again: {_NOT_FAILED[row[0]]}")
+    _requeue(conn, item_id, stamp, clear_stages=True)
 
 
 def _requeue(conn: sqlite3.Connection, item_id: int, stamp: str, *, clear_stages: bool) -> None:

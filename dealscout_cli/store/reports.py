@@ -33,11 +33,21 @@ class Reports(StoreConnection):
         return str(self._value("SELECT queued_at FROM jobs WHERE id = ?", [job_id]))
 
     def listings(
-        self, *, item_id: int | None = None, include_offline: bool = True
+        self,
+        *,
+        item_id: int | None = None,
+        include_offline: bool = True,
+        approved_only: bool = False,
     ) -> list[Listing]:
+        """The current listings: each item's latest revision (the seller's edit where that is
+        the latest, `store/revisions.py`) with what the model run recorded beside it. With
+        `approved_only`, only the listings the seller approved in `dealscout review`."""
         sql = """SELECT listings.*, items.key, items.notes, items.quality_warnings, items.barcodes,
                         (SELECT output FROM stages WHERE stages.item_id = listings.item_id
-                         AND stages.stage = 'price') AS price_stage
+                         AND stages.stage = 'price') AS price_stage,
+                        (SELECT fields FROM revisions WHERE revisions.item_id = listings.item_id
+                         AND revisions.latest = 1 AND revisions.author = 'seller')
+                         AS seller_fields
                  FROM listings JOIN items ON items.id = listings.item_id"""
         params: list[Any] = []
         clauses = []
@@ -46,6 +56,11 @@ class Reports(StoreConnection):
             params.append(item_id)
         if not include_offline:
             clauses.append("listings.offline = 0")
+        if approved_only:
+            clauses.append(
+                "EXISTS (SELECT 1 FROM reviews WHERE reviews.item_id = listings.item_id"
+                " AND reviews.decision = 'approved')"
+            )
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
         sql += " ORDER BY listings.item_id"
@@ -192,20 +207,24 @@ def _listing_or_raise(row: dict[str, Any], photos: list[dict[str, Any]]) -> List
         PriceEstimate,
     )
 
+    identification: Any = row["identification"]
+    price: Any = row["price"]
+    # The current listing is the latest revision. A model's is this very row (`complete`
+    # writes both in one transaction); a seller's edit is read from its revision.
+    if row.get("seller_fields"):
+        current = json.loads(row["seller_fields"])
+        identification = json.dumps(current["identification"])
+        price = json.dumps(current["price"]) if current.get("price") else None
     return Listing(
         item_id=row["item_id"],
         item_key=row["key"],
         sku=row["sku"],
-        identification=Identification.model_validate_json(row["identification"], context=STORED),
-        price=(
-            PriceEstimate.model_validate_json(row["price"], context=STORED)
-            if row["price"]
-            else None
-        ),
+        identification=Identification.model_validate_json(identification, context=STORED),
+        price=(PriceEstimate.model_validate_json(price, context=STORED) if price else None),
         photos=[ListingPhoto(**photo) for photo in photos],
         barcodes=json.loads(row["barcodes"]),
         quality_warnings=json.loads(row["quality_warnings"]),
-        price_sources=_price_sources(row["price_stage"]),
+        price_sources=price_sources(row["price_stage"]),
         notes=row["notes"],
         prompt_version=row["prompt_version"],
         vision_model=row["vision_model"],
@@ -215,7 +234,7 @@ def _listing_or_raise(row: dict[str, Any], photos: list[dict[str, Any]]) -> List
     )
 
 
-def _price_sources(stage_output: str | None) -> list[str]:
+def price_sources(stage_output: str | None) -> list[str]:
     """The web sources of a grounded price stage (`pipeline.grounded_price_output`); a price
     stage without them (not grounded, or stored by an older version) has none."""
     if not stage_output:

@@ -168,6 +168,81 @@ MIGRATIONS.append(
     )
 )
 
+MIGRATIONS.append(
+    (
+        "m005_review",
+        """
+        -- Every version of an item's listing: the model's drafts and the seller's edits.
+        -- The current listing is the item's highest-numbered revision, flagged `latest`
+        -- (`store/revisions.py`). The grid's columns repeat what `fields` holds, so that
+        -- sorting and filtering 10,000 items reads columns, not 10,000 JSON documents.
+        CREATE TABLE revisions (
+            id INTEGER PRIMARY KEY,
+            item_id INTEGER NOT NULL REFERENCES items(id),
+            number INTEGER NOT NULL,        -- 1, 2, ... per item
+            author TEXT NOT NULL,           -- model, seller
+            fields TEXT NOT NULL,           -- JSON: {"identification": {...}, "price": {...} or null}
+            created_at TEXT NOT NULL,
+            latest INTEGER NOT NULL DEFAULT 1,   -- 1 on the item's highest number only
+            title TEXT,
+            brand TEXT,
+            model TEXT,
+            condition TEXT,
+            confidence REAL,
+            price_low REAL,
+            price_suggested REAL,
+            price_high REAL,
+            currency TEXT,
+            UNIQUE (item_id, number)
+        );
+        CREATE UNIQUE INDEX revisions_latest ON revisions(item_id) WHERE latest = 1;
+        -- The seller's review of an item (`dealscout review`)
+        CREATE TABLE reviews (
+            item_id INTEGER PRIMARY KEY REFERENCES items(id),
+            decision TEXT,                  -- approved, rejected; NULL while undecided
+            decided_at TEXT,
+            note TEXT,                      -- the seller's last "ask again" note to the model
+            asked_at TEXT                   -- set while that note waits for the next identification
+        );
+        -- The drafts made before revisions existed are each item's first revision
+        INSERT INTO revisions (item_id, number, author, fields, created_at)
+            SELECT item_id, 1, 'model',
+                   json_object('identification', json(identification), 'price', json(price)),
+                   created_at
+            FROM listings;
+        UPDATE revisions SET
+            title = json_extract(fields, '$.identification.title'),
+            brand = json_extract(fields, '$.identification.brand'),
+            model = json_extract(fields, '$.identification.model'),
+            condition = json_extract(fields, '$.identification.condition'),
+            confidence = json_extract(fields, '$.identification.confidence'),
+            price_low = json_extract(fields, '$.price.low'),
+            price_suggested = json_extract(fields, '$.price.suggested'),
+            price_high = json_extract(fields, '$.price.high'),
+            currency = json_extract(fields, '$.price.currency');
+        -- The overview shows the current listing (the seller's edit, if any) and the decision
+        DROP VIEW item_overview;
+        CREATE VIEW item_overview AS
+            SELECT items.id, items.label, jobs.state, jobs.attempts, jobs.error_kind, jobs.error,
+                   CASE WHEN current.id IS NULL THEN listings.title ELSE current.title END
+                       AS title,
+                   CASE WHEN current.id IS NULL THEN listings.price_suggested_cents
+                        ELSE CAST(ROUND(current.price_suggested * 100) AS INTEGER) END
+                       AS price_suggested_cents,
+                   CASE WHEN current.id IS NULL THEN listings.currency ELSE current.currency END
+                       AS currency,
+                   current.author AS edited_by, reviews.decision,
+                   (SELECT COUNT(*) FROM photos WHERE photos.item_id = items.id) AS photo_count,
+                   (SELECT COALESCE(SUM(cost_micro_usd), 0) FROM calls
+                     WHERE calls.item_id = items.id) AS cost_micro_usd
+            FROM items JOIN jobs ON jobs.item_id = items.id
+            LEFT JOIN listings ON listings.item_id = items.id
+            LEFT JOIN revisions AS current ON current.item_id = items.id AND current.latest = 1
+            LEFT JOIN reviews ON reviews.item_id = items.id;
+        """,
+    )
+)
+
 MIGRATIONS_TABLE = "_dealscout_migrations"
 
 
