@@ -1,7 +1,9 @@
 """`dealscout review` in a real Chromium (Playwright): a database made by an offline snap,
 served by the real command, clicked and typed at like a seller would.
 
-The screenshots in the README (docs/review-grid.png, docs/review-item.png) are taken here.
+The screenshots in the README (docs/review-grid.png, docs/review-item.png) are taken here, on
+every run, into the test's temporary folder; `DEALSCOUT_SCREENSHOTS=docs` writes them over the
+README's copies (a plain run leaves the work tree clean).
 """
 
 from __future__ import annotations
@@ -30,6 +32,13 @@ from dealscout_cli.store import Store
 pytestmark = pytest.mark.slow
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def screenshot_folder(tmp_path: Path) -> Path:
+    """Where this run's screenshots go: the README's docs/ when asked, else the test's tmp."""
+    return DOCS if os.environ.get("DEALSCOUT_SCREENSHOTS") == "docs" else tmp_path
+
+
 HOSTILE_FILE = "<img src=x onerror=window.pwned=1>.jpg"
 HOSTILE_TITLE = "<script>window.pwned=1</script> Staub cocotte"
 
@@ -170,7 +179,9 @@ def raw_get(review: Review, path: str, *, token: bool = True, **headers: str) ->
 # ------------------------------------------------------------------ the grid and an item
 
 
-def test_grid_filters_to_needs_attention_and_opens_an_item(page: Any, review: Review) -> None:
+def test_grid_filters_to_needs_attention_and_opens_an_item(
+    page: Any, review: Review, tmp_path: Path
+) -> None:
     assert len(grid_ids(page)) == 7
     assert page.locator("#grid img").first.evaluate("img => img.complete && img.naturalWidth > 0")
     page.locator("#attention").check()  # submits on change
@@ -181,16 +192,19 @@ def test_grid_filters_to_needs_attention_and_opens_an_item(page: Any, review: Re
     page.select_option("#state", "offline")
     page.wait_for_url("**state=offline*")
     assert len(grid_ids(page)) == 5
-    DOCS.mkdir(exist_ok=True)
+    shots = screenshot_folder(tmp_path)
+    shots.mkdir(exist_ok=True)
     page.goto(review.base + "/")
     page.wait_for_function("Array.from(document.images).every(i => i.complete)")
-    page.screenshot(path=str(DOCS / "review-grid.png"))
+    page.screenshot(path=str(shots / "review-grid.png"))
     page.locator("#grid .card a.open").nth(1).click()
     page.wait_for_url("**/item/2")
     assert page.locator("#photos img").count() >= 1
     assert page.locator("#title").input_value() != ""
     page.wait_for_function("Array.from(document.images).every(i => i.complete)")
-    page.screenshot(path=str(DOCS / "review-item.png"), full_page=False)
+    page.screenshot(path=str(shots / "review-item.png"), full_page=False)
+    for name in ("review-grid.png", "review-item.png"):
+        assert (shots / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_every_item_has_a_page_even_without_a_listing(page: Any, review: Review) -> None:
