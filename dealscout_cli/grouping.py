@@ -30,6 +30,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -38,11 +39,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PIL import Image
+from pydantic import BaseModel
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from dealscout_cli.scan import FoundItem, FoundPhoto
+    from dealscout_cli.config import Settings
+    from dealscout_cli.scan import FoundItem, FoundPhoto, KnownPhotos, ScanResult
+    from dealscout_cli.store import Store
 
 EXIF_IFD = 0x8769
 DATE_TIME_ORIGINAL = 36867
@@ -419,3 +423,169 @@ def _stem(photo: FoundPhoto) -> str:
     from dealscout_cli.images import display_path
 
     return display_path(os.path.splitext(photo.path.name)[0])
+
+
+# ---------------------------------------------------------------- --confirm-groups
+
+
+class PairAnswer(BaseModel):
+    pair: int
+    same_product: bool
+
+
+class PairAnswers(BaseModel):
+    """The answer to one boundary question: for each pair of photos, same product or not."""
+
+    answers: list[PairAnswer]
+
+
+@dataclass(frozen=True)
+class Confirmed:
+    """What --confirm-groups did: boundaries asked about, answered from the cache, calls made."""
+
+    asked: int = 0
+    cached: int = 0
+    calls: int = 0
+    unanswered: int = 0  # the model left them out, or the call failed: the local guess stands
+
+
+PAIRS_PER_CALL = 24  # 48 thumbnails of ~258 tokens: one request well under any limit
+
+
+def confirm_groups(found: ScanResult, store: Store, settings: Settings) -> Confirmed:
+    """Let the vision model decide the unsure boundaries of every auto grouping in `found`,
+    cached answers first; `found.items` is rebuilt with the decisions. Every call is recorded
+    (stage "group", no item) with its cost; a failed call leaves the local decision."""
+    unsure = [(g, b) for g in found.groupings for b in g.unsure]
+    if not unsure:
+        return Confirmed()
+    pairs = {(g.photos[b.index - 1].sha256, g.photos[b.index].sha256): (g, b) for g, b in unsure}
+    answers = store.group_answers(pairs)
+    cached = len(answers)
+    missing = [pair for pair in pairs if pair not in answers]
+    calls = 0
+    if missing:
+        import anyio
+
+        fresh, calls = anyio.run(_ask, [pairs[p] for p in missing], store, settings)
+        store.save_group_answers(fresh, model=settings.vision_model, now=time.time())
+        answers.update(fresh)
+    decided: dict[int, dict[int, bool]] = {}
+    for pair, (grouping, boundary) in pairs.items():
+        if pair in answers:
+            decided.setdefault(id(grouping), {})[boundary.index] = not answers[pair]
+    for grouping in found.groupings:
+        _apply(found, grouping, decided.get(id(grouping), {}))
+    return Confirmed(len(pairs), cached, calls, len(pairs) - len(answers))
+
+
+def _apply(found: ScanResult, grouping: Grouping, splits: Mapping[int, bool]) -> None:
+    if not splits:
+        return
+    old = {item.key for item in grouping.items()}
+    grouping.boundaries = [
+        b.decided(splits[b.index]) if b.index in splits else b for b in grouping.boundaries
+    ]
+    grouping.model_decided += len(splits)
+    grouping.reasons.clear()
+    found.items = [item for item in found.items if item.key not in old] + grouping.items()
+
+
+async def _ask(
+    questions: list[tuple[Grouping, Boundary]], store: Store, settings: Settings
+) -> tuple[dict[tuple[str, str], bool], int]:
+    """Ask in requests of PAIRS_PER_CALL pairs; the answers by (sha before, sha after)."""
+    from dealscout_cli import prompts
+    from dealscout_cli.costs import load_prices
+    from dealscout_cli.engines import model_endpoint, pipeline_config
+    from dealscout_cli.errors import ProviderError
+    from dealscout_cli.pipeline import Pipeline
+    from dealscout_cli.providers import open_provider
+    from dealscout_cli.providers.base import ImagePart, ModelRequest
+    from dealscout_cli.records import CallRecord, Stage
+    from dealscout_cli.retry import policy_for
+
+    async def record(call: CallRecord) -> None:
+        store.record_call(None, call)
+
+    answers: dict[tuple[str, str], bool] = {}
+    calls = 0
+    with model_endpoint(settings) as endpoint:
+        provider = open_provider(endpoint)
+        pipeline = Pipeline(
+            provider,
+            pipeline_config(endpoint),
+            load_prices(endpoint.prices_file),
+            record,
+            policy=policy_for(max_retries=endpoint.max_retries, max_attempts=1),
+        )
+        try:
+            for start in range(0, len(questions), PAIRS_PER_CALL):
+                chunk = questions[start : start + PAIRS_PER_CALL]
+                images = []
+                for grouping, boundary in chunk:
+                    for photo in grouping.photos[boundary.index - 1 : boundary.index + 1]:
+                        data = thumbnail(photo.path)
+                        images.append(ImagePart(data, "image/jpeg", *_jpeg_size(data)))
+                request = ModelRequest(
+                    model=endpoint.vision_model,
+                    system=prompts.GROUP_SYSTEM,
+                    prompt=prompts.group_prompt(len(chunk)),
+                    schema=PairAnswers,
+                    images=tuple(images),
+                    max_output_tokens=64 + 24 * len(chunk),
+                    temperature=0.0,
+                )
+                calls += 1
+                try:
+                    parsed = await pipeline.ask(request, Stage.GROUP)
+                except ProviderError:
+                    continue  # recorded; the local decisions stand for these boundaries
+                assert isinstance(parsed, PairAnswers)
+                for answer in parsed.answers:
+                    if 1 <= answer.pair <= len(chunk):
+                        grouping, boundary = chunk[answer.pair - 1]
+                        before = grouping.photos[boundary.index - 1].sha256
+                        answers[(before, grouping.photos[boundary.index].sha256)] = (
+                            answer.same_product
+                        )
+        finally:
+            await provider.aclose()
+    return answers, calls
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data)) as image:
+        return image.size
+
+
+def known_photos_in(db_path: Path) -> KnownPhotos:
+    """`scan`'s lookup of photos already in items, read from the database at `db_path`
+    (none when it does not exist yet); it only reads."""
+
+    def lookup(sha256s: list[str]) -> Mapping[str, str]:
+        from dealscout_cli.store import Store
+
+        if not sha256s or not Path(db_path).is_file():
+            return {}
+        with Store.open_read_only(db_path) as store:
+            return store.items_of_photos(sha256s)
+
+    return lookup
+
+
+def summary_line(found: ScanResult) -> str | None:
+    """'300 photos → 52 items; 4 boundaries unsure', or None without auto grouping."""
+    if not found.groupings:
+        return None
+    photos = sum(len(g.photos) + sum(len(i.photos) for i in g.known) for g in found.groupings)
+    items = sum(len(g.groups()) + len(g.known) for g in found.groupings)
+    unsure = sum(len(g.unsure) for g in found.groupings)
+    kept = sum(len(g.known) for g in found.groupings)
+    asked = sum(g.model_decided for g in found.groupings)
+    line = f"{photos} photos → {items} items; {unsure} boundaries unsure"
+    if asked:
+        line += f", {asked} decided by the model"
+    if kept:
+        line += f"; {kept} items kept as grouped before"
+    return line

@@ -18,15 +18,21 @@ import io
 import json
 import os
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from .errors import ScanError
 from .images import display_path
 
-GroupBy = Literal["photo", "folder"]
+if TYPE_CHECKING:
+    from .grouping import Grouping
+
+GroupBy = Literal["photo", "folder", "auto"]
+GROUPINGS = ("photo", "folder", "auto")
+# photo sha256s → the keys of the items they already belong to (`--group auto` keeps those)
+KnownPhotos = Callable[[list[str]], Mapping[str, str]]
 
 PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".heic", ".heif"})
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024  # a million rows of paths; read whole, so judged first
@@ -83,25 +89,29 @@ class ScanResult:
     # Items kept but worth a look (e.g. too many photos for one product); not skipped.
     warnings: list[ScanProblem] = field(default_factory=list)
     duplicates: list[tuple[str, str]] = field(default_factory=list)  # (path, same content as path)
+    groupings: list[Grouping] = field(default_factory=list)  # --group auto: one per folder
 
 
 def scan(
     paths: Sequence[Path | str],
     group: GroupBy = "photo",
     on_photo: Callable[[int], None] | None = None,
+    known: KnownPhotos | None = None,
 ) -> ScanResult:
     """Scan folders (recursively), manifests (.csv/.jsonl) and single photos into items.
 
     `group="photo"` makes each photo an item; `group="folder"` makes each folder
     holding photos one item, except the folders given in `paths`: photos loose in
     those are one item each (a shoot's top folder holds products, it is not one). A
-    manifest's `item` column groups its rows itself.
+    manifest's `item` column groups its rows itself. `group="auto"` is "folder" for
+    subfolders and splits the photos loose in a folder you name into products
+    (`grouping.group_photos`); photos `known(sha256s)` already puts in an item keep it.
     `on_photo(n)` is called after each photo is read and hashed, with the count so far
     (10,000 photos take seconds: enough to want a counter).
     """
-    if group not in ("photo", "folder"):
-        raise ScanError(f"unknown grouping {group!r}; use 'photo' or 'folder'")
-    scanner = _Scanner(group, on_photo)
+    if group not in GROUPINGS:
+        raise ScanError(f"unknown grouping {group!r}; use 'photo', 'folder' or 'auto'")
+    scanner = _Scanner(group, on_photo, known)
     for path in paths:
         scanner.add(Path(path))
     return scanner.result()
@@ -136,12 +146,19 @@ class _Draft:
     source: str
     photos: list[FoundPhoto] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    auto: bool = False  # --group auto: a folder's loose photos, split into items by grouping
 
 
 class _Scanner:
-    def __init__(self, group: GroupBy, on_photo: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        group: GroupBy,
+        on_photo: Callable[[int], None] | None = None,
+        known: KnownPhotos | None = None,
+    ) -> None:
         self.group = group
         self.on_photo = on_photo
+        self.known = known
         self.photos_read = 0
         self.drafts: list[_Draft] = []
         self.problems: list[ScanProblem] = []
@@ -186,8 +203,9 @@ class _Scanner:
             folder = stack.pop()
             photos, subfolders = self._list_folder(folder, visited)
             if photos:
-                if self.group == "folder" and folder != root:
-                    draft = _Draft(_folder_label(folder), display_path(folder))
+                if self.group == "auto" or (self.group == "folder" and folder != root):
+                    auto = self.group == "auto" and folder == root
+                    draft = _Draft(_folder_label(folder), display_path(folder), auto=auto)
                     for photo in photos:
                         self._add_photo(photo, draft)
                 else:
@@ -199,7 +217,7 @@ class _Scanner:
             self.drafts[first_draft:],
             key=lambda draft: (
                 str(draft.photos[0].path.parent)
-                if self.group == "folder" and draft.photos[0].path.parent != root
+                if self.group != "photo" and draft.photos[0].path.parent != root
                 else str(draft.photos[0].path)
             ),
         )
@@ -331,6 +349,9 @@ class _Scanner:
                     unique[photo.sha256] = photo
             if not unique:
                 continue
+            if draft.auto:
+                self._auto_items(draft, unique, kept, result)
+                continue
             key = item_key(list(unique))
             if key in kept:
                 for photo in unique.values():
@@ -357,6 +378,23 @@ class _Scanner:
             )
         result.items = _unique_labels(result.items)
         return result
+
+    def _auto_items(
+        self,
+        draft: _Draft,
+        unique: dict[str, FoundPhoto],
+        kept: dict[str, dict[str, str]],
+        result: ScanResult,
+    ) -> None:
+        from .grouping import group_photos
+
+        known = self.known(list(unique)) if self.known is not None else {}
+        grouping = group_photos(list(unique.values()), draft.source, known)
+        result.groupings.append(grouping)
+        for item in grouping.items():
+            if item.key not in kept:
+                kept[item.key] = {photo.sha256: photo.display for photo in item.photos}
+                result.items.append(item)
 
 
 def _unique_labels(items: list[FoundItem]) -> list[FoundItem]:

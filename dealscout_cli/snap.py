@@ -84,13 +84,18 @@ def snap(
     on_scanned: Callable[[ScanResult, EnqueueReport], None] = lambda scan, report: None,
     on_scanning: Callable[[int], None] | None = None,
     handle_signals: bool = True,
+    confirm_groups: bool = False,
 ) -> SnapResult:
     """Scan `paths`, queue what is new, process the queue with `settings.engine`. Never prints.
 
     Without paths nothing is scanned: the run processes what the database already has
     queued (how a stopped or interrupted run is resumed), and needs the database to exist.
+    `group="auto"` splits a flat folder into products (`grouping`); `confirm_groups` lets
+    the vision model decide its unsure boundaries first (one cheap, recorded call).
     """
     settings.validated()
+    if confirm_groups and group != "auto":
+        raise UsageError("--confirm-groups decides boundaries of --group auto; add --group auto")
     for path in paths:
         if not Path(path).exists():
             raise UsageError(
@@ -101,12 +106,23 @@ def snap(
             f"nothing queued: no database at {settings.db_path}; pass folders of photos, "
             f"e.g. `{resume_command(settings, ['./photos'])}`"
         )
+    from dealscout_cli.grouping import confirm_groups as confirm
+    from dealscout_cli.grouping import known_photos_in
+
     found = ScanResult()
     if paths:
-        found = scan([Path(p) for p in paths], group=cast(GroupBy, group), on_photo=on_scanning)
+        found = scan(
+            [Path(p) for p in paths],
+            group=cast(GroupBy, group),
+            on_photo=on_scanning,
+            known=known_photos_in(settings.db_path) if group == "auto" else None,
+        )
     now = time.time()
     with Store.open(settings.db_path) as store:
+        if confirm_groups:
+            confirm(found, store, settings)
         report = store.enqueue(found.items, now=now, force=force, offline=settings.offline)
+        store.record_groups([(g.source, g.reasons) for g in found.groupings], now=now)
         new_problems = {
             _where(p)
             for p in found.problems

@@ -9,6 +9,8 @@ Tables (open the file with `sqlite-utils` or Datasette to look around):
     calls     every paid model call: stage, model, status, tokens, latency, cost
     listings  the drafts
     batches   Gemini Batch Mode jobs, and which items wait on them
+    item_groups    --group auto: why each item starts where it does; regrouped items
+    group_answers  the model's answers to boundary questions (--confirm-groups)
 
 Concurrency: WAL mode and a busy timeout, so several processes can share one
 file; every claim runs in `BEGIN IMMEDIATE`, so two claimers never take the same
@@ -27,6 +29,7 @@ Where things live (each part is a class over the one shared connection; `Store` 
     items.py       one item's photos, saved stages, recorded calls and facts
     batches.py     Gemini Batch Mode: batches and the jobs parked on them
     reports.py     the read side: status numbers, listings, failures, calls
+    groups.py      --group auto: group reasons, merge and split, cached boundary answers
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from typing import Self
 from dealscout_cli.errors import StoreError
 from dealscout_cli.records import Stage  # its home is records; estimate.py imports it from here
 from dealscout_cli.store.batches import BatchJobs
+from dealscout_cli.store.groups import ItemGroups
 from dealscout_cli.store.items import ItemRecords
 from dealscout_cli.store.queue import JobQueue
 from dealscout_cli.store.reports import Reports
@@ -46,7 +50,7 @@ from dealscout_cli.store.runs import RunRecords
 __all__ = ["Stage", "Store"]
 
 
-class Store(JobQueue, ItemRecords, BatchJobs, RunRecords, Reports):
+class Store(JobQueue, ItemRecords, BatchJobs, RunRecords, Reports, ItemGroups):
     """One SQLite file. Open with `Store.open(path)`; safe to share between processes."""
 
     @classmethod
