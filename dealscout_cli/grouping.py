@@ -31,7 +31,7 @@ import io
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from dealscout_cli.config import Settings
+    from dealscout_cli.records import EnqueueReport
     from dealscout_cli.scan import FoundItem, FoundPhoto, KnownPhotos, ScanResult
     from dealscout_cli.store import Store
 
@@ -370,7 +371,6 @@ def _object_colours(pixels: np.ndarray) -> np.ndarray:
 
 def _layout(pixels: np.ndarray) -> np.ndarray:
     """A 4×3 grid of chroma (lightness taken out), so light changes little of it."""
-    import numpy as np
 
     grid = pixels.reshape(3, 16, 4, 16, 3).mean(axis=(1, 3))
     lightness = grid.mean(axis=-1, keepdims=True)
@@ -383,7 +383,9 @@ def _looks_like_label(pixels: np.ndarray) -> bool:
     paper, black print) and a lot of fine light/dark detail (bars, text)."""
     import numpy as np
 
-    middle = pixels[pixels.shape[0] // 5 : -pixels.shape[0] // 5, pixels.shape[1] // 5 : -pixels.shape[1] // 5]
+    middle = pixels[
+        pixels.shape[0] // 5 : -pixels.shape[0] // 5, pixels.shape[1] // 5 : -pixels.shape[1] // 5
+    ]
     grey = middle.mean(axis=-1)
     paper = middle[grey >= np.percentile(grey, 70)].mean(axis=0)  # the light's cast on white
     balanced = middle / np.maximum(paper, 0.05) * paper.mean()
@@ -496,6 +498,7 @@ async def _ask(
 ) -> tuple[dict[tuple[str, str], bool], int]:
     """Ask in requests of PAIRS_PER_CALL pairs; the answers by (sha before, sha after)."""
     from dealscout_cli import prompts
+    from dealscout_cli.config import stage_options
     from dealscout_cli.costs import load_prices
     from dealscout_cli.engines import model_endpoint, pipeline_config
     from dealscout_cli.errors import ProviderError
@@ -527,7 +530,12 @@ async def _ask(
                     for photo in grouping.photos[boundary.index - 1 : boundary.index + 1]:
                         data = thumbnail(photo.path)
                         images.append(ImagePart(data, "image/jpeg", *_jpeg_size(data)))
+                # The cheapest look that tells products apart: low media resolution
+                # (280 tokens a thumbnail on Gemini 3) and little thinking.
+                options = stage_options(endpoint.vision_model, "low", "low")
                 request = ModelRequest(
+                    media_resolution=options.media_resolution,
+                    thinking_level=options.thinking_level,
                     model=endpoint.vision_model,
                     system=prompts.GROUP_SYSTEM,
                     prompt=prompts.group_prompt(len(chunk)),
@@ -589,3 +597,25 @@ def summary_line(found: ScanResult) -> str | None:
     if kept:
         line += f"; {kept} items kept as grouped before"
     return line
+
+
+def group_shoot(
+    paths: Sequence[Path],
+    settings: Settings,
+    *,
+    confirm: bool = False,
+    on_photo: Callable[[int], None] | None = None,
+) -> tuple[ScanResult, EnqueueReport]:
+    """`dealscout group PATHS`: group the photos and queue the items, calling no model (unless
+    `confirm`), so the seller can correct the groups before `snap` spends anything."""
+    from dealscout_cli.scan import scan
+    from dealscout_cli.store import Store
+
+    found = scan(paths, group="auto", on_photo=on_photo, known=known_photos_in(settings.db_path))
+    now = time.time()
+    with Store.open(settings.db_path) as store:
+        if confirm:
+            confirm_groups(found, store, settings)
+        report = store.enqueue(found.items, now=now, offline=settings.offline)
+        store.record_groups([(g.source, g.reasons) for g in found.groupings], now=now)
+    return found, report

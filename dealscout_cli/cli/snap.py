@@ -320,7 +320,9 @@ class RunOutput:
         if found.groupings:
             from dealscout_cli.grouping import summary_line
 
-            err.print(f"grouped: {summary_line(found)} (`dealscout group` lists them)", highlight=False)
+            err.print(
+                f"grouped: {summary_line(found)} (`dealscout group` lists them)", highlight=False
+            )
         err.print(
             f"found {plural(len(found.items), 'item')}: {report.new} new, "
             f"{report.already_done} already done, "
