@@ -54,10 +54,18 @@ DATE_TIME_ORIGINAL = 36867
 DATE_TIME = 0x0132
 THUMB_SIDE = 160  # the decode size for signatures (a JPEG draft makes it cheap)
 QUESTION_SIDE = 192  # the long side of a thumbnail sent to the model
-WINDOW = 3  # photos compared either side of a boundary: a product is shot from several angles
+WINDOW = 4  # photos compared either side of a boundary: a product is shot from several angles
 THRESHOLD = 0.0  # score above: another product
-UNSURE_MARGIN = 0.6
-TIME_W, TIME_CAP, VIS_M, VIS_S = 1.0, 0.6, 1.2, 4.0
+UNSURE_MARGIN = 0.4  # |score| below: unsure (what --confirm-groups asks about; ~10% of them)
+# The score, set on generated shoots (tests/shoot_factory.py, seeds 7-10; the benchmark
+# reports other seeds). Time: log2(gap / the shoot's median gap) / 2 - TIME_OFFSET, at most
+# TIME_CAP, times TIME_WEIGHT: a gap like the usual one argues strongly for the same product,
+# a long one only a little for another (people pause within a product too). Visual: how far
+# the closest pair across the boundary is above VISUAL_MARGIN times the shoot's median
+# distance, in medians, times VISUAL_WEIGHT.
+TIME_WEIGHT, TIME_OFFSET, TIME_CAP = 1.5, 0.5, 0.15
+VISUAL_MARGIN, VISUAL_WEIGHT = 1.1, 2.0
+FAR_PAIR_PENALTY = 0.04  # per step away from the boundary: the nearest pair weighs most
 
 
 class Why(StrEnum):
@@ -207,12 +215,14 @@ def boundaries(sigs: Sequence[Signature]) -> list[Boundary]:
     result = []
     for i in range(1, len(sigs)):
         gap, distance = gaps[i - 1], distances[i - 1]
-        time_evidence = TIME_W * min(TIME_CAP, math.log2(max(gap, 0.5) / typical) / 2 - 1.0)
+        time_evidence = TIME_WEIGHT * min(
+            TIME_CAP, math.log2(max(gap, 0.5) / typical) / 2 - TIME_OFFSET
+        )
         if math.isnan(distance):  # a label shot on one side: time alone decides
             score = time_evidence + 0.25
             visual_evidence = 0.0
         else:
-            visual_evidence = (distance - VIS_M * usual) / max(usual, 0.05) * VIS_S
+            visual_evidence = (distance - VISUAL_MARGIN * usual) / max(usual, 0.05) * VISUAL_WEIGHT
             score = time_evidence + visual_evidence
         split = score > THRESHOLD
         why = _why(time_evidence > 0, visual_evidence > 0)
@@ -264,7 +274,7 @@ def _window_distance(sigs: Sequence[Signature], i: int) -> float:
     best = math.inf
     for a_index, a in enumerate(reversed(left)):
         for b_index, b in enumerate(right):
-            penalty = 0.04 * (a_index + b_index)
+            penalty = FAR_PAIR_PENALTY * (a_index + b_index)
             best = min(best, distance(a, b) + penalty)
     return best
 
@@ -334,13 +344,18 @@ def _hsv(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return hue, saturation, high
 
 
-HUE_BINS = 12
+HUE_BINS = 18
 GREY_BINS = 3
+SATURATED = 0.2  # below: a grey pixel
+DEEP = 0.5  # saturation above which a hue counts in its own (deep) bins
+GREY_WEIGHT = 0.5  # grey says less about a product than a hue
+HUE_SPILL = 0.25  # share of a hue bin spread to each neighbour: a warm light moves hues
+BACKDROP_DISTANCE = 0.07  # RGB distance (0-1 scale) from every edge colour: the object
 
 
 def _object_colours(pixels: np.ndarray) -> np.ndarray:
-    """Hue histogram (weighted by saturation) plus grey levels, of the pixels unlike the
-    border: the object, mostly, whatever the backdrop."""
+    """Hue histogram (pale and deep apart) plus grey levels, of the pixels unlike the
+    frame's edge: the object, mostly, whatever the backdrop."""
     import numpy as np
 
     # The backdrop is whatever colours the frame's edge shows (a shadow across it gives two
@@ -352,19 +367,20 @@ def _object_colours(pixels: np.ndarray) -> np.ndarray:
     )[::3]  # fmt: skip
     flat = pixels.reshape(-1, 3)
     nearest = np.sqrt(((flat[:, None, :] - edge[None, :, :]) ** 2).sum(axis=-1)).min(axis=1)
-    mask = (nearest > 0.1).reshape(pixels.shape[:2])
+    mask = (nearest > BACKDROP_DISTANCE).reshape(pixels.shape[:2])
     if mask.sum() < pixels.shape[0] * pixels.shape[1] * 0.03:
         mask = np.ones(mask.shape, dtype=bool)  # nothing stands out: the whole frame
     hue, saturation, value = _hsv(pixels[mask])
-    coloured = (saturation > 0.2) & (value > 0.15)
-    hist = np.zeros(HUE_BINS + GREY_BINS, dtype=np.float64)
+    coloured = (saturation > SATURATED) & (value > 0.15)
+    hist = np.zeros(HUE_BINS * 2 + GREY_BINS, dtype=np.float64)
     bins = np.minimum((hue[coloured] * HUE_BINS).astype(int), HUE_BINS - 1)
-    np.add.at(hist, bins, 1.0)
+    np.add.at(hist, bins + HUE_BINS * (saturation[coloured] > DEEP), 1.0)
     grey = np.minimum((value[~coloured] * GREY_BINS).astype(int), GREY_BINS - 1)
-    np.add.at(hist, HUE_BINS + grey, 0.5)  # grey says less about a product than a hue
-    # Soften the hue bins: a warm light moves a hue a little, not a whole bin.
-    hues = hist[:HUE_BINS]
-    hist[:HUE_BINS] = 0.5 * hues + 0.25 * np.roll(hues, 1) + 0.25 * np.roll(hues, -1)
+    np.add.at(hist, HUE_BINS * 2 + grey, GREY_WEIGHT)
+    for level in (0, HUE_BINS):
+        hues = hist[level : level + HUE_BINS].copy()
+        spilt = HUE_SPILL * (np.roll(hues, 1) + np.roll(hues, -1))
+        hist[level : level + HUE_BINS] = (1 - 2 * HUE_SPILL) * hues + spilt
     total = hist.sum()
     return hist / total if total else hist
 
