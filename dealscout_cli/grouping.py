@@ -91,6 +91,12 @@ class Signature:
     layout: tuple[float, ...]  # coarse grid, lightness-normalised chroma
     phash: int
     label: bool  # looks like a label or barcode close-up
+    blind: bool = False  # could not be decoded: time alone places it
+
+    @property
+    def joins_by_time(self) -> bool:
+        """A label shot or an unreadable photo: it goes with the neighbour nearer in time."""
+        return self.label or self.blind
 
 
 @dataclass(frozen=True)
@@ -180,10 +186,12 @@ class GroupReason:
 
 
 def group_photos(
-    photos: Sequence[FoundPhoto], source: str, known: Mapping[str, str] | None = None
+    photos: Sequence[FoundPhoto],
+    source: str,
+    known: Mapping[str, tuple[str, int]] | None = None,
 ) -> Grouping:
     """Group a folder's photos (distinct by content). `known` maps a photo's sha256 to the key
-    of the item it already belongs to: those photos keep their item, untouched."""
+    of the item it already belongs to and its place there: those photos keep their item."""
     from dealscout_cli.scan import FoundItem
 
     known = known or {}
@@ -191,12 +199,13 @@ def group_photos(
     new: list[FoundPhoto] = []
     for photo in photos:
         if photo.sha256 in known:
-            kept.setdefault(known[photo.sha256], []).append(photo)
+            kept.setdefault(known[photo.sha256][0], []).append(photo)
         else:
             new.append(photo)
-    known_items = [
-        FoundItem(key, _stem(group[0]), tuple(group), None, source) for key, group in kept.items()
-    ]
+    known_items = []
+    for key, group in kept.items():
+        group.sort(key=lambda photo: known[photo.sha256][1])  # their place in the item
+        known_items.append(FoundItem(key, _stem(group[0]), tuple(group), None, source))
     signatures = [signature(photo.path, photo.mtime_ns) for photo in new]
     order = sorted(range(len(new)), key=lambda i: (signatures[i].taken, str(new[i].path)))
     ordered = [new[i] for i in order]
@@ -253,7 +262,7 @@ def _labels_join_neighbours(
     closer in time to; the other side keeps its score."""
     result = list(found)
     for i, sig in enumerate(sigs):
-        if not sig.label:
+        if not sig.joins_by_time:
             continue
         before = gaps[i - 1] if i > 0 else math.inf
         after = gaps[i] if i < len(gaps) else math.inf
@@ -266,8 +275,8 @@ def _labels_join_neighbours(
 def _window_distance(sigs: Sequence[Signature], i: int) -> float:
     """The closest pair across the boundary before photo `i`, WINDOW photos each side,
     label shots left out (NaN when one side has none)."""
-    left = [s for s in sigs[max(0, i - WINDOW) : i] if not s.label][-WINDOW:]
-    right = [s for s in sigs[i : i + WINDOW] if not s.label]
+    left = [s for s in sigs[max(0, i - WINDOW) : i] if not s.joins_by_time]
+    right = [s for s in sigs[i : i + WINDOW] if not s.joins_by_time]
     if not left or not right:
         return math.nan
     # The nearest neighbours weigh most: a pair further apart must be clearly closer to count.
@@ -294,15 +303,27 @@ def distance(a: Signature, b: Signature) -> float:
 
 
 def signature(path: Path, mtime_ns: int) -> Signature:
-    """One small decode of the photo: its capture time and its visual signature."""
+    """One small decode of the photo: its capture time and its visual signature. A photo
+    that cannot be decoded is `blind`: its file time places it, and it joins a neighbour
+    by time alone (the run says what is wrong with it)."""
+    import warnings
+
     import imagehash
     import numpy as np
 
-    with Image.open(path) as image:
-        taken, clock = _capture_time(image, mtime_ns)
-        image.draft("RGB", (THUMB_SIDE, THUMB_SIDE))
-        small = image.convert("RGB")
-        small.thumbnail((THUMB_SIDE, THUMB_SIDE))
+    from dealscout_cli.images import register_heif
+
+    register_heif()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                taken, clock = _capture_time(image, mtime_ns)
+                image.draft("RGB", (THUMB_SIDE, THUMB_SIDE))
+                small = image.convert("RGB")
+                small.thumbnail((THUMB_SIDE, THUMB_SIDE))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return Signature(mtime_ns / 1e9, "file", (), (), 0, label=False, blind=True)
     phash = int(str(imagehash.phash(small)), 16)
     pixels = np.asarray(small.resize((64, 48)), dtype=np.float32) / 255.0
     return Signature(
@@ -587,7 +608,7 @@ def known_photos_in(db_path: Path) -> KnownPhotos:
     """`scan`'s lookup of photos already in items, read from the database at `db_path`
     (none when it does not exist yet); it only reads."""
 
-    def lookup(sha256s: list[str]) -> Mapping[str, str]:
+    def lookup(sha256s: list[str]) -> Mapping[str, tuple[str, int]]:
         from dealscout_cli.store import Store
 
         if not sha256s or not Path(db_path).is_file():

@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 
 GroupBy = Literal["photo", "folder", "auto"]
 GROUPINGS = ("photo", "folder", "auto")
-# photo sha256s → the keys of the items they already belong to (`--group auto` keeps those)
-KnownPhotos = Callable[[list[str]], Mapping[str, str]]
+# photo sha256s → (key, place) in the items they already belong to (`--group auto` keeps those)
+KnownPhotos = Callable[[list[str]], Mapping[str, tuple[str, int]]]
 
 PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".heic", ".heif"})
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024  # a million rows of paths; read whole, so judged first

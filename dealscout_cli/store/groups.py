@@ -57,14 +57,15 @@ class GroupRow:
 class ItemGroups(StoreConnection):
     """Groups made by `--group auto`, and regrouping them."""
 
-    def items_of_photos(self, sha256s: Iterable[str]) -> dict[str, str]:
-        """photo sha256 → the key of the item it belongs to, for the photos already in one."""
-        found: dict[str, str] = {}
+    def items_of_photos(self, sha256s: Iterable[str]) -> dict[str, tuple[str, int]]:
+        """photo sha256 → (the key of the item it belongs to, its place there), for the
+        photos already in an item."""
+        found: dict[str, tuple[str, int]] = {}
         wanted = list(dict.fromkeys(sha256s))
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
             rows = self.conn.execute(
-                f"""SELECT photos.sha256, items.key FROM photos
+                f"""SELECT photos.sha256, items.key, photos.position FROM photos
                     JOIN items ON items.id = photos.item_id
                     JOIN jobs ON jobs.item_id = items.id
                     WHERE photos.sha256 IN ({",".join("?" * len(chunk))})
@@ -72,8 +73,8 @@ class ItemGroups(StoreConnection):
                     ORDER BY items.id""",
                 chunk,
             )
-            for sha, key in rows:
-                found.setdefault(sha, key)
+            for sha, key, position in rows:
+                found.setdefault(sha, (key, position))
         return found
 
     def record_groups(
