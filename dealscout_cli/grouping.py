@@ -14,12 +14,14 @@ another product. Two signals, both local and cheap (~10 ms a photo, one small de
   shot from several angles, so the next photo is compared with the last few photos before
   it and the few after it, and the closest pair counts.
 
-A label or barcode close-up looks like nothing else in the item; it is recognised (mostly
-white, low colour, dark bars) and goes with whichever neighbour it was shot closer in time.
+A label or barcode close-up looks like nothing else in the item; it is recognised (almost no
+colour in the middle of the frame once the light's cast is taken out, and fine light/dark
+detail: bars, print) and goes with whichever neighbour it was shot closer in time. So does a
+photo that cannot be decoded (the run reports it with its item).
 
 Each boundary gets a score (time evidence + visual evidence); one far from the threshold
 is decided, one near it is `unsure`. `--confirm-groups` sends the unsure ones, as small
-thumbnails either side, to the vision model in one request (`boundary_request`), and its
+thumbnails either side, to the vision model in one request (`confirm_groups`), and its
 answers are kept in the store keyed by the photos' hashes, so a rerun asks nothing.
 
 Photos that already belong to an item are never regrouped: they keep their item.
@@ -54,7 +56,7 @@ DATE_TIME_ORIGINAL = 36867
 DATE_TIME = 0x0132
 THUMB_SIDE = 160  # the decode size for signatures (a JPEG draft makes it cheap)
 QUESTION_SIDE = 192  # the long side of a thumbnail sent to the model
-WINDOW = 4  # photos compared either side of a boundary: a product is shot from several angles
+WINDOW = 5  # photos compared either side of a boundary: a product is shot from several angles
 THRESHOLD = 0.0  # score above: another product
 UNSURE_MARGIN = 0.4  # |score| below: unsure (what --confirm-groups asks about; ~10% of them)
 # The score, set on generated shoots (tests/shoot_factory.py, seeds 7-10; the benchmark
@@ -63,8 +65,9 @@ UNSURE_MARGIN = 0.4  # |score| below: unsure (what --confirm-groups asks about; 
 # a long one only a little for another (people pause within a product too). Visual: how far
 # the closest pair across the boundary is above VISUAL_MARGIN times the shoot's median
 # distance, in medians, times VISUAL_WEIGHT.
-TIME_WEIGHT, TIME_OFFSET, TIME_CAP = 1.5, 0.5, 0.15
+TIME_WEIGHT, TIME_OFFSET, TIME_CAP = 2.0, 0.5, 0.15
 VISUAL_MARGIN, VISUAL_WEIGHT = 1.1, 2.0
+LAYOUT_WEIGHT = 0.25
 FAR_PAIR_PENALTY = 0.04  # per step away from the boundary: the nearest pair weighs most
 
 
@@ -296,7 +299,7 @@ def distance(a: Signature, b: Signature) -> float:
     near_copy = (a.phash ^ b.phash).bit_count() / 64
     if near_copy < 0.12:  # the same shot again (a burst): certainly one product
         return near_copy
-    return 0.75 * colours + 0.25 * layout
+    return (1 - LAYOUT_WEIGHT) * colours + LAYOUT_WEIGHT * layout
 
 
 # ---------------------------------------------------------------- signatures
