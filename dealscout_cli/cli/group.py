@@ -5,8 +5,9 @@ parses the numbers and draws the table.
 """
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
@@ -23,11 +24,15 @@ from dealscout_cli.cli.options import (
     plain,
     plural,
     print_json,
+    read_store,
 )
 from dealscout_cli.cli.snap import ConfirmGroupsFlag, OfflineFlag
 
 if TYPE_CHECKING:
+    from dealscout_cli.store import Store
     from dealscout_cli.store.groups import GroupRow
+
+T = TypeVar("T")
 
 GroupPathsArgument = Annotated[
     list[Path] | None,
@@ -93,16 +98,22 @@ def group(
     if split:
         first, second = guarded(lambda: _split(db, split))
         err.print(f"split into groups {first} and {second}", highlight=False)
-    rows = guarded(lambda: _with_store(db, lambda s: s.groups()))
+    rows = guarded(lambda: _read_groups(db))
     if json_out:
         print_json([row.to_dict() for row in rows])
         return
     _render(rows)
 
 
-def _with_store(db: Path, action):  # type: ignore[no-untyped-def]
+def _with_store(db: Path, action: "Callable[[Store], T]") -> T:
     with open_store(db) as store:
         return action(store)
+
+
+def _read_groups(db: Path) -> "list[GroupRow]":
+    """Listing only reads: the file is not even switched to WAL (a backup, a read-only copy)."""
+    with read_store(db) as store:
+        return store.groups()
 
 
 def _numbers(text: str, flag: str) -> list[int]:
