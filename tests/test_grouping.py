@@ -289,3 +289,35 @@ def test_confirm_groups_asks_the_model_once_and_remembers(shoot: Path, tmp_path:
             after = grouping.photos[boundary.index].path.name
             assert boundary.split == (truth[before] != truth[after])
             assert not boundary.unsure
+
+
+def test_auto_keeps_product_folders_whole_and_a_lone_photo_alone(tmp_path: Path) -> None:
+    import random
+
+    rng = random.Random(2)
+    product = _product(rng, 1)
+    when = datetime(2026, 5, 1, 9, 0, 0)
+    # Subfolders are products already (as with --group folder), even shot far apart.
+    (tmp_path / "sneaker").mkdir()
+    _shot(tmp_path / "sneaker", "front.jpg", product, when)
+    _shot(tmp_path / "sneaker", "back.jpg", _product(rng, 2), when + timedelta(hours=2))
+    _shot(tmp_path, "IMG_0001.jpg", _product(rng, 3), when)  # the only loose photo
+    found = scan([tmp_path], group="auto")
+    assert sorted(sorted(p.path.name for p in item.photos) for item in found.items) == [
+        ["IMG_0001.jpg"],
+        ["back.jpg", "front.jpg"],
+    ]
+    assert [len(g.photos) for g in found.groupings] == [1]
+
+
+def test_a_burst_of_the_same_second_stays_one_item(tmp_path: Path) -> None:
+    import random
+
+    rng = random.Random(4)
+    product = _product(rng, 1)
+    when = datetime(2026, 5, 1, 9, 0, 0)
+    for n in range(4):  # four shots stamped the same second (a burst): gap 0
+        _shot(tmp_path, f"IMG_000{n}.jpg", product, when)
+    _shot(tmp_path, "IMG_0009.jpg", _product(rng, 2), when + timedelta(seconds=80))
+    found = scan([tmp_path], group="auto")
+    assert sorted(len(item.photos) for item in found.items) == [1, 4]
