@@ -79,7 +79,6 @@ class Why(StrEnum):
     VISUAL = "visual change"
     TIME_AND_VISUAL = "time gap and visual change"
     MODEL = "model"
-    KNOWN = "already an item"
     MERGED = "merged"
     SPLIT = "split"
 
@@ -149,6 +148,7 @@ class Grouping:
         return groups
 
     def items(self) -> list[FoundItem]:
+        """The known items, then one item per group; why each new one starts goes in `reasons`."""
         from dealscout_cli.scan import FoundItem, item_key
 
         made = list(self.known)
