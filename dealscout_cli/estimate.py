@@ -119,6 +119,7 @@ class Estimate:
     # when there is none to go by); None when a model has no price. What a budget expects.
     cost_per_item_micro_usd: int | None = None
     stale_prices: str | None = None  # the built-in price table is over 90 days old
+    grouping: str | None = None  # --group auto: "300 photos → 52 items; 4 boundaries unsure"
 
     @property
     def requests(self) -> int:
@@ -166,6 +167,7 @@ class Estimate:
             "unusable_photos": [asdict(photo) for photo in self.unusable],
             "scan_problems": self.scan_problems,
             "stale_prices": self.stale_prices,
+            "grouping": self.grouping,
         }
 
 
@@ -177,7 +179,13 @@ def estimate(
 ) -> Estimate:
     """Scan `paths` and predict the calls, tokens and cost of `snap`ping them. Calls no model.
     `on_photo` counts the photos the scan reads (see `scan.scan`)."""
-    return estimate_scan(scan([Path(p) for p in paths], group=group, on_photo=on_photo), settings)
+    grouped = None
+    if group == "auto":
+        from .grouping import known_photos_in
+
+        grouped = known_photos_in(settings.db_path)
+    found = scan([Path(p) for p in paths], group=group, on_photo=on_photo, grouped=grouped)
+    return estimate_scan(found, settings)
 
 
 def estimate_scan(found: ScanResult, settings: Settings) -> Estimate:
@@ -209,6 +217,10 @@ def estimate_scan(found: ScanResult, settings: Settings) -> Estimate:
     ]
     result.cost_per_item_micro_usd = _cost_per_item(result.rows, prices, settings)
     result.stale_prices = stale_prices_note()
+    if found.groupings:
+        from .grouping import summary_line
+
+        result.grouping = summary_line(found)
     return result
 
 

@@ -88,10 +88,12 @@ class ScanFeed:
         force: bool = False,
         offline: bool = False,
         on_scanned: Callable[[ScanResult, EnqueueReport], None] = lambda found, queued: None,
+        before_queue: Callable[[Store, ScanBatch], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.batches = batches
         self.on_scanned = on_scanned
+        self.before_queue = before_queue  # e.g. --confirm-groups: the model regroups a batch
         self._finished = False
         self.db_path = db_path
         self.force = force
@@ -140,8 +142,12 @@ class ScanFeed:
                 self._news.notify_all()
 
     def _queue(self, store: Store, batch: ScanBatch) -> None:
+        if self.before_queue is not None:
+            self.before_queue(store, batch)
         now = self.clock()
         queued = store.enqueue(batch.items, now=now, force=self.force, offline=self.offline)
+        if batch.groupings:  # --group auto: why each item starts where it does
+            store.record_groups([(g.source, g.reasons) for g in batch.groupings], now=now)
         new_problems = {
             where(p)
             for p in batch.problems

@@ -248,8 +248,13 @@ class Pipeline:
 
     # ------------------------------------------------------------ one call, with retries
 
+    async def ask(self, request: ModelRequest, stage: Stage) -> BaseModel:
+        """A call about no one item (`--confirm-groups`), retried and recorded like the rest."""
+        parsed, _reply = await self._call(request, stage, None, 1)
+        return parsed
+
     async def _call(
-        self, request: ModelRequest, stage: Stage, item_id: int, item_attempt: int
+        self, request: ModelRequest, stage: Stage, item_id: int | None, item_attempt: int
     ) -> tuple[BaseModel, ModelReply]:
         """One call, retried by the policy's tenacity loop; every attempt is recorded."""
         async for attempt in self.policy.call_retrying(sleep=self._backoff):
@@ -266,7 +271,7 @@ class Pipeline:
             await anyio.sleep(seconds)
 
     async def _attempt(
-        self, request: ModelRequest, stage: Stage, item_id: int, call_attempt: int
+        self, request: ModelRequest, stage: Stage, item_id: int | None, call_attempt: int
     ) -> tuple[BaseModel, ModelReply]:
         if self.provider is None:
             raise RuntimeError("this pipeline only prepares photos; it has no provider")
@@ -318,7 +323,7 @@ class Pipeline:
         self,
         request: ModelRequest,
         stage: Stage,
-        item_id: int,
+        item_id: int | None,
         attempt: int,
         started: float,
         latency: float,

@@ -89,3 +89,21 @@ def _price_schema() -> str:
     from dealscout_cli.models import PriceEstimate
 
     return json.dumps(PriceEstimate.model_json_schema(), separators=(",", ":"))
+
+
+# --group auto --confirm-groups: one request asks about several unsure boundaries of a shoot
+# (not part of a listing, so PROMPT_VERSION does not cover it).
+GROUP_SYSTEM = """\
+You help a reseller sort a photo shoot. The seller photographed products one after
+another, several photos each (different angles, distances, backgrounds and light; a
+close-up of a label or barcode belongs to the product it is on). For each numbered
+pair of photos, say whether both show the same product."""
+
+
+def group_prompt(boundaries: int) -> str:
+    """The question for `boundaries` pairs: the images come two per pair, in order."""
+    return (
+        f"There are {boundaries} pairs. The images come in order, two per pair: images 1 and 2 "
+        "are pair 1, images 3 and 4 pair 2, and so on. For every pair answer with its number "
+        "and same_product: true when both photos show the same product, false when not."
+    )

@@ -23,6 +23,7 @@ class JobState(StrEnum):
 class Stage(StrEnum):
     IDENTIFY = "identify"
     PRICE = "price"
+    GROUP = "group"  # --confirm-groups: boundary questions about a shoot, no one item's stage
 
 
 def iso_now(now: float | None = None) -> str:

@@ -26,15 +26,21 @@ import json
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from .errors import ScanError
 from .images import display_path
 
-GroupBy = Literal["photo", "folder"]
+if TYPE_CHECKING:
+    from .grouping import Grouping
+
+GroupBy = Literal["photo", "folder", "auto"]
+GROUPINGS = ("photo", "folder", "auto")
+# photo sha256s → (key, place) in the items they already belong to (`--group auto` keeps those)
+GroupedPhotos = Callable[[list[str]], Mapping[str, tuple[str, int]]]
 
 PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".heic", ".heif"})
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024  # a million rows of paths; read whole, so judged first
@@ -101,12 +107,14 @@ class ScanResult:
     # Items kept but worth a look (e.g. too many photos for one product); not skipped.
     warnings: list[ScanProblem] = field(default_factory=list)
     duplicates: list[tuple[str, str]] = field(default_factory=list)  # (path, same content as path)
+    groupings: list[Grouping] = field(default_factory=list)  # --group auto: one per folder
 
     def add(self, batch: ScanBatch) -> None:
         self.items += batch.items
         self.problems += batch.problems
         self.warnings += batch.warnings
         self.duplicates += batch.duplicates
+        self.groupings += batch.groupings
 
 
 @dataclass
@@ -118,6 +126,7 @@ class ScanBatch:
     problems: list[ScanProblem] = field(default_factory=list)
     warnings: list[ScanProblem] = field(default_factory=list)
     duplicates: list[tuple[str, str]] = field(default_factory=list)
+    groupings: list[Grouping] = field(default_factory=list)  # --group auto: one per folder
     photos_read: int = 0  # in the whole scan so far
 
 
@@ -126,19 +135,22 @@ def scan(
     group: GroupBy = "photo",
     on_photo: Callable[[int], None] | None = None,
     known: KnownPhotos | None = None,
+    grouped: GroupedPhotos | None = None,
 ) -> ScanResult:
     """Scan folders (recursively), manifests (.csv/.jsonl) and single photos into items.
 
     `group="photo"` makes each photo an item; `group="folder"` makes each folder
     holding photos one item, except the folders given in `paths`: photos loose in
     those are one item each (a shoot's top folder holds products, it is not one). A
-    manifest's `item` column groups its rows itself.
+    manifest's `item` column groups its rows itself. `group="auto"` is "folder" for
+    subfolders and splits the photos loose in a folder you name into products
+    (`grouping.group_photos`); photos `grouped(sha256s)` already puts in an item keep it.
     `on_photo(n)` is called after each photo is read and hashed, with the count so far
     (10,000 photos take seconds: enough to want a counter). `known` gives the hash of a
     photo whose path, size and modification time were recorded before (see `KnownPhotos`).
     """
     result = ScanResult()
-    for batch in scan_batches(paths, group, on_photo=on_photo, known=known):
+    for batch in scan_batches(paths, group, on_photo=on_photo, known=known, grouped=grouped):
         result.add(batch)
     result.problems.sort(key=lambda p: (p.path, p.line or 0))
     return result
@@ -150,6 +162,7 @@ def scan_batches(
     *,
     on_photo: Callable[[int], None] | None = None,
     known: KnownPhotos | None = None,
+    grouped: GroupedPhotos | None = None,
 ) -> Iterator[ScanBatch]:
     """`scan`, one batch at a time, each as soon as its items are complete, so work can start
     on the first items while the rest are still being read (`feed`).
@@ -159,9 +172,9 @@ def scan_batches(
     is only in a batch once all its photos are known (a folder's, a manifest item's lines),
     and an item whose key an earlier batch had is a duplicate, as in one `scan`.
     """
-    if group not in ("photo", "folder"):
-        raise ScanError(f"unknown grouping {group!r}; use 'photo' or 'folder'")
-    scanner = _Scanner(group, on_photo, known)
+    if group not in GROUPINGS:
+        raise ScanError(f"unknown grouping {group!r}; use 'photo', 'folder' or 'auto'")
+    scanner = _Scanner(group, on_photo, known, grouped)
     targets = [scanner.target(Path(path)) for path in paths]
     return scanner.batches(targets)
 
@@ -195,6 +208,7 @@ class _Draft:
     source: str
     photos: list[FoundPhoto] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    auto: bool = False  # --group auto: a folder's loose photos, split into items by grouping
 
 
 @dataclass(frozen=True)
@@ -235,10 +249,12 @@ class _Scanner:
         group: GroupBy,
         on_photo: Callable[[int], None] | None = None,
         known: KnownPhotos | None = None,
+        grouped: GroupedPhotos | None = None,
     ) -> None:
         self.group = group
         self.on_photo = on_photo
         self.known = known
+        self.grouped = grouped
         self.photos_read = 0
         self.ready: list[_Draft] = []  # complete items for the next batch, in order
         self.problems: list[ScanProblem] = []  # found since the last batch
@@ -329,7 +345,7 @@ class _Scanner:
         order) the subfolders to walk next. An iterator, not recursion: trees run deep."""
         photos, subfolders = self._list_folder(folder, visited)
         if self._groups_whole_folder(folder, root):
-            self.ready += self._folder_items(folder, photos)
+            self.ready += self._folder_items(folder, photos, auto=folder == root)
             if self._due():
                 yield self._batch()
             yield from subfolders
@@ -356,11 +372,14 @@ class _Scanner:
         """Whether the folder's photos are grouped together, so its items are known only once
         all of them are read (`--group folder`; any grouping that looks at a folder's photos
         side by side goes here too). Otherwise each photo is an item of its own."""
-        return self.group == "folder" and folder != root
+        return self.group == "auto" or (self.group == "folder" and folder != root)
 
-    def _folder_items(self, folder: Path, photos: list[Path]) -> list[_Draft]:
-        """The items of one folder whose photos are grouped (`_groups_whole_folder`)."""
-        draft = _Draft(_folder_label(folder), display_path(folder))
+    def _folder_items(self, folder: Path, photos: list[Path], *, auto: bool) -> list[_Draft]:
+        """The items of one folder whose photos are grouped (`_groups_whole_folder`): one, or
+        with --group auto the photos loose in a folder given to `scan`, split into products
+        when the batch is made (`_auto_items`)."""
+        auto = auto and self.group == "auto"
+        draft = _Draft(_folder_label(folder), display_path(folder), auto=auto)
         for photo in photos:
             self._add_photo(photo, draft)
         return [draft] if draft.photos else []
@@ -520,6 +539,9 @@ class _Scanner:
                     batch.duplicates.append((photo.display, unique[photo.sha256].display))
                 else:
                     unique[photo.sha256] = photo
+            if draft.auto:
+                self._auto_items(draft, unique, batch)
+                continue
             key = item_key(list(unique))
             if key in self.kept:
                 for photo in unique.values():
@@ -545,6 +567,19 @@ class _Scanner:
         self.last_batch = time.monotonic()
         self.read_since_batch = 0
         return batch
+
+    def _auto_items(self, draft: _Draft, unique: dict[str, FoundPhoto], batch: ScanBatch) -> None:
+        """--group auto: the folder's photos split into products (`grouping.group_photos`);
+        photos already in an item keep it."""
+        from .grouping import group_photos
+
+        grouped = self.grouped(list(unique)) if self.grouped is not None else {}
+        grouping = group_photos(list(unique.values()), draft.source, grouped)
+        batch.groupings.append(grouping)
+        for item in grouping.items():
+            if item.key not in self.kept:
+                self.kept[item.key] = {photo.sha256: photo.display for photo in item.photos}
+                batch.items.append(item)
 
 
 def _manifest_group(record: dict[str, object], line: int) -> object:

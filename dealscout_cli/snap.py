@@ -30,7 +30,7 @@ from dealscout_cli.feed import FeedReport, KnownPhotoIndex, ScanFeed
 from dealscout_cli.jobs import JobLifecycle, ListingStamp, RunSummary, StopKind, exit_code
 from dealscout_cli.records import EnqueueReport
 from dealscout_cli.retry import RetryPolicy, policy_for
-from dealscout_cli.scan import GroupBy, ScanResult, scan_batches
+from dealscout_cli.scan import GroupBy, ScanBatch, ScanResult, scan_batches
 from dealscout_cli.store import Store
 
 
@@ -98,13 +98,18 @@ def snap(
     on_scanned: Callable[[ScanResult, EnqueueReport], None] = lambda scan, report: None,
     on_scanning: Callable[[int], None] | None = None,
     handle_signals: bool = True,
+    confirm_groups: bool = False,
 ) -> SnapResult:
     """Scan `paths`, queue what is new, process the queue with `settings.engine`. Never prints.
 
     Without paths nothing is scanned: the run processes what the database already has
     queued (how a stopped or interrupted run is resumed), and needs the database to exist.
+    `group="auto"` splits a flat folder into products (`grouping`); `confirm_groups` lets
+    the vision model decide its unsure boundaries first (one cheap, recorded call).
     """
     settings.validated()
+    if confirm_groups and group != "auto":
+        raise UsageError("--confirm-groups decides boundaries of --group auto; add --group auto")
     for path in paths:
         if not Path(path).exists():
             raise UsageError(
@@ -115,6 +120,15 @@ def snap(
             f"nothing queued: no database at {settings.db_path}; pass folders of photos, "
             f"e.g. `{resume_command(settings, ['./photos'])}`"
         )
+    from dealscout_cli.grouping import known_photos_in
+
+    before_queue = None
+    if confirm_groups:  # the model decides the unsure boundaries before their items are queued
+        from dealscout_cli.grouping import confirm_groups as confirm
+
+        def before_queue(store: Store, batch: ScanBatch) -> None:
+            confirm(batch, store, settings)
+
     known = KnownPhotoIndex()
     batches = None
     if paths:
@@ -123,6 +137,7 @@ def snap(
             cast(GroupBy, group),
             on_photo=on_scanning,
             known=None if force else known,  # --force reads every photo again
+            grouped=known_photos_in(settings.db_path) if group == "auto" else None,
         )  # a ScanError (a manifest that cannot be read) is raised here: nothing is stored
     with Store.open(settings.db_path) as store:
         feed = None
@@ -130,10 +145,12 @@ def snap(
             known.load(store)
             feed = ScanFeed(
                 batches, settings.db_path, force=force, offline=settings.offline,
-                on_scanned=on_scanned,
+                on_scanned=on_scanned, before_queue=before_queue,
             )  # fmt: skip
         try:
-            summary, details = _scan_and_run(store, feed, settings, on_event, handle_signals)
+            summary, details = _scan_and_run(
+                store, feed, settings, on_event, handle_signals, scan_first=group == "auto"
+            )
         finally:
             if feed is not None:
                 feed.stop()  # a run that stopped early (or crashed) stops the scan too
@@ -160,11 +177,12 @@ def snap(
     )
 
 
-def streams(settings: Settings) -> bool:
+def streams(settings: Settings, *, scan_first: bool = False) -> bool:
     """Whether the run starts while the scan goes on: the local engine can take items as they
     come; Batch Mode and the Celery fleet take the queue as it is when they start, and a
-    `--max-cost` budget needs the whole scan's estimate per item first."""
-    return settings.engine == "local" and settings.max_cost_micro_usd is None
+    `--max-cost` budget needs the whole scan's estimate per item first. `--group auto`
+    (`scan_first`) shows its grouping before anything is spent, so its scan comes first."""
+    return settings.engine == "local" and settings.max_cost_micro_usd is None and not scan_first
 
 
 def _scan_and_run(
@@ -173,9 +191,11 @@ def _scan_and_run(
     settings: Settings,
     on_event: OnEvent,
     handle_signals: bool,
+    *,
+    scan_first: bool = False,
 ) -> tuple[RunSummary | None, Any]:
     """The scan (whole first, or streaming into the run), then the run if there is work."""
-    streaming = feed is not None and streams(settings)
+    streaming = feed is not None and streams(settings, scan_first=scan_first)
     if feed is not None and not streaming:
         feed.run_here()
         feed.finish()

@@ -239,9 +239,9 @@ def test_usage_lines_name_the_paths() -> None:
 @pytest.mark.parametrize(
     ("command", "option", "choices"),
     [
-        ("snap", "--group", "photo|folder"),
+        ("snap", "--group", "photo|folder|auto"),
         ("snap", "--engine", "local|celery"),
-        ("estimate", "--group", "photo|folder"),
+        ("estimate", "--group", "photo|folder|auto"),
         ("export", "--format", "csv|jsonl|ebay|shopify|meta"),
     ],
 )

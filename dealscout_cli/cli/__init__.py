@@ -16,6 +16,7 @@ One module per command, each a plain typed function registered below:
     emulator.py   `dealscout emulator`
     worker.py     `dealscout worker` (Celery)
     estimate.py   `dealscout estimate`
+    group.py      `dealscout group`: the groups --group auto made; merge and split
     render.py     the result tables and --json payloads
     progress.py   a run's live progress: bar, plain lines or JSON events
 
@@ -32,6 +33,7 @@ from dealscout_cli.cli import (
     emulator,
     estimate,
     export,
+    group,
     listings,
     retry,
     review,
@@ -116,6 +118,7 @@ app.command("worker", short_help="Run a Celery worker for snap --engine celery."
 app.command("estimate", short_help="Predict calls, tokens and cost; calls no model.")(
     estimate.estimate_command
 )
+app.command("group", short_help="List, merge and split the items --group auto made.")(group.group)
 
 
 def main() -> None:

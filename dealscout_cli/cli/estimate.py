@@ -85,6 +85,8 @@ def estimate_command(
     if json_out:
         print_json(result.to_dict())
         return
+    if result.grouping:
+        err.print(f"grouped: {result.grouping}", highlight=False)
     from dealscout_cli.cli.render import render_estimate
 
     render_estimate(result)

@@ -121,8 +121,8 @@ def read_store(db: Path) -> "Store":
 
 
 def check_group(group: str) -> None:
-    if group not in ("photo", "folder"):
-        fail(f"--group must be 'photo' or 'folder', not {group!r}", EXIT_USAGE)
+    if group not in ("photo", "folder", "auto"):
+        fail(f"--group must be 'photo', 'folder' or 'auto', not {group!r}", EXIT_USAGE)
 
 
 DbOption = Annotated[
@@ -146,6 +146,7 @@ class Group(StrEnum):
 
     PHOTO = "photo"
     FOLDER = "folder"
+    AUTO = "auto"
 
 
 # Choices read without regard to case (`--group Folder`, `--format CSV`), as people type them.
@@ -154,7 +155,9 @@ GroupOption = Annotated[
     typer.Option(
         case_sensitive=False,
         help="'photo': each photo is an item. 'folder': each folder of photos is one item; "
-        "photos loose in a folder you name are one item each.",
+        "photos loose in a folder you name are one item each. 'auto': photos loose in a "
+        "folder you name are split into products by capture time and what they show "
+        "(`dealscout group` lists and corrects the groups).",
     ),
 ]
 VisionModelOption = Annotated[

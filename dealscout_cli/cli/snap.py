@@ -178,6 +178,15 @@ MediaResolutionOption = Annotated[
         f"whatever its size. Default: {config.DEFAULT_MEDIA_RESOLUTION}.",
     ),
 ]
+ConfirmGroupsFlag = Annotated[
+    bool,
+    typer.Option(
+        "--confirm-groups",
+        help="With --group auto: the vision model decides the boundaries the local signals "
+        "are unsure of, on small thumbnails, in one cheap call (recorded and priced like "
+        "every call; answers kept, so a rerun asks nothing).",
+    ),
+]
 ThinkingOption = Annotated[
     str | None,
     typer.Option(
@@ -221,6 +230,7 @@ def snap(
     grounded_prices: GroundedPricesFlag = False,
     media_resolution: MediaResolutionOption = None,
     thinking: ThinkingOption = None,
+    confirm_groups: ConfirmGroupsFlag = False,
 ) -> None:
     """Scan photos, queue what is new, and turn each item into a draft listing.
 
@@ -257,6 +267,7 @@ def snap(
         result = guarded(lambda: run_snap(
             paths, settings, group=group.value, force=force, on_event=output.report,
             on_scanned=output.scanned, on_scanning=output.counter,
+            confirm_groups=confirm_groups,
         ))  # fmt: skip
         from dealscout_cli.cli.render import render_run
 
@@ -316,6 +327,12 @@ class RunOutput:
                 )
         if self.quiet or self.log_json or not self.scanning:
             return
+        if found.groupings:
+            from dealscout_cli.grouping import summary_line
+
+            err.print(
+                f"grouped: {summary_line(found)} (`dealscout group` lists them)", highlight=False
+            )
         err.print(
             f"found {plural(len(found.items), 'item')}: {report.new} new, "
             f"{report.already_done} already done, "

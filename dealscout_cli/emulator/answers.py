@@ -11,6 +11,7 @@ import hashlib
 import json
 import random
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,10 +68,14 @@ def subject_for(request: ModelRequest, facts: list[ImageFacts], seed: int) -> Su
     return Subject(item=item, images=facts, rng=rng)
 
 
-def answer(request: ModelRequest, subject: Subject) -> Answer:
+def answer(
+    request: ModelRequest, subject: Subject, group_truth: Mapping[str, str] | None = None
+) -> Answer:
     """The model's full text, then truncated to maxOutputTokens like the real model."""
     prompt_schema = _schema_in_prompt(request) if request.google_search else None
-    if request.response_schema is not None:
+    if is_boundary_question(request):
+        text = json.dumps(boundary_answer(request, subject, group_truth or {}))
+    elif request.response_schema is not None:
         text = json.dumps(generate(normalize_schema(request.response_schema), subject))
     elif prompt_schema is not None:  # JSON asked for in words (tools rule out JSON mode)
         text = (
@@ -169,3 +174,33 @@ def grounding_metadata(subject: Subject) -> dict[str, Any]:
         ],
         "searchEntryPoint": {"renderedContent": "<div>search suggestions</div>"},
     }
+
+
+def is_boundary_question(request: ModelRequest) -> bool:
+    """`--confirm-groups`: pairs of photos, each answered same product or not."""
+    schema = request.response_schema or {}
+    items = schema.get("properties", {}).get("answers", {}).get("items", {})
+    if "$ref" in items:  # pydantic's JSON Schema keeps the item in $defs
+        name = str(items["$ref"]).rsplit("/", 1)[-1]
+        items = schema.get("$defs", {}).get(name, {})
+    return "same_product" in items.get("properties", {})
+
+
+def boundary_answer(
+    request: ModelRequest, subject: Subject, truth: Mapping[str, str]
+) -> dict[str, Any]:
+    """Images come two per pair: the same product when the truth says so, or, for photos it
+    does not know, when their dominant colours agree."""
+    hashes = request.image_hashes
+    facts = subject.images
+    pairs = []
+    for number, start in enumerate(range(0, len(hashes) - 1, 2), start=1):
+        before, after = hashes[start], hashes[start + 1]
+        if before in truth and after in truth:
+            same = truth[before] == truth[after]
+        elif start + 1 < len(facts):
+            same = bool(set(facts[start].colours) & set(facts[start + 1].colours))
+        else:
+            same = True
+        pairs.append({"pair": number, "same_product": same})
+    return {"answers": pairs}

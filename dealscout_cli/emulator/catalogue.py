@@ -8,6 +8,7 @@ but stable answers.
 from __future__ import annotations
 
 import io
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -307,3 +308,25 @@ def find_named_item(text: str) -> CatalogueItem | None:
         if item.model.lower() in lowered or item.name.lower() in lowered:
             return item
     return None
+
+
+def shoot_truth(folder: str | os.PathLike[str]) -> dict[str, str]:
+    """A generated shoot's truth as the emulator sees a boundary question: the sha256 of
+    each photo's thumbnail (`grouping.thumbnail`, exactly what `--confirm-groups` sends) →
+    the product its EXIF ImageDescription names (tests/shoot_factory.py writes it there)."""
+    import hashlib
+    from pathlib import Path
+
+    from PIL import Image
+
+    from dealscout_cli.grouping import thumbnail
+
+    truth = {}
+    for path in sorted(Path(folder).iterdir()):
+        if path.suffix.lower() not in (".jpg", ".jpeg"):
+            continue
+        with Image.open(path) as image:
+            product = image.getexif().get(0x010E)
+        if product:
+            truth[hashlib.sha256(thumbnail(path)).hexdigest()] = str(product)
+    return truth

@@ -54,6 +54,10 @@ class EmulatorConfig:
     # healthy project. Its RetryInfo says when the storm ends.
     storm: tuple[float, float] | None = None
     model_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Boundary questions (`--confirm-groups`) about a generated shoot are answered from its
+    # truth: the sha256 of each photo's thumbnail as sent → the product it shows
+    # (`catalogue.shoot_truth`). Photos it does not know are judged by their colours.
+    group_truth: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.latency_dist not in LATENCY_DISTRIBUTIONS:
@@ -89,7 +93,12 @@ class EmulatorConfig:
             _check_storm(self.storm)
         if self.window_seconds <= 0 or self.day_seconds <= 0:
             raise ValueError("window_seconds and day_seconds must be > 0")
-        known = {f.name for f in dataclasses.fields(self)} - {"model_overrides", "api_key", "seed"}
+        known = {f.name for f in dataclasses.fields(self)} - {
+            "model_overrides",
+            "api_key",
+            "seed",
+            "group_truth",
+        }
         for model, overrides in self.model_overrides.items():
             unknown = set(overrides) - known
             if unknown:

@@ -432,7 +432,7 @@ class EmulatorApp:
                 **base,
             }
         subject = answers.subject_for(request, [f for f in facts if f is not None], config.seed)
-        result = answers.answer(request, subject)
+        result = answers.answer(request, subject, config.group_truth)
         if output < config.safety_rate + config.max_tokens_rate:
             self.stats.fault("max_tokens")
             result = answers.truncated(result)

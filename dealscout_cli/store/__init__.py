@@ -11,6 +11,8 @@ Tables (open the file with `sqlite-utils` or Datasette to look around):
     batches   Gemini Batch Mode jobs, and which items wait on them
     revisions every version of each listing: the model's drafts and the seller's edits
     reviews   the seller's decision on each item (approved, rejected) and "ask again" notes
+    item_groups    --group auto: why each item starts where it does; regrouped items
+    group_answers  the model's answers to boundary questions (--confirm-groups)
 
 Concurrency: WAL mode and a busy timeout, so several processes can share one
 file; every claim runs in `BEGIN IMMEDIATE`, so two claimers never take the same
@@ -31,6 +33,7 @@ Where things live (each part is a class over the one shared connection; `Store` 
     reports.py     the read side: status numbers, listings, failures, calls
     revisions.py   writing revisions: a model never overwrites a seller's edit
     reviews.py     `dealscout review`: edits, decisions, ask again, the grid
+    groups.py      --group auto: group reasons, merge and split, cached boundary answers
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from typing import Self
 from dealscout_cli.errors import StoreError
 from dealscout_cli.records import Stage  # its home is records; estimate.py imports it from here
 from dealscout_cli.store.batches import BatchJobs
+from dealscout_cli.store.groups import ItemGroups
 from dealscout_cli.store.items import ItemRecords
 from dealscout_cli.store.queue import JobQueue
 from dealscout_cli.store.reports import Reports
@@ -51,7 +55,7 @@ from dealscout_cli.store.runs import RunRecords
 __all__ = ["Stage", "Store"]
 
 
-class Store(JobQueue, ItemRecords, BatchJobs, RunRecords, Reports, Reviews):
+class Store(JobQueue, ItemRecords, BatchJobs, RunRecords, Reports, Reviews, ItemGroups):
     """One SQLite file. Open with `Store.open(path)`; safe to share between processes."""
 
     @classmethod

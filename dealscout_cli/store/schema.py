@@ -170,6 +170,33 @@ MIGRATIONS.append(
 
 MIGRATIONS.append(
     (
+        "m004_grouping",
+        """
+        -- `--group auto`: why each item starts where it does, and regrouping by the seller
+        CREATE TABLE item_groups (
+            item_id INTEGER PRIMARY KEY REFERENCES items(id),
+            folder TEXT NOT NULL,           -- the folder whose photos were grouped
+            why TEXT NOT NULL,              -- first photo, time gap, visual change, model, merged, split
+            detail TEXT NOT NULL DEFAULT '{}',  -- JSON: gap_seconds, distance, score at its start
+            unsure INTEGER NOT NULL DEFAULT 0,  -- the boundary it starts at was a close call
+            replaced_by TEXT,               -- JSON list of item ids that have its photos now
+            created_at TEXT NOT NULL
+        );
+        -- the vision model's answers to boundary questions, so a rerun asks nothing
+        CREATE TABLE group_answers (
+            before_sha256 TEXT NOT NULL,    -- the photo before the boundary
+            after_sha256 TEXT NOT NULL,     -- the photo after it
+            same INTEGER NOT NULL,          -- 1: the same product
+            model TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (before_sha256, after_sha256)
+        );
+        """,
+    )
+)
+
+MIGRATIONS.append(
+    (
         "m005_review",
         """
         -- Every version of an item's listing: the model's drafts and the seller's edits.
