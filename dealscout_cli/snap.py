@@ -12,9 +12,11 @@ mean over the whole scan).
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import shlex
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,8 +122,6 @@ def snap(
             f"nothing queued: no database at {settings.db_path}; pass folders of photos, "
             f"e.g. `{resume_command(settings, ['./photos'])}`"
         )
-    from dealscout_cli.grouping import known_photos_in
-
     before_queue = None
     if confirm_groups:  # the model decides the unsure boundaries before their items are queued
         from dealscout_cli.grouping import confirm_groups as confirm
@@ -131,13 +131,20 @@ def snap(
 
     known = KnownPhotoIndex()
     batches = None
+    if paths and streams(settings, scan_first=group == "auto"):
+        _import_ahead(settings)
     if paths:
+        grouped = None
+        if group == "auto":  # numpy and imagehash: only for the grouping that uses them
+            from dealscout_cli.grouping import known_photos_in
+
+            grouped = known_photos_in(settings.db_path)
         batches = scan_batches(
             [Path(p) for p in paths],
             cast(GroupBy, group),
             on_photo=on_scanning,
             known=None if force else known,  # --force reads every photo again
-            grouped=known_photos_in(settings.db_path) if group == "auto" else None,
+            grouped=grouped,
         )  # a ScanError (a manifest that cannot be read) is raised here: nothing is stored
     with Store.open(settings.db_path) as store:
         feed = None
@@ -175,6 +182,33 @@ def snap(
         settings=settings,
         unscanned_paths=unscanned,
     )
+
+
+# What the local engine's run imports before its first request (see `_import_ahead`).
+AHEAD_OF_THE_RUN = (
+    "google.genai",
+    "google.genai.types",
+    "dealscout_cli.providers.gemini",
+    "dealscout_cli.pipeline",
+    "dealscout_cli.engines.local",
+)
+
+
+def _import_ahead(settings: Settings) -> None:
+    """Import what the run needs in a thread while the scan reads the first photos: google-genai
+    alone takes ~1 s, and the first request waited for it after the first item was queued. Not
+    a daemon: an interpreter that exits mid-import waits for it rather than dying in it."""
+
+    names = AHEAD_OF_THE_RUN + (("dealscout_cli.emulator",) if settings.offline else ())
+
+    def imports() -> None:
+        for name in names:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - the run imports it again and reports the error
+                return
+
+    threading.Thread(target=imports, name="import-ahead").start()
 
 
 def streams(settings: Settings, *, scan_first: bool = False) -> bool:
