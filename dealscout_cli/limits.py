@@ -27,8 +27,24 @@ How a request gets to go (`ModelLimiter.acquire`):
      deadlocks; a 60-second window holds at most ``tpm`` plus the last request. When the
      answer's ``usageMetadata`` gives the real count, `record` charges or refunds the
      difference.
-   - A shared pause: when the server answers 429 with ``RetryInfo.retryDelay``, every
-     acquirer of that model waits it out, not just the request that got it.
+   - The sliding minute (configured ``rpm``): a start also waits until the starts the
+     server counts in the last ``WINDOW`` (+ ``WINDOW_MARGIN`` for arrival jitter) leave
+     room for it, the server's own rule. It is what makes giving time back safe (below).
+   - A shared pause: when the server answers 429 with a *long* ``RetryInfo.retryDelay``
+     (``SHORT_RETRY`` or more: a full window, a day), every acquirer of that model waits it
+     out, not just the request that got it. A short one ("retry in 1s") holds only its
+     own request -- its retry waits it out (`retry`) -- unless 429s are a pattern of
+     recent answers, when everyone waits that short while.
+
+Time given back (configured ``rpm``). Google charges no quota for a refused request, and
+a short pause stops starts the quota had room for; spacing alone never makes either up
+(5% lone 1 s 429s cost ~25% of the quota). So a 429's start leaves the sliding minute and
+its spacing is owed back, and so is the spacing a short shared pause took. What is owed
+lets the next starts go back to back, until it is used or ``WINDOW`` old -- never past the
+sliding minute's room, so no 60 s holds more than ``rpm`` counted starts. A start that
+used owed spacing owes it again when it leaves the minute: the server's room comes back
+all at once, and spacing alone would lose it again each minute. A long pause owes
+nothing: the server said the window is full.
 
 Adaptive mode (no ``rpm`` given) is AIMD on the *allowed request rate*, not on the
 concurrency cap. A rate, unlike a cap, keeps starts evenly spaced, so after the first
@@ -118,7 +134,8 @@ DOUBLING_SECONDS = 10.0  # ... doubling every this many seconds of clean answers
 RECENT_OUTCOMES = 20
 CUT_SHARE = 0.1
 # A 429 whose RetryInfo says "try again in a second or two" is a blip, not a full window:
-# the pause is honoured, the rate is kept. A full per-minute window says tens of seconds.
+# its own request waits it out, the rate is kept, the others go on (unless 429s are a
+# pattern). A full per-minute window says tens of seconds.
 SHORT_RETRY = 5.0
 # The client's own sliding minute is this much longer than the server's: a request that
 # arrives a few ms later than the one a minute before it must not find the window full.
