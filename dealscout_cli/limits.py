@@ -27,8 +27,24 @@ How a request gets to go (`ModelLimiter.acquire`):
      deadlocks; a 60-second window holds at most ``tpm`` plus the last request. When the
      answer's ``usageMetadata`` gives the real count, `record` charges or refunds the
      difference.
-   - A shared pause: when the server answers 429 with ``RetryInfo.retryDelay``, every
-     acquirer of that model waits it out, not just the request that got it.
+   - The sliding minute (configured ``rpm``): a start also waits until the starts the
+     server counts in the last ``WINDOW`` (+ ``WINDOW_MARGIN`` for arrival jitter) leave
+     room for it, the server's own rule. It is what makes giving time back safe (below).
+   - A shared pause: when the server answers 429 with a *long* ``RetryInfo.retryDelay``
+     (``SHORT_RETRY`` or more: a full window, a day), every acquirer of that model waits it
+     out, not just the request that got it. A short one ("retry in 1s") holds only its
+     own request -- its retry waits it out (`retry`) -- unless 429s are a pattern of
+     recent answers, when everyone waits that short while.
+
+Time given back (configured ``rpm``). Google charges no quota for a refused request, and
+a short pause stops starts the quota had room for; spacing alone never makes either up
+(5% lone 1 s 429s cost ~25% of the quota). So a 429's start leaves the sliding minute and
+its spacing is owed back, and so is the spacing a short shared pause took. What is owed
+lets the next starts go back to back, until it is used or ``WINDOW`` old -- never past the
+sliding minute's room, so no 60 s holds more than ``rpm`` counted starts. A start that
+used owed spacing owes it again when it leaves the minute: the server's room comes back
+all at once, and spacing alone would lose it again each minute. A long pause owes
+nothing: the server said the window is full.
 
 Adaptive mode (no ``rpm`` given) is AIMD on the *allowed request rate*, not on the
 concurrency cap. A rate, unlike a cap, keeps starts evenly spaced, so after the first
@@ -118,8 +134,12 @@ DOUBLING_SECONDS = 10.0  # ... doubling every this many seconds of clean answers
 RECENT_OUTCOMES = 20
 CUT_SHARE = 0.1
 # A 429 whose RetryInfo says "try again in a second or two" is a blip, not a full window:
-# the pause is honoured, the rate is kept. A full per-minute window says tens of seconds.
+# its own request waits it out, the rate is kept, the others go on (unless 429s are a
+# pattern). A full per-minute window says tens of seconds.
 SHORT_RETRY = 5.0
+# The client's own sliding minute is this much longer than the server's: a request that
+# arrives a few ms later than the one a minute before it must not find the window full.
+WINDOW_MARGIN = 0.1
 
 
 # -- pure arithmetic (shared with the Redis limiter) -------------------------------------
@@ -317,6 +337,11 @@ class ModelLimiter:
         self._recent_429s: deque[bool] = deque(maxlen=RECENT_OUTCOMES)
         self._refused_starts: deque[float] = deque()  # start times of requests answered 429
         self._last_start = -math.inf  # the scheduled time of the last committed start
+        # Configured rpm: (start, seconds of owed spacing it used) of the starts the server
+        # counts, last WINDOW. A start that used owed spacing owes it again when it leaves.
+        self._counted: deque[tuple[float, float]] = deque()
+        self._short_pause: tuple[float, float] | None = None  # (from, until): given back
+        self._owed: deque[list[float]] = deque()  # [earned at, seconds] of spacing owed back
         self._clean_answers: deque[float] = deque()  # when each clean answer came, last minute
         self._good: deque[tuple[float, float]] = deque()  # (when, rate in force) of clean
         # answers, rates decreasing: its head is the best of the last GOOD_MEMORY seconds
@@ -422,21 +447,76 @@ class ModelLimiter:
         ready = self._paused_until
         if self._allowed_rpm is not None:
             interval = emission_interval(self._allowed_rpm)
-            tolerance = (self.limit.burst - 1) * interval
+            tolerance = (self.limit.burst - 1) * interval + min(self._owed_seconds(), interval)
             ready = max(ready, gcra_ready_at(self._request_tat, tolerance))
+        if self.limit.rpm is not None:
+            ready = max(ready, self._window_ready_at())
         if self.limit.tpm is not None and tokens > 0:
             ready = max(ready, gcra_ready_at(self._token_tat))
         return ready
 
+    def _window_ready_at(self) -> float:
+        """When the last minute's counted starts leave room for one more (configured rpm):
+        the server's own sliding window, the bound that time given back never breaks."""
+        assert self.limit.rpm is not None
+        counted = self._counted
+        horizon = self.clock() - WINDOW - WINDOW_MARGIN
+        while counted and counted[0][0] <= horizon:
+            start, used = counted.popleft()
+            # Its room comes back at once, as the server's does: a start given back goes on
+            # being given back each minute, where spacing alone would lose it again.
+            self._owe(used, earned_at=start + WINDOW)
+        room = max(1, math.floor(self.limit.rpm))
+        return counted[-room][0] + WINDOW + WINDOW_MARGIN if len(counted) >= room else -math.inf
+
     def _commit(self, scheduled: float, now: float, tokens: int) -> None:
         if self._allowed_rpm is not None:
             interval = emission_interval(self._allowed_rpm)
-            self._request_tat = gcra_charge(self._request_tat, scheduled, interval)
+            self._owe(self._spacing_paused(scheduled))
+            used = self._use_owed(interval)
+            self._request_tat = gcra_charge(self._request_tat, scheduled, interval - used)
             self._last_start = max(self._last_start, scheduled)
+            if self.limit.rpm is not None:
+                self._counted.append((now, used))
         if self.limit.tpm is not None:
             cost = tokens * emission_interval(self.limit.tpm)
             self._token_tat = gcra_charge(self._token_tat, scheduled, cost)
         self._starts.append((now, tokens))
+
+    def _spacing_paused(self, scheduled: float) -> float:
+        """Seconds of spacing before `scheduled` that a short shared pause took (configured
+        rpm): the part of the pause after the last start's slot, so it is counted once."""
+        if self.limit.rpm is None or self._short_pause is None:
+            return 0.0
+        begun, until = self._short_pause
+        return max(0.0, min(scheduled, until) - max(self._request_tat, begun))
+
+    def _owe(self, seconds: float, earned_at: float | None = None) -> None:
+        """Give `seconds` of spacing back: the next starts may go that much sooner, back to
+        back, within `WINDOW` of `earned_at` (and never past the sliding window's room)."""
+        if seconds <= 0:
+            return
+        self._owed.append([self.clock() if earned_at is None else earned_at, seconds])
+        if self._nap is not None:
+            self._nap.cancel()  # the acquirer at the gate may go sooner now: let it look again
+
+    def _owed_seconds(self) -> float:
+        horizon = self.clock() - WINDOW
+        while self._owed and self._owed[0][0] <= horizon:
+            self._owed.popleft()  # not used within the quota's window: gone
+        return sum(seconds for _, seconds in self._owed)
+
+    def _use_owed(self, most: float) -> float:
+        """Take up to `most` seconds of what is owed, oldest first; returns what was taken."""
+        wanted = min(most, self._owed_seconds())
+        left = wanted
+        while left > 0 and self._owed:
+            take = min(left, self._owed[0][1])
+            self._owed[0][1] -= take
+            left -= take
+            if self._owed[0][1] <= 1e-12:
+                self._owed.popleft()
+        return wanted
 
     # -- giving back ------------------------------------------------------------------
 
@@ -460,6 +540,7 @@ class ModelLimiter:
             self._correct_tokens(permit.estimated_tokens, actual_tokens)
         if outcome in ("ok", "rate_limited"):
             self._recent_429s.append(outcome == "rate_limited")
+        pattern = outcome == "rate_limited" and self._429s_are_a_pattern()  # before a cut clears it
         if outcome == "ok":
             self._latencies.append(latency)
             if self._allowed_rpm is not None and self._after_last_cut(permit):
@@ -470,11 +551,35 @@ class ModelLimiter:
             self._refused_starts.append(permit.started_at)
             # A probe is looking for the quota's edge: any 429 pattern ends it, short or not.
             window_full = retry_after is None or retry_after >= SHORT_RETRY or self._probing
-            if window_full and self._after_last_cut(permit) and self._429s_are_a_pattern():
+            if window_full and self._after_last_cut(permit) and pattern:
                 self._cut_rate()
+            self._give_back(permit)
         if retry_after is not None and retry_after > 0:
-            self.pause(retry_after)
+            self._honour_retry_info(retry_after, pattern)
         self._release_slot()
+
+    def _give_back(self, permit: Permit) -> None:
+        """A refused request is not counted by the server (Google charges no quota for a
+        429): with a configured rpm its start goes back to the window and the spacing."""
+        if self.limit.rpm is None or self._allowed_rpm is None:
+            return
+        found = next((entry for entry in self._counted if entry[0] == permit.started_at), None)
+        if found is None:
+            return  # its minute is over: nothing left to give back
+        self._counted.remove(found)
+        self._owe(emission_interval(self._allowed_rpm))  # what it charged, with what it used
+
+    def _honour_retry_info(self, retry_after: float, pattern: bool) -> None:
+        """A full window (long RetryInfo) or a pattern of 429s holds every request of the
+        model; a lone short one holds only its own request (its retry waits it out, `retry`).
+        A short shared pause's cost is given back afterwards (`_pause_given_back`)."""
+        if retry_after >= SHORT_RETRY:
+            self._owed.clear()  # the window is full: there is nothing to give back
+            self.pause(retry_after)
+        elif pattern:
+            now = self.clock()
+            self._short_pause = (now, now + retry_after)
+            self.pause(retry_after)
 
     def _after_last_cut(self, permit: Permit) -> bool:
         """Adaptive mode only learns from requests sent at the rate now in force."""
