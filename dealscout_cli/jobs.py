@@ -238,6 +238,7 @@ class JobLifecycle:
         self.clock = clock
         self.summary = RunSummary(run_id=run_id)
         self.outage = OutageWatch()
+        self._started = False  # run_started is told once, whoever says it first
 
     @classmethod
     @contextmanager
@@ -268,6 +269,11 @@ class JobLifecycle:
     # ------------------------------------------------------------ the run
 
     def run_started(self, counts: dict[str, int] | None = None) -> None:
+        """Tell the watcher the run started: once (snap says it for every engine, and the
+        local pool says it again when its workers start)."""
+        if self._started:
+            return
+        self._started = True
         counts = self.store.counts() if counts is None else counts
         self.on_event(
             Event(EventKind.RUN_STARTED, fields={"queued": counts["queued"], "counts": counts})

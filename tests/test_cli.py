@@ -246,6 +246,7 @@ def test_log_json_writes_one_object_per_line(
     run("snap", str(photos), "--log-json", "--log-file", str(log))
     events = [json.loads(line) for line in log.read_text().splitlines()]
     assert events[0]["event"] == "run_started" and events[-1]["event"] == "run_finished"
+    assert sum(e["event"] == "run_started" for e in events) == 1
     assert sum(e["event"] == "item_done" for e in events) == 6
 
 
