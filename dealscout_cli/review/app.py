@@ -8,6 +8,9 @@
     GET  /photo/{id}/thumb       a photo of an item (.../large for the item page)
     GET  /export, /export/file   approved listings in any export format
     GET  /progress               what `status` shows, live; POST /snap runs the queue
+    GET  /groups                 the groups as rows of thumbnails, with why each starts
+    POST /groups/merge           merge a group with the next (first, second: item ids)
+    POST /groups/split           split a group so a new one starts at a photo (photo: its id)
     GET  /static/{name}          the app's own script and style
 
 Every request needs the token (`http.py` says why and how); every page escapes what it
@@ -32,7 +35,7 @@ from urllib.parse import urlencode
 import jinja2
 
 from dealscout_cli.config import api_key_from_env
-from dealscout_cli.errors import BadPhoto, DealscoutError
+from dealscout_cli.errors import BadPhoto, DealscoutError, UsageError
 from dealscout_cli.review.http import (
     TOKEN_COOKIE,
     Receive,
@@ -147,6 +150,10 @@ class ReviewApp:
             return self.page("progress_part.html", **self.progress())
         elif path == "/snap" and post:
             return self.run_snap(request)
+        elif path == "/groups" and not post:
+            return self.groups_page(request)
+        elif path in ("/groups/merge", "/groups/split") and post:
+            return self.regroup(request, path.removeprefix("/groups/"))
         return self.page("error.html", status=404, message=f"nothing at {path}")
 
     # ------------------------------------------------------------ pages
@@ -265,6 +272,27 @@ class ReviewApp:
             return text(404, "no such file")
         return Response(200, data, _STATIC_TYPES[suffix])
 
+    # ------------------------------------------------------------ groups
+
+    def groups_page(self, request: Request) -> Response:
+        """Every item as a group of photos, in capture order: the same groups, rules and
+        store functions as `dealscout group`."""
+        return self.page(
+            "groups.html",
+            groups=self.store.groups(every_item=True),
+            done=request.query.get("done", ""),
+        )
+
+    def regroup(self, request: Request, action: str) -> Response:
+        now = time.time()
+        if action == "merge":
+            pair = [_form_id(request, "first"), _form_id(request, "second")]
+            new = self.store.merge_groups(pair, now=now)
+            return redirect(f"/groups?{urlencode({'done': f'merged into {new}'})}#group-{new}")
+        first, second = self.store.split_before_photo(_form_id(request, "photo"), now=now)
+        done = f"split into {first} and {second}"
+        return redirect(f"/groups?{urlencode({'done': done})}#group-{first}")
+
     # ------------------------------------------------------------ export and progress
 
     def _approved(self) -> int:
@@ -369,6 +397,13 @@ def _params(query: GridQuery, **change: Any) -> str:
 def _item_url(item_id: int, query: GridQuery, **extra: str) -> str:
     params = "&".join(filter(None, [grid_params(query), urlencode(extra)]))
     return f"/item/{item_id}" + (f"?{params}" if params else "")
+
+
+def _form_id(request: Request, name: str) -> int:
+    value = request.form.get(name, "")
+    if not (value.isascii() and value.isdigit() and len(value) < 13):
+        raise UsageError(f"the form's {name} is not a number: reload the Groups page")
+    return int(value)
 
 
 def _total_cost(calls: list[dict[str, Any]]) -> int | None:
