@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from shoot_factory import make_shoot
-from test_review_browser import Review, start_review
+from test_review_browser import Review, screenshot_folder, start_review
 
 from dealscout_cli.errors import UsageError
 from dealscout_cli.store import Store
@@ -116,7 +116,9 @@ def queued(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [g for g in groups if g["state"] == "queued"]
 
 
-def test_the_page_shows_the_groups_as_dealscout_group_lists_them(page: Any, review: Review) -> None:
+def test_the_page_shows_the_groups_as_dealscout_group_lists_them(
+    page: Any, review: Review, tmp_path: Path
+) -> None:
     shown = shown_groups(page)
     listed = cli_groups(review.db)
     assert [(g["item"], g["photos"]) for g in shown] == [(g["item"], g["photos"]) for g in listed]
@@ -124,8 +126,14 @@ def test_the_page_shows_the_groups_as_dealscout_group_lists_them(page: Any, revi
     assert page.locator("#groups .why").first.inner_text().startswith("starts: first photo")
     thumbs = page.locator("#groups img")
     assert thumbs.count() == sum(len(g["photos"]) for g in shown)
-    thumbs.first.scroll_into_view_if_needed()
+    page.locator(".unsure, .group").first.scroll_into_view_if_needed()
     page.wait_for_function("document.querySelector('#groups img').naturalWidth > 0")
+    shots = screenshot_folder(tmp_path)
+    shots.mkdir(exist_ok=True)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.wait_for_function("Array.from(document.images).every(i => i.complete)")
+    page.screenshot(path=str(shots / "review-groups.png"))
+    assert (shots / "review-groups.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_merging_with_the_next_group_makes_the_item_dealscout_group_would(
@@ -178,9 +186,11 @@ def test_a_done_group_shows_why_and_no_buttons(page: Any, review: Review) -> Non
     for group in done:
         assert group["splits"] == 0
         assert "only queued or failed groups can be regrouped" in group["locked"]
-    done_ids = {g["item"] for g in done}
-    assert merge_buttons(page)
-    assert not any(set(pair) & done_ids for pair in merge_buttons(page))
+    # merge buttons only between two regroupable groups of one folder, each with the next
+    waiting = queued(shown_groups(page))
+    assert merge_buttons(page) == [
+        (a["item"], b["item"]) for a, b in zip(waiting, waiting[1:], strict=False)
+    ]
     # a hand-made form is refused by the store, as the CLI's --merge is
     before = cli_groups(review.db)
     csrf = page.locator("form.merge input[name=csrf]").first.input_value()
