@@ -24,6 +24,7 @@ from shoot_factory import make_shoot
 from test_review_browser import Review, screenshot_folder, start_review
 
 from dealscout_cli.errors import UsageError
+from dealscout_cli.review.app import GROUPS_A_PAGE
 from dealscout_cli.store import Store
 from dealscout_cli.store.groups import REGROUPABLE_STATES, regroup_refusal
 
@@ -144,7 +145,7 @@ def test_merging_with_the_next_group_makes_the_item_dealscout_group_would(
     page.locator("form.merge").filter(
         has=page.locator(f"input[name=second][value='{second['item']}']")
     ).locator("button").click()
-    page.wait_for_url("**/groups?done=merged*")
+    page.wait_for_url("**/groups?page=1&done=merged*")
     dealscout("group", "--db", str(by_cli), "--merge", f"{first['item']},{second['item']}")
     assert items_and_keys(review.db) == items_and_keys(by_cli)  # the same one new item and key
     assert cli_groups(review.db) == cli_groups(by_cli)
@@ -168,7 +169,7 @@ def test_splitting_before_a_photo_makes_two_items(
     group = next(g for g in queued(shown_groups(page)) if len(g["photos"]) >= 3)
     assert group["splits"] == len(group["photos"]) - 1  # every photo but the first
     page.locator(f"#group-{group['item']} .group-photo").nth(2).locator("button").click()
-    page.wait_for_url("**/groups?done=split*")
+    page.wait_for_url("**/groups?page=1&done=split*")
     dealscout("group", "--db", str(by_cli), "--split", f"{group['item']}:3")
     assert items_and_keys(review.db) == items_and_keys(by_cli)
     after = shown_groups(page)
@@ -241,6 +242,45 @@ def test_a_file_name_with_a_script_tag_is_shown_as_text(page: Any) -> None:
     assert HOSTILE_NAME in names
     assert page.evaluate("window.pwned") is None
     assert page.locator("#groups script").count() == 0
+
+
+def test_many_groups_come_a_page_at_a_time_and_merge_across_pages(
+    browser: Any, tmp_path: Path
+) -> None:
+    from photo_factory import make_jpeg
+
+    from dealscout_cli.scan import scan
+
+    loose = tmp_path / "loose"
+    for n in range(GROUPS_A_PAGE + 5):  # one item a photo (--group photo): any item is a group
+        make_jpeg(loose / f"item{n:03d}.jpg", kind="mug", seed=n, size=(64, 48))
+    db = tmp_path / "many.db"
+    with Store.open(db) as store:
+        store.enqueue(scan([loose]).items, now=time.time())
+    review = start_review(db)
+    context = browser.new_context(bypass_csp=True)
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    try:
+        page.goto(review.url)
+        page.goto(review.base + "/groups")
+        first_page = shown_groups(page)
+        assert len(first_page) == GROUPS_A_PAGE
+        assert "page 1 of 2" in page.locator("#count").inner_text()
+        last, following = merge_buttons(page)[-1]  # the last group's next is on page 2
+        assert last == first_page[-1]["item"]
+        page.locator("form.merge button").last.click()
+        page.wait_for_url("**/groups?page=1&done=merged*")  # where the merged group stands
+        merged = shown_groups(page)[-1]
+        assert merged["photos"] == [f"item{n:03d}.jpg" for n in (GROUPS_A_PAGE - 1, GROUPS_A_PAGE)]
+        page.locator("#next-page").click()
+        assert len(shown_groups(page)) == 4 and following not in [
+            g["item"] for g in shown_groups(page)
+        ]
+        assert page.goto(review.base + "/groups?page=99").status == 200  # the last page
+        assert "page 2 of 2" in page.locator("#count").inner_text()
+    finally:
+        context.close()
 
 
 # ------------------------------------------------------------------ the store

@@ -56,6 +56,7 @@ from dealscout_cli.store.reviews import GRID_STATES, Decision, GridQuery, GridSo
 if TYPE_CHECKING:
     from dealscout_cli.store import Store
 
+GROUPS_A_PAGE = 50  # a 10,000-item database is 200 pages, not one 7 MB page
 EXPORT_FORMATS = ("csv", "jsonl", "ebay", "shopify", "meta")
 _ITEM = re.compile(r"/item/(\d{1,12})(?:/(save|approve|reject|undecide|ask))?")
 _PHOTO = re.compile(r"/photo/(\d{1,12})/(thumb|large)")
@@ -275,11 +276,21 @@ class ReviewApp:
     # ------------------------------------------------------------ groups
 
     def groups_page(self, request: Request) -> Response:
-        """Every item as a group of photos, in capture order: the same groups, rules and
-        store functions as `dealscout group`."""
+        """Every item as a group of photos, in capture order, a page at a time: the same
+        groups, rules and store functions as `dealscout group`."""
+        groups = self.store.groups(every_item=True)
+        pages = max(1, -(-len(groups) // GROUPS_A_PAGE))
+        number = request.query.get("page", "1")
+        page = min(pages, int(number)) if number.isdigit() and 0 < len(number) < 7 else 1
+        start = (max(page, 1) - 1) * GROUPS_A_PAGE
+        end = start + GROUPS_A_PAGE
         return self.page(
             "groups.html",
-            groups=self.store.groups(every_item=True),
+            groups=groups[start:end],
+            after=groups[end] if end < len(groups) else None,  # the last one's "next"
+            page=max(page, 1),
+            pages=pages,
+            total=len(groups),
             done=request.query.get("done", ""),
         )
 
@@ -288,10 +299,15 @@ class ReviewApp:
         if action == "merge":
             pair = [_form_id(request, "first"), _form_id(request, "second")]
             new = self.store.merge_groups(pair, now=now)
-            return redirect(f"/groups?{urlencode({'done': f'merged into {new}'})}#group-{new}")
+            return redirect(self._groups_url(new, f"merged into {new}"))
         first, second = self.store.split_before_photo(_form_id(request, "photo"), now=now)
-        done = f"split into {first} and {second}"
-        return redirect(f"/groups?{urlencode({'done': done})}#group-{first}")
+        return redirect(self._groups_url(first, f"split into {first} and {second}"))
+
+    def _groups_url(self, item_id: int, done: str) -> str:
+        """The Groups page that shows this group, scrolled to it."""
+        ids = [group.item_id for group in self.store.groups(every_item=True)]
+        page = ids.index(item_id) // GROUPS_A_PAGE + 1 if item_id in ids else 1
+        return f"/groups?{urlencode({'page': page, 'done': done})}#group-{item_id}"
 
     # ------------------------------------------------------------ export and progress
 
