@@ -126,21 +126,11 @@ def _numbers(text: str, flag: str) -> list[int]:
 
 def _split(db: Path, where: str) -> tuple[int, int]:
     """`5:3` (group 5 before its 3rd photo) or a file name (the group holding it, before it)."""
-    from dealscout_cli.errors import UsageError
-
     with open_store(db) as store:
         number, sep, position = where.partition(":")
         if sep and number.strip().isdigit() and position.strip().isdigit():
             return store.split_group(int(number), int(position), now=time.time())
-        item_id = store.group_of_photo(where)
-        if item_id is None:
-            raise UsageError(
-                f"--split {where}: no group has a photo of that name; use N:K (group N before "
-                "its K-th photo) or a file name that `dealscout group` lists"
-            )
-        at = store.photo_position(item_id, where)
-        assert at is not None
-        return store.split_group(item_id, at, now=time.time())
+        return store.split_before_photo_named(where, now=time.time())
 
 
 def _render(rows: "list[GroupRow]") -> None:

@@ -7,7 +7,8 @@
     templates/    Jinja2 pages (autoescaped: every model text and file name is untrusted)
     static/       the page's own script and style; nothing is fetched from elsewhere
 
-The store does the work (`store/reviews.py`): revisions, decisions, ask again, the grid.
+The store does the work (`store/reviews.py`): revisions, decisions, ask again, the grid;
+the Groups page merges and splits through `store/groups.py`, as `dealscout group` does.
 Nothing here imports google-genai: the app starts fast.
 """
 

@@ -8,6 +8,9 @@
     GET  /photo/{id}/thumb       a photo of an item (.../large for the item page)
     GET  /export, /export/file   approved listings in any export format
     GET  /progress               what `status` shows, live; POST /snap runs the queue
+    GET  /groups                 the groups as rows of thumbnails, with why each starts
+    POST /groups/merge           merge a group with the next (first, second: item ids)
+    POST /groups/split           split a group so a new one starts at a photo (photo: its id)
     GET  /static/{name}          the app's own script and style
 
 Every request needs the token (`http.py` says why and how); every page escapes what it
@@ -32,7 +35,7 @@ from urllib.parse import urlencode
 import jinja2
 
 from dealscout_cli.config import api_key_from_env
-from dealscout_cli.errors import BadPhoto, DealscoutError
+from dealscout_cli.errors import BadPhoto, DealscoutError, UsageError
 from dealscout_cli.review.http import (
     TOKEN_COOKIE,
     Receive,
@@ -53,6 +56,7 @@ from dealscout_cli.store.reviews import GRID_STATES, Decision, GridQuery, GridSo
 if TYPE_CHECKING:
     from dealscout_cli.store import Store
 
+GROUPS_A_PAGE = 50  # a 10,000-item database is 200 pages, not one 7 MB page
 EXPORT_FORMATS = ("csv", "jsonl", "ebay", "shopify", "meta")
 _ITEM = re.compile(r"/item/(\d{1,12})(?:/(save|approve|reject|undecide|ask))?")
 _PHOTO = re.compile(r"/photo/(\d{1,12})/(thumb|large)")
@@ -147,6 +151,10 @@ class ReviewApp:
             return self.page("progress_part.html", **self.progress())
         elif path == "/snap" and post:
             return self.run_snap(request)
+        elif path == "/groups" and not post:
+            return self.groups_page(request)
+        elif path in ("/groups/merge", "/groups/split") and post:
+            return self.regroup(request, path.removeprefix("/groups/"))
         return self.page("error.html", status=404, message=f"nothing at {path}")
 
     # ------------------------------------------------------------ pages
@@ -265,6 +273,42 @@ class ReviewApp:
             return text(404, "no such file")
         return Response(200, data, _STATIC_TYPES[suffix])
 
+    # ------------------------------------------------------------ groups
+
+    def groups_page(self, request: Request) -> Response:
+        """Every item as a group of photos, in capture order, a page at a time: the same
+        groups, rules and store functions as `dealscout group`."""
+        groups = self.store.groups(every_item=True)
+        pages = max(1, -(-len(groups) // GROUPS_A_PAGE))
+        number = request.query.get("page", "1")
+        page = min(pages, int(number)) if number.isdigit() and 0 < len(number) < 7 else 1
+        start = (max(page, 1) - 1) * GROUPS_A_PAGE
+        end = start + GROUPS_A_PAGE
+        return self.page(
+            "groups.html",
+            groups=groups[start:end],
+            after=groups[end] if end < len(groups) else None,  # the last one's "next"
+            page=max(page, 1),
+            pages=pages,
+            total=len(groups),
+            done=request.query.get("done", ""),
+        )
+
+    def regroup(self, request: Request, action: str) -> Response:
+        now = time.time()
+        if action == "merge":
+            pair = [_form_id(request, "first"), _form_id(request, "second")]
+            new = self.store.merge_groups(pair, now=now)
+            return redirect(self._groups_url(new, f"merged into {new}"))
+        first, second = self.store.split_before_photo(_form_id(request, "photo"), now=now)
+        return redirect(self._groups_url(first, f"split into {first} and {second}"))
+
+    def _groups_url(self, item_id: int, done: str) -> str:
+        """The Groups page that shows this group, scrolled to it."""
+        ids = [group.item_id for group in self.store.groups(every_item=True)]
+        page = ids.index(item_id) // GROUPS_A_PAGE + 1 if item_id in ids else 1
+        return f"/groups?{urlencode({'page': page, 'done': done})}#group-{item_id}"
+
     # ------------------------------------------------------------ export and progress
 
     def _approved(self) -> int:
@@ -369,6 +413,13 @@ def _params(query: GridQuery, **change: Any) -> str:
 def _item_url(item_id: int, query: GridQuery, **extra: str) -> str:
     params = "&".join(filter(None, [grid_params(query), urlencode(extra)]))
     return f"/item/{item_id}" + (f"?{params}" if params else "")
+
+
+def _form_id(request: Request, name: str) -> int:
+    value = request.form.get(name, "")
+    if not (value.isascii() and value.isdigit() and len(value) < 13):
+        raise UsageError(f"the form's {name} is not a number: reload the Groups page")
+    return int(value)
 
 
 def _total_cost(calls: list[dict[str, Any]]) -> int | None:

@@ -26,6 +26,19 @@ if TYPE_CHECKING:
 # listing (a done item's listing would describe photos it no longer has).
 REGROUPABLE_STATES = ("queued", "failed")
 REGROUPED = "regrouped"  # jobs.error_kind of an item whose photos went to other items
+_WHY_NOT = {
+    "done": "a done one has a listing made from its photos",
+    "running": "a run is working on it now",
+}
+
+
+def regroup_refusal(state: str) -> str | None:
+    """Why a group in this job state cannot be merged or split (None: it can be). The one
+    rule both `dealscout group` and the review page's Groups page go by."""
+    if state in REGROUPABLE_STATES:
+        return None
+    why = _WHY_NOT.get(state, "its photos have been dealt with")
+    return f"it is {state}: only queued or failed groups can be regrouped ({why})"
 
 
 @dataclass(frozen=True)
@@ -37,9 +50,15 @@ class GroupRow:
     folder: str
     state: str
     photos: tuple[str, ...]  # file names, in order
-    why: str
+    why: str  # "" for an item `--group auto` did not make (a folder, a file, a manifest line)
     unsure: bool
     detail: dict[str, Any]
+    photo_ids: tuple[int, ...] = ()  # the photos' row ids, in the same order
+
+    @property
+    def refusal(self) -> str | None:
+        """Why this group cannot be regrouped, or None."""
+        return regroup_refusal(self.state)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -101,25 +120,39 @@ class ItemGroups(StoreConnection):
                         ],
                     )
 
-    def groups(self) -> list[GroupRow]:
-        """Every group still standing (not regrouped), folder by folder, in capture order."""
+    def groups(self, *, every_item: bool = False) -> list[GroupRow]:
+        """Every group still standing (not regrouped), folder by folder, in capture order (by
+        each group's first photo, so a merged or split group stands where its photos were).
+        With `every_item`, items `--group auto` did not make are groups too (why: "")."""
+        join = "LEFT JOIN" if every_item else "JOIN"
         rows = self.conn.execute(
-            f"""SELECT item_groups.*, items.label, jobs.state FROM item_groups
-                JOIN items ON items.id = item_groups.item_id
-                JOIN jobs ON jobs.item_id = items.id
+            f"""SELECT items.id AS item_id, items.label, jobs.state,
+                       COALESCE(item_groups.folder, items.source) AS folder,
+                       COALESCE(item_groups.why, '') AS why, item_groups.detail,
+                       COALESCE(item_groups.unsure, 0) AS unsure,
+                       (SELECT MIN(photos.id) FROM photos
+                        WHERE photos.item_id = items.id) AS first_photo
+                FROM items JOIN jobs ON jobs.item_id = items.id
+                {join} item_groups ON item_groups.item_id = items.id
                 WHERE NOT (jobs.state = 'skipped' AND jobs.error_kind = '{REGROUPED}')
-                ORDER BY item_groups.folder, item_groups.item_id"""
+                ORDER BY folder, first_photo, items.id"""
         ).fetchall()
+        photos: dict[int, list[tuple[int, str]]] = {}
+        for photo in self.conn.execute(
+            "SELECT id, item_id, path FROM photos ORDER BY position, id"
+        ):
+            photos.setdefault(photo["item_id"], []).append((photo["id"], _name(photo["path"])))
         return [
             GroupRow(
                 item_id=row["item_id"],
                 label=row["label"],
                 folder=row["folder"],
                 state=row["state"],
-                photos=tuple(_name(p) for p in self._photo_paths(row["item_id"])),
+                photos=tuple(name for _, name in photos.get(row["item_id"], [])),
                 why=row["why"],
                 unsure=bool(row["unsure"]),
                 detail=json.loads(row["detail"] or "{}"),
+                photo_ids=tuple(photo_id for photo_id, _ in photos.get(row["item_id"], [])),
             )
             for row in rows
         ]
@@ -154,19 +187,36 @@ class ItemGroups(StoreConnection):
             _retire(conn, item_id, [first, second], now)
             return first, second
 
-    def photo_position(self, item_id: int, name: str) -> int | None:
-        """The 1-based place of the photo named `name` in the group, or None."""
-        for position, path in enumerate(self._photo_paths(item_id), start=1):
-            if _name(path) == name:
-                return position
-        return None
+    def split_before_photo(self, photo_id: int, *, now: float) -> tuple[int, int]:
+        """Split the group holding this photo (by its row id) so a new group starts at it."""
+        row = self.conn.execute("SELECT item_id FROM photos WHERE id = ?", [photo_id]).fetchone()
+        if row is None:
+            raise UsageError(f"no photo {photo_id}; the Groups page lists them")
+        in_order = [
+            photo[0]
+            for photo in self.conn.execute(
+                "SELECT id FROM photos WHERE item_id = ? ORDER BY position, id", [row[0]]
+            )
+        ]
+        return self.split_group(row[0], in_order.index(photo_id) + 1, now=now)
 
-    def group_of_photo(self, name: str) -> int | None:
-        """The standing group that holds a photo of this file name, or None."""
-        for row in self.groups():
-            if name in row.photos:
-                return row.item_id
-        return None
+    def split_before_photo_named(self, name: str, *, now: float) -> tuple[int, int]:
+        """Split the standing group holding a photo of this file name so a new group starts
+        at it. Two folders can each have an IMG_0001.jpg: then the name says too little."""
+        holding = [group for group in self.groups() if name in group.photos]
+        if not holding:
+            raise UsageError(
+                f"no group has a photo of that name ({name!r}); split by number (group N "
+                "before its K-th photo) or by a file name that `dealscout group` lists"
+            )
+        if len(holding) > 1:
+            numbers = " and ".join(str(group.item_id) for group in holding)
+            raise UsageError(
+                f"groups {numbers} each have a photo named {name!r}; split by number "
+                "(group N before its K-th photo)"
+            )
+        group = holding[0]
+        return self.split_group(group.item_id, group.photos.index(name) + 1, now=now)
 
     def group_answers(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], bool]:
         """The model's cached answers: (sha before, sha after) → same product."""
@@ -191,14 +241,6 @@ class ItemGroups(StoreConnection):
                     [before, after, int(same), model, stamp],
                 )
 
-    def _photo_paths(self, item_id: int) -> list[str]:
-        return [
-            row[0]
-            for row in self.conn.execute(
-                "SELECT path FROM photos WHERE item_id = ? ORDER BY position, id", [item_id]
-            )
-        ]
-
 
 def _regroupable(conn: sqlite3.Connection, item_id: int) -> sqlite3.Row:
     row: sqlite3.Row | None = conn.execute(
@@ -209,11 +251,9 @@ def _regroupable(conn: sqlite3.Connection, item_id: int) -> sqlite3.Row:
     ).fetchone()
     if row is None or (row["state"] == "skipped" and row["error_kind"] == REGROUPED):
         raise UsageError(f"no group {item_id}; `dealscout group` lists them")
-    if row["state"] not in REGROUPABLE_STATES:
-        raise UsageError(
-            f"group {item_id} is {row['state']}: only queued or failed groups can be regrouped "
-            "(a done one has a listing made from its photos)"
-        )
+    refusal = regroup_refusal(row["state"])
+    if refusal is not None:
+        raise UsageError(f"group {item_id}: {refusal}")
     return row
 
 
