@@ -66,8 +66,9 @@ UNSURE_MARGIN = 0.4  # |score| below: unsure (what --confirm-groups asks about; 
 # the closest pair across the boundary is above VISUAL_MARGIN times the shoot's median
 # distance, in medians, times VISUAL_WEIGHT.
 TIME_WEIGHT, TIME_OFFSET, TIME_CAP = 2.0, 0.5, 0.15
-VISUAL_MARGIN, VISUAL_WEIGHT = 1.1, 2.0
-LAYOUT_WEIGHT = 0.25
+VISUAL_MARGIN, VISUAL_WEIGHT = 1.3, 2.0
+SHORT_GAP_WEIGHT = 1.5
+LAYOUT_WEIGHT = 0.1
 FAR_PAIR_PENALTY = 0.04  # per step away from the boundary: the nearest pair weighs most
 
 
@@ -90,6 +91,7 @@ class Signature:
     taken: float  # unix seconds (EXIF, else file time)
     clock: str  # "exif" or "file"
     colours: tuple[float, ...]  # object hue/saturation histogram, sums to 1
+    balanced: tuple[float, ...]  # the same with the backdrop's colour divided out
     layout: tuple[float, ...]  # coarse grid, lightness-normalised chroma
     phash: int
     label: bool  # looks like a label or barcode close-up
@@ -230,6 +232,8 @@ def boundaries(sigs: Sequence[Signature]) -> list[Boundary]:
         time_evidence = TIME_WEIGHT * min(
             TIME_CAP, math.log2(max(gap, 0.5) / typical) / 2 - TIME_OFFSET
         )
+        if time_evidence < 0:  # a gap like the usual one: seconds between shots of a product
+            time_evidence *= SHORT_GAP_WEIGHT
         if math.isnan(distance):  # a label shot on one side: time alone decides
             score = time_evidence + 0.25
             visual_evidence = 0.0
@@ -293,13 +297,18 @@ def _window_distance(sigs: Sequence[Signature], i: int) -> float:
 
 def distance(a: Signature, b: Signature) -> float:
     """How unlike two photos look, 0 (the same shot) to about 1 (nothing alike)."""
-    colours = 1.0 - sum(min(x, y) for x, y in zip(a.colours, b.colours, strict=True))
+    colours = min(_unlike(a.colours, b.colours), _unlike(a.balanced, b.balanced) + BALANCED_PENALTY)
     layout = math.sqrt(sum((x - y) ** 2 for x, y in zip(a.layout, b.layout, strict=True)))
     layout = min(1.0, layout / 2.0)
     near_copy = (a.phash ^ b.phash).bit_count() / 64
     if near_copy < 0.12:  # the same shot again (a burst): certainly one product
         return near_copy
     return (1 - LAYOUT_WEIGHT) * colours + LAYOUT_WEIGHT * layout
+
+
+def _unlike(a: Sequence[float], b: Sequence[float]) -> float:
+    """1 - the intersection of two histograms."""
+    return 1.0 - sum(min(x, y) for x, y in zip(a, b, strict=True))
 
 
 # ---------------------------------------------------------------- signatures
@@ -326,13 +335,15 @@ def signature(path: Path, mtime_ns: int) -> Signature:
                 small = image.convert("RGB")
                 small.thumbnail((THUMB_SIDE, THUMB_SIDE))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return Signature(mtime_ns / 1e9, "file", (), (), 0, label=False, blind=True)
+        return Signature(mtime_ns / 1e9, "file", (), (), (), 0, label=False, blind=True)
     phash = int(str(imagehash.phash(small)), 16)
     pixels = np.asarray(small.resize((64, 48)), dtype=np.float32) / 255.0
+    colours, balanced = _object_colours(pixels)
     return Signature(
         taken=taken,
         clock=clock,
-        colours=tuple(_object_colours(pixels)),
+        colours=tuple(colours),
+        balanced=tuple(balanced),
         layout=tuple(_layout(pixels)),
         phash=phash,
         label=_looks_like_label(np.asarray(small, dtype=np.float32) / 255.0),
@@ -374,10 +385,12 @@ SATURATED = 0.2  # below: a grey pixel
 DEEP = 0.5  # saturation above which a hue counts in its own (deep) bins
 GREY_WEIGHT = 0.5  # grey says less about a product than a hue
 HUE_SPILL = 0.25  # share of a hue bin spread to each neighbour: a warm light moves hues
+BACKDROP_GREY = 0.6  # the backdrop's colour divided out, scaled to this grey
+BALANCED_PENALTY = 0.05
 BACKDROP_DISTANCE = 0.07  # RGB distance (0-1 scale) from every edge colour: the object
 
 
-def _object_colours(pixels: np.ndarray) -> np.ndarray:
+def _object_colours(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Hue histogram (pale and deep apart) plus grey levels, of the pixels unlike the
     frame's edge: the object, mostly, whatever the backdrop."""
     import numpy as np
@@ -394,7 +407,18 @@ def _object_colours(pixels: np.ndarray) -> np.ndarray:
     mask = (nearest > BACKDROP_DISTANCE).reshape(pixels.shape[:2])
     if mask.sum() < pixels.shape[0] * pixels.shape[1] * 0.03:
         mask = np.ones(mask.shape, dtype=bool)  # nothing stands out: the whole frame
-    hue, saturation, value = _hsv(pixels[mask])
+    # The light's colour and strength multiply every pixel, the backdrop's too: divided by
+    # the backdrop, a warm and a cool shot of one product on one backdrop look alike.
+    backdrop = np.median(edge, axis=0)
+    gain = BACKDROP_GREY / np.maximum(backdrop, 0.05)
+    return _colours(pixels[mask]), _colours(np.clip(pixels[mask] * gain, 0.0, 1.0))
+
+
+def _colours(pixels: np.ndarray) -> np.ndarray:
+    """Hue histogram (pale and deep apart) plus grey levels of these pixels."""
+    import numpy as np
+
+    hue, saturation, value = _hsv(pixels)
     coloured = (saturation > SATURATED) & (value > 0.15)
     hist = np.zeros(HUE_BINS * 2 + GREY_BINS, dtype=np.float64)
     bins = np.minimum((hue[coloured] * HUE_BINS).astype(int), HUE_BINS - 1)
