@@ -9,8 +9,9 @@ another product. Two signals, both local and cheap (~10 ms a photo, one small de
   minutes between products. Measured against this shoot's own typical gap (its median),
   so a slow photographer is not split at every shot;
 - a change in what is pictured: the object's colours (a hue/saturation histogram of the
-  pixels that differ from the border, so the backdrop and the light count little), its
-  layout (a coarse colour grid) and a perceptual hash (near-identical shots). A product is
+  pixels that differ from the border, so the backdrop and the light count little; also with
+  the backdrop's colour divided out, which cancels a warm or cool cast that falls on both),
+  its layout (a coarse colour grid) and a perceptual hash (near-identical shots). A product is
   shot from several angles, so the next photo is compared with the last few photos before
   it and the few after it, and the closest pair counts.
 
@@ -59,10 +60,12 @@ QUESTION_SIDE = 192  # the long side of a thumbnail sent to the model
 WINDOW = 5  # photos compared either side of a boundary: a product is shot from several angles
 THRESHOLD = 0.0  # score above: another product
 UNSURE_MARGIN = 0.4  # |score| below: unsure (what --confirm-groups asks about; ~10% of them)
-# The score, set on generated shoots (tests/shoot_factory.py, seeds 7-10; the benchmark
-# reports other seeds). Time: log2(gap / the shoot's median gap) / 2 - TIME_OFFSET, at most
-# TIME_CAP, times TIME_WEIGHT: a gap like the usual one argues strongly for the same product,
-# a long one only a little for another (people pause within a product too). Visual: how far
+# The score, set on generated shoots (tests/shoot_factory.py, seeds 7-14; the benchmark
+# reports seeds 1-5 and 20-24, never used to set them). Time: log2(gap / the shoot's median
+# gap) / 2 - TIME_OFFSET, at most TIME_CAP, times TIME_WEIGHT: a gap like the usual one argues
+# strongly for the same product, a long one only a little for another (people pause within a
+# product too); a gap shorter than the usual one counts SHORT_GAP_WEIGHT times more (seconds
+# apart is almost always one product, however unlike two angles of it look). Visual: how far
 # the closest pair across the boundary is above VISUAL_MARGIN times the shoot's median
 # distance, in medians, times VISUAL_WEIGHT.
 TIME_WEIGHT, TIME_OFFSET, TIME_CAP = 2.0, 0.5, 0.15
@@ -91,7 +94,7 @@ class Signature:
     taken: float  # unix seconds (EXIF, else file time)
     clock: str  # "exif" or "file"
     colours: tuple[float, ...]  # object hue/saturation histogram, sums to 1
-    balanced: tuple[float, ...]  # the same with the backdrop's colour divided out
+    balanced: tuple[float, ...]  # the same with the backdrop's colour divided out (the cast)
     layout: tuple[float, ...]  # coarse grid, lightness-normalised chroma
     phash: int
     label: bool  # looks like a label or barcode close-up
@@ -386,7 +389,8 @@ DEEP = 0.5  # saturation above which a hue counts in its own (deep) bins
 GREY_WEIGHT = 0.5  # grey says less about a product than a hue
 HUE_SPILL = 0.25  # share of a hue bin spread to each neighbour: a warm light moves hues
 BACKDROP_GREY = 0.6  # the backdrop's colour divided out, scaled to this grey
-BALANCED_PENALTY = 0.05
+BALANCED_PENALTY = 0.05  # the balanced colours count only when clearly closer (a backdrop
+# change also changes what is divided out)
 BACKDROP_DISTANCE = 0.07  # RGB distance (0-1 scale) from every edge colour: the object
 
 

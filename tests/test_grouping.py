@@ -321,3 +321,33 @@ def test_a_burst_of_the_same_second_stays_one_item(tmp_path: Path) -> None:
     _shot(tmp_path, "IMG_0009.jpg", _product(rng, 2), when + timedelta(seconds=80))
     found = scan([tmp_path], group="auto")
     assert sorted(len(item.photos) for item in found.items) == [1, 4]
+
+
+def _lit(product: Any, cast: float, path: Path) -> Path:
+    """The product on a grey card under a warm (+) or cool (-) light, nothing else changed."""
+    from PIL import Image
+    from shoot_factory import _object
+
+    image = Image.new("RGB", (640, 480), (190, 190, 186))
+    shape = _object(product, 300)
+    image.paste(shape, (170, 90), shape)
+    r, g, b = image.split()
+    r = r.point(lambda v: min(255, round(v * (1 + cast))))
+    b = b.point(lambda v: min(255, round(v * (1 - cast))))
+    Image.merge("RGB", (r, g, b)).save(path, quality=90)
+    return path
+
+
+def test_a_warm_and_a_cool_light_do_not_make_one_product_look_like_two(tmp_path: Path) -> None:
+    import random
+
+    from dealscout_cli.grouping import distance, signature
+
+    products = [_product(random.Random(seed), 1) for seed in (1, 4, 5, 9)]
+    for n, product in enumerate(products):
+        warm = signature(_lit(product, 0.12, tmp_path / f"warm{n}.jpg"), 0)
+        cool = signature(_lit(product, -0.12, tmp_path / f"cool{n}.jpg"), 0)
+        # The backdrop carries the same cast: divided out, the product's colours agree.
+        assert distance(warm, cool) < 0.25
+        other = signature(_lit(products[n - 1], 0.12, tmp_path / f"other{n}.jpg"), 0)
+        assert distance(warm, other) > 2 * distance(warm, cool)
