@@ -69,9 +69,12 @@ UNSURE_MARGIN = 0.4  # |score| below: unsure (what --confirm-groups asks about; 
 # the closest pair across the boundary is above VISUAL_MARGIN times the shoot's median
 # distance, in medians, times VISUAL_WEIGHT.
 TIME_WEIGHT, TIME_OFFSET, TIME_CAP = 2.0, 0.5, 0.15
-VISUAL_MARGIN, VISUAL_WEIGHT = 1.3, 2.0
+VISUAL_MARGIN, VISUAL_WEIGHT = 1.1, 2.0
 SHORT_GAP_WEIGHT = 1.5
+USUAL_CAP = 0.4  # 40-product shoots: 0.28-0.34
 LAYOUT_WEIGHT = 0.1
+RIM_TIME_RATIO = 3.0  # gaps either side of a label shot within this factor: its rim decides
+RIM_MARGIN = 0.2  # ...when one side's colours are this much closer to the rim's
 FAR_PAIR_PENALTY = 0.04  # per step away from the boundary: the nearest pair weighs most
 
 
@@ -228,7 +231,9 @@ def boundaries(sigs: Sequence[Signature]) -> list[Boundary]:
     gaps = [max(0.0, sigs[i].taken - sigs[i - 1].taken) for i in range(1, len(sigs))]
     typical = max(2.0, _median(gaps))
     distances = [_window_distance(sigs, i) for i in range(1, len(sigs))]
-    usual = _median([d for d in distances if not math.isnan(d)] or [0.3])
+    # The usual distance between neighbours, at most USUAL_CAP: in a short run of a few
+    # products the median is itself a change of product.
+    usual = min(USUAL_CAP, _median([d for d in distances if not math.isnan(d)] or [0.3]))
     result = []
     for i in range(1, len(sigs)):
         gap, distance = gaps[i - 1], distances[i - 1]
@@ -277,9 +282,31 @@ def _labels_join_neighbours(
         before = gaps[i - 1] if i > 0 else math.inf
         after = gaps[i] if i < len(gaps) else math.inf
         side = i - 1 if before <= after else i  # index into boundaries
+        # Time decides when one side is clearly nearer (seconds against a pause); when both
+        # gaps are alike, the side whose nearest photo has the colours of the label's rim.
+        if max(before, after) < RIM_TIME_RATIO * max(min(before, after), 1.0):
+            side = _rim_side(sigs, i, side)
         if 0 <= side < len(result):
             result[side] = replace(result[side], split=False, unsure=False)
     return result
+
+
+def _rim_side(sigs: Sequence[Signature], i: int, side: int) -> int:
+    """The side (an index into boundaries) whose nearest photo shows the colours label shot
+    `i` shows around its edge, when one side clearly does; else `side`."""
+    if sigs[i].blind:
+        return side
+    unlike = []
+    for step in (-1, 1):
+        j = i + step
+        while 0 <= j < len(sigs) and sigs[j].joins_by_time:
+            j += step
+        if not 0 <= j < len(sigs):
+            return side
+        unlike.append(_unlike(sigs[i].colours, sigs[j].colours))
+    if abs(unlike[0] - unlike[1]) < RIM_MARGIN:
+        return side
+    return i - 1 if unlike[0] < unlike[1] else i
 
 
 def _window_distance(sigs: Sequence[Signature], i: int) -> float:
@@ -341,7 +368,9 @@ def signature(path: Path, mtime_ns: int) -> Signature:
         return Signature(mtime_ns / 1e9, "file", (), (), (), 0, label=False, blind=True)
     phash = int(str(imagehash.phash(small)), 16)
     pixels = np.asarray(small.resize((64, 48)), dtype=np.float32) / 255.0
-    colours, balanced = _object_colours(pixels)
+    label = _looks_like_label(np.asarray(small, dtype=np.float32) / 255.0)
+    # A label close-up's own colours are paper and print; its product shows around its rim.
+    colours, balanced = _rim_colours(pixels) if label else _object_colours(pixels)
     return Signature(
         taken=taken,
         clock=clock,
@@ -349,7 +378,7 @@ def signature(path: Path, mtime_ns: int) -> Signature:
         balanced=tuple(balanced),
         layout=tuple(_layout(pixels)),
         phash=phash,
-        label=_looks_like_label(np.asarray(small, dtype=np.float32) / 255.0),
+        label=label,
     )
 
 
@@ -435,6 +464,18 @@ def _colours(pixels: np.ndarray) -> np.ndarray:
         hist[level : level + HUE_BINS] = (1 - 2 * HUE_SPILL) * hues + spilt
     total = hist.sum()
     return hist / total if total else hist
+
+
+def _rim_colours(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The colours of the frame's outer edge, three pixels deep (twice: `_object_colours`)."""
+    import numpy as np
+
+    rim = np.concatenate(
+        [pixels[:3].reshape(-1, 3), pixels[-3:].reshape(-1, 3), pixels[3:-3, :3].reshape(-1, 3),
+         pixels[3:-3, -3:].reshape(-1, 3)]
+    )  # fmt: skip
+    colours = _colours(rim)
+    return colours, colours
 
 
 def _layout(pixels: np.ndarray) -> np.ndarray:

@@ -105,6 +105,27 @@ def test_a_label_close_up_goes_with_the_product_shot_just_before_it(tmp_path: Pa
     ]
 
 
+def test_a_label_shot_after_a_pause_goes_with_the_product_its_rim_shows(tmp_path: Path) -> None:
+    import random
+
+    rng = random.Random(9)
+    first, second = _product(rng, 1), _product(rng, 2)
+    start = datetime(2026, 5, 1, 9, 0, 0)
+    for n, seconds in enumerate((0, 5, 10)):
+        _shot(tmp_path, f"IMG_000{n + 1}.jpg", first, start + timedelta(seconds=seconds))
+    # The seller fetched the box and shot its label 80 s later, then the next product a
+    # minute after that: nearer in time to the second product, but the first one's colour
+    # shows around the label.
+    _shot(tmp_path, "IMG_0004.jpg", first, start + timedelta(seconds=90), label=True)
+    for n, seconds in enumerate((150, 155, 160)):
+        _shot(tmp_path, f"IMG_000{n + 5}.jpg", second, start + timedelta(seconds=seconds))
+    found = scan([tmp_path], group="auto")
+    assert sorted(sorted(p.path.name for p in item.photos) for item in found.items) == [
+        ["IMG_0001.jpg", "IMG_0002.jpg", "IMG_0003.jpg", "IMG_0004.jpg"],
+        ["IMG_0005.jpg", "IMG_0006.jpg", "IMG_0007.jpg"],
+    ]
+
+
 def test_photos_without_exif_or_unreadable_still_end_in_one_item_each(tmp_path: Path) -> None:
     make_jpeg(tmp_path / "IMG_0001.jpg", kind="mug", seed=1)
     make_jpeg(tmp_path / "IMG_0002.jpg", kind="mug", seed=2)
