@@ -17,8 +17,9 @@ another product. Two signals, both local and cheap (~10 ms a photo, one small de
 
 A label or barcode close-up looks like nothing else in the item; it is recognised (almost no
 colour in the middle of the frame once the light's cast is taken out, and fine light/dark
-detail: bars, print) and goes with whichever neighbour it was shot closer in time. So does a
-photo that cannot be decoded (the run reports it with its item).
+detail: bars, print) and goes with whichever neighbour it was shot closer in time, or, when
+both gaps are alike, with the one whose colours show around the label's rim. A photo that
+cannot be decoded goes by time alone (the run reports it with its item).
 
 Each boundary gets a score (time evidence + visual evidence); one far from the threshold
 is decided, one near it is `unsure`. `--confirm-groups` sends the unsure ones, as small
