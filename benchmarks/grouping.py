@@ -1,7 +1,10 @@
 """How well `--group auto` splits a generated shoot into products, and what it costs.
 
     python benchmarks/grouping.py                 # seeds 1-5, 40 products each
+    python benchmarks/grouping.py --seeds 20 21 22 23 24   # the second held-out set
     python benchmarks/grouping.py --seeds 7 8 --products 60
+
+The constants of `dealscout_cli/grouping.py` were set on seeds 7-14: report others.
 
 For each seed, `tests/shoot_factory.py` draws a shoot (40 products, 2-8 photos each, label
 close-ups, pauses and quick switches, a few renamed files) into /tmp/dealscout-grouping/.

@@ -9,15 +9,17 @@ another product. Two signals, both local and cheap (~10 ms a photo, one small de
   minutes between products. Measured against this shoot's own typical gap (its median),
   so a slow photographer is not split at every shot;
 - a change in what is pictured: the object's colours (a hue/saturation histogram of the
-  pixels that differ from the border, so the backdrop and the light count little), its
-  layout (a coarse colour grid) and a perceptual hash (near-identical shots). A product is
+  pixels that differ from the border, so the backdrop and the light count little; also with
+  the backdrop's colour divided out, which cancels a warm or cool cast that falls on both),
+  its layout (a coarse colour grid) and a perceptual hash (near-identical shots). A product is
   shot from several angles, so the next photo is compared with the last few photos before
   it and the few after it, and the closest pair counts.
 
 A label or barcode close-up looks like nothing else in the item; it is recognised (almost no
 colour in the middle of the frame once the light's cast is taken out, and fine light/dark
-detail: bars, print) and goes with whichever neighbour it was shot closer in time. So does a
-photo that cannot be decoded (the run reports it with its item).
+detail: bars, print) and goes with whichever neighbour it was shot closer in time, or, when
+both gaps are alike, with the one whose colours show around the label's rim. A photo that
+cannot be decoded goes by time alone (the run reports it with its item).
 
 Each boundary gets a score (time evidence + visual evidence); one far from the threshold
 is decided, one near it is `unsure`. `--confirm-groups` sends the unsure ones, as small
@@ -59,15 +61,21 @@ QUESTION_SIDE = 192  # the long side of a thumbnail sent to the model
 WINDOW = 5  # photos compared either side of a boundary: a product is shot from several angles
 THRESHOLD = 0.0  # score above: another product
 UNSURE_MARGIN = 0.4  # |score| below: unsure (what --confirm-groups asks about; ~10% of them)
-# The score, set on generated shoots (tests/shoot_factory.py, seeds 7-10; the benchmark
-# reports other seeds). Time: log2(gap / the shoot's median gap) / 2 - TIME_OFFSET, at most
-# TIME_CAP, times TIME_WEIGHT: a gap like the usual one argues strongly for the same product,
-# a long one only a little for another (people pause within a product too). Visual: how far
+# The score, set on generated shoots (tests/shoot_factory.py, seeds 7-14; the benchmark
+# reports seeds 1-5 and 20-24, never used to set them). Time: log2(gap / the shoot's median
+# gap) / 2 - TIME_OFFSET, at most TIME_CAP, times TIME_WEIGHT: a gap like the usual one argues
+# strongly for the same product, a long one only a little for another (people pause within a
+# product too); a gap shorter than the usual one counts SHORT_GAP_WEIGHT times more (seconds
+# apart is almost always one product, however unlike two angles of it look). Visual: how far
 # the closest pair across the boundary is above VISUAL_MARGIN times the shoot's median
 # distance, in medians, times VISUAL_WEIGHT.
 TIME_WEIGHT, TIME_OFFSET, TIME_CAP = 2.0, 0.5, 0.15
 VISUAL_MARGIN, VISUAL_WEIGHT = 1.1, 2.0
-LAYOUT_WEIGHT = 0.25
+SHORT_GAP_WEIGHT = 1.5
+USUAL_CAP = 0.5  # 40-product shoots: 0.27-0.36, so it binds only on short runs
+LAYOUT_WEIGHT = 0.1
+RIM_TIME_RATIO = 3.0  # gaps either side of a label shot within this factor: its rim decides
+RIM_MARGIN = 0.2  # ...when one side's colours are this much closer to the rim's
 FAR_PAIR_PENALTY = 0.04  # per step away from the boundary: the nearest pair weighs most
 
 
@@ -90,6 +98,7 @@ class Signature:
     taken: float  # unix seconds (EXIF, else file time)
     clock: str  # "exif" or "file"
     colours: tuple[float, ...]  # object hue/saturation histogram, sums to 1
+    balanced: tuple[float, ...]  # the same with the backdrop's colour divided out (the cast)
     layout: tuple[float, ...]  # coarse grid, lightness-normalised chroma
     phash: int
     label: bool  # looks like a label or barcode close-up
@@ -223,13 +232,17 @@ def boundaries(sigs: Sequence[Signature]) -> list[Boundary]:
     gaps = [max(0.0, sigs[i].taken - sigs[i - 1].taken) for i in range(1, len(sigs))]
     typical = max(2.0, _median(gaps))
     distances = [_window_distance(sigs, i) for i in range(1, len(sigs))]
-    usual = _median([d for d in distances if not math.isnan(d)] or [0.3])
+    # The usual distance between neighbours, at most USUAL_CAP: in a short run of a few
+    # products the median is itself a change of product.
+    usual = min(USUAL_CAP, _median([d for d in distances if not math.isnan(d)] or [0.3]))
     result = []
     for i in range(1, len(sigs)):
         gap, distance = gaps[i - 1], distances[i - 1]
         time_evidence = TIME_WEIGHT * min(
             TIME_CAP, math.log2(max(gap, 0.5) / typical) / 2 - TIME_OFFSET
         )
+        if time_evidence < 0:  # a gap like the usual one: seconds between shots of a product
+            time_evidence *= SHORT_GAP_WEIGHT
         if math.isnan(distance):  # a label shot on one side: time alone decides
             score = time_evidence + 0.25
             visual_evidence = 0.0
@@ -270,9 +283,31 @@ def _labels_join_neighbours(
         before = gaps[i - 1] if i > 0 else math.inf
         after = gaps[i] if i < len(gaps) else math.inf
         side = i - 1 if before <= after else i  # index into boundaries
+        # Time decides when one side is clearly nearer (seconds against a pause); when both
+        # gaps are alike, the side whose nearest photo has the colours of the label's rim.
+        if max(before, after) < RIM_TIME_RATIO * max(min(before, after), 1.0):
+            side = _rim_side(sigs, i, side)
         if 0 <= side < len(result):
             result[side] = replace(result[side], split=False, unsure=False)
     return result
+
+
+def _rim_side(sigs: Sequence[Signature], i: int, side: int) -> int:
+    """The side (an index into boundaries) whose nearest photo shows the colours label shot
+    `i` shows around its edge, when one side clearly does; else `side`."""
+    if sigs[i].blind:
+        return side
+    unlike = []
+    for step in (-1, 1):
+        j = i + step
+        while 0 <= j < len(sigs) and sigs[j].joins_by_time:
+            j += step
+        if not 0 <= j < len(sigs):
+            return side
+        unlike.append(_unlike(sigs[i].colours, sigs[j].colours))
+    if abs(unlike[0] - unlike[1]) < RIM_MARGIN:
+        return side
+    return i - 1 if unlike[0] < unlike[1] else i
 
 
 def _window_distance(sigs: Sequence[Signature], i: int) -> float:
@@ -293,13 +328,18 @@ def _window_distance(sigs: Sequence[Signature], i: int) -> float:
 
 def distance(a: Signature, b: Signature) -> float:
     """How unlike two photos look, 0 (the same shot) to about 1 (nothing alike)."""
-    colours = 1.0 - sum(min(x, y) for x, y in zip(a.colours, b.colours, strict=True))
+    colours = min(_unlike(a.colours, b.colours), _unlike(a.balanced, b.balanced) + BALANCED_PENALTY)
     layout = math.sqrt(sum((x - y) ** 2 for x, y in zip(a.layout, b.layout, strict=True)))
     layout = min(1.0, layout / 2.0)
     near_copy = (a.phash ^ b.phash).bit_count() / 64
     if near_copy < 0.12:  # the same shot again (a burst): certainly one product
         return near_copy
     return (1 - LAYOUT_WEIGHT) * colours + LAYOUT_WEIGHT * layout
+
+
+def _unlike(a: Sequence[float], b: Sequence[float]) -> float:
+    """1 - the intersection of two histograms."""
+    return 1.0 - sum(min(x, y) for x, y in zip(a, b, strict=True))
 
 
 # ---------------------------------------------------------------- signatures
@@ -326,16 +366,20 @@ def signature(path: Path, mtime_ns: int) -> Signature:
                 small = image.convert("RGB")
                 small.thumbnail((THUMB_SIDE, THUMB_SIDE))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return Signature(mtime_ns / 1e9, "file", (), (), 0, label=False, blind=True)
+        return Signature(mtime_ns / 1e9, "file", (), (), (), 0, label=False, blind=True)
     phash = int(str(imagehash.phash(small)), 16)
     pixels = np.asarray(small.resize((64, 48)), dtype=np.float32) / 255.0
+    label = _looks_like_label(np.asarray(small, dtype=np.float32) / 255.0)
+    # A label close-up's own colours are paper and print; its product shows around its rim.
+    colours, balanced = _rim_colours(pixels) if label else _object_colours(pixels)
     return Signature(
         taken=taken,
         clock=clock,
-        colours=tuple(_object_colours(pixels)),
+        colours=tuple(colours),
+        balanced=tuple(balanced),
         layout=tuple(_layout(pixels)),
         phash=phash,
-        label=_looks_like_label(np.asarray(small, dtype=np.float32) / 255.0),
+        label=label,
     )
 
 
@@ -374,10 +418,13 @@ SATURATED = 0.2  # below: a grey pixel
 DEEP = 0.5  # saturation above which a hue counts in its own (deep) bins
 GREY_WEIGHT = 0.5  # grey says less about a product than a hue
 HUE_SPILL = 0.25  # share of a hue bin spread to each neighbour: a warm light moves hues
+BACKDROP_GREY = 0.6  # the backdrop's colour divided out, scaled to this grey
+BALANCED_PENALTY = 0.05  # the balanced colours count only when clearly closer (a backdrop
+# change also changes what is divided out)
 BACKDROP_DISTANCE = 0.07  # RGB distance (0-1 scale) from every edge colour: the object
 
 
-def _object_colours(pixels: np.ndarray) -> np.ndarray:
+def _object_colours(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Hue histogram (pale and deep apart) plus grey levels, of the pixels unlike the
     frame's edge: the object, mostly, whatever the backdrop."""
     import numpy as np
@@ -394,7 +441,18 @@ def _object_colours(pixels: np.ndarray) -> np.ndarray:
     mask = (nearest > BACKDROP_DISTANCE).reshape(pixels.shape[:2])
     if mask.sum() < pixels.shape[0] * pixels.shape[1] * 0.03:
         mask = np.ones(mask.shape, dtype=bool)  # nothing stands out: the whole frame
-    hue, saturation, value = _hsv(pixels[mask])
+    # The light's colour and strength multiply every pixel, the backdrop's too: divided by
+    # the backdrop, a warm and a cool shot of one product on one backdrop look alike.
+    backdrop = np.median(edge, axis=0)
+    gain = BACKDROP_GREY / np.maximum(backdrop, 0.05)
+    return _colours(pixels[mask]), _colours(np.clip(pixels[mask] * gain, 0.0, 1.0))
+
+
+def _colours(pixels: np.ndarray) -> np.ndarray:
+    """Hue histogram (pale and deep apart) plus grey levels of these pixels."""
+    import numpy as np
+
+    hue, saturation, value = _hsv(pixels)
     coloured = (saturation > SATURATED) & (value > 0.15)
     hist = np.zeros(HUE_BINS * 2 + GREY_BINS, dtype=np.float64)
     bins = np.minimum((hue[coloured] * HUE_BINS).astype(int), HUE_BINS - 1)
@@ -407,6 +465,18 @@ def _object_colours(pixels: np.ndarray) -> np.ndarray:
         hist[level : level + HUE_BINS] = (1 - 2 * HUE_SPILL) * hues + spilt
     total = hist.sum()
     return hist / total if total else hist
+
+
+def _rim_colours(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The colours of the frame's outer edge, three pixels deep (twice: `_object_colours`)."""
+    import numpy as np
+
+    rim = np.concatenate(
+        [pixels[:3].reshape(-1, 3), pixels[-3:].reshape(-1, 3), pixels[3:-3, :3].reshape(-1, 3),
+         pixels[3:-3, -3:].reshape(-1, 3)]
+    )  # fmt: skip
+    colours = _colours(rim)
+    return colours, colours
 
 
 def _layout(pixels: np.ndarray) -> np.ndarray:

@@ -105,6 +105,27 @@ def test_a_label_close_up_goes_with_the_product_shot_just_before_it(tmp_path: Pa
     ]
 
 
+def test_a_label_shot_after_a_pause_goes_with_the_product_its_rim_shows(tmp_path: Path) -> None:
+    import random
+
+    rng = random.Random(9)
+    first, second = _product(rng, 1), _product(rng, 2)
+    start = datetime(2026, 5, 1, 9, 0, 0)
+    for n, seconds in enumerate((0, 5, 10)):
+        _shot(tmp_path, f"IMG_000{n + 1}.jpg", first, start + timedelta(seconds=seconds))
+    # The seller fetched the box and shot its label 80 s later, then the next product a
+    # minute after that: nearer in time to the second product, but the first one's colour
+    # shows around the label.
+    _shot(tmp_path, "IMG_0004.jpg", first, start + timedelta(seconds=90), label=True)
+    for n, seconds in enumerate((150, 155, 160)):
+        _shot(tmp_path, f"IMG_000{n + 5}.jpg", second, start + timedelta(seconds=seconds))
+    found = scan([tmp_path], group="auto")
+    assert sorted(sorted(p.path.name for p in item.photos) for item in found.items) == [
+        ["IMG_0001.jpg", "IMG_0002.jpg", "IMG_0003.jpg", "IMG_0004.jpg"],
+        ["IMG_0005.jpg", "IMG_0006.jpg", "IMG_0007.jpg"],
+    ]
+
+
 def test_photos_without_exif_or_unreadable_still_end_in_one_item_each(tmp_path: Path) -> None:
     make_jpeg(tmp_path / "IMG_0001.jpg", kind="mug", seed=1)
     make_jpeg(tmp_path / "IMG_0002.jpg", kind="mug", seed=2)
@@ -321,3 +342,33 @@ def test_a_burst_of_the_same_second_stays_one_item(tmp_path: Path) -> None:
     _shot(tmp_path, "IMG_0009.jpg", _product(rng, 2), when + timedelta(seconds=80))
     found = scan([tmp_path], group="auto")
     assert sorted(len(item.photos) for item in found.items) == [1, 4]
+
+
+def _lit(product: Any, cast: float, path: Path) -> Path:
+    """The product on a grey card under a warm (+) or cool (-) light, nothing else changed."""
+    from PIL import Image
+    from shoot_factory import _object
+
+    image = Image.new("RGB", (640, 480), (190, 190, 186))
+    shape = _object(product, 300)
+    image.paste(shape, (170, 90), shape)
+    r, g, b = image.split()
+    r = r.point(lambda v: min(255, round(v * (1 + cast))))
+    b = b.point(lambda v: min(255, round(v * (1 - cast))))
+    Image.merge("RGB", (r, g, b)).save(path, quality=90)
+    return path
+
+
+def test_a_warm_and_a_cool_light_do_not_make_one_product_look_like_two(tmp_path: Path) -> None:
+    import random
+
+    from dealscout_cli.grouping import distance, signature
+
+    products = [_product(random.Random(seed), 1) for seed in (1, 4, 5, 9)]
+    for n, product in enumerate(products):
+        warm = signature(_lit(product, 0.12, tmp_path / f"warm{n}.jpg"), 0)
+        cool = signature(_lit(product, -0.12, tmp_path / f"cool{n}.jpg"), 0)
+        # The backdrop carries the same cast: divided out, the product's colours agree.
+        assert distance(warm, cool) < 0.25
+        other = signature(_lit(products[n - 1], 0.12, tmp_path / f"other{n}.jpg"), 0)
+        assert distance(warm, other) > 2 * distance(warm, cool)
