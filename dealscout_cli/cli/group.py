@@ -76,7 +76,8 @@ def group(
     groups can be checked before `snap` spends anything. Photos already in an item
     keep it. An item's key is the hash of its photos: merging two groups makes one
     new item, splitting one makes two, and nothing else changes. Only queued or
-    failed groups can be regrouped.
+    failed groups can be regrouped. `dealscout review` does the same with
+    thumbnails (its Groups page).
 
     Example: dealscout group ./shoot && dealscout group --merge 12,13 && dealscout snap
     """
