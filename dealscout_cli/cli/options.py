@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from dealscout_cli import config
-from dealscout_cli.errors import DealscoutError, UsageError
+from dealscout_cli.errors import DealscoutError, StoreError, UsageError
 from dealscout_cli.text import printable
 
 if TYPE_CHECKING:
@@ -67,6 +67,7 @@ err = LazyConsole(stderr=True, highlight=False, soft_wrap=True)  # no mid-messag
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_STOPPED = 3  # a run stopped early: run the same command again once the cause is fixed
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
@@ -93,12 +94,17 @@ def plural(count: int, noun: str, many: str | None = None) -> str:
     return f"{count} {noun if count == 1 else (many or noun + 's')}"
 
 
-def guarded(fn: Callable[[], Any]) -> Any:
-    """Run a command body: known errors become one line; unknown ones stay loud."""
+def guarded(fn: Callable[[], Any], *, store_error: int = EXIT_FAILED) -> Any:
+    """Run a command body: known errors become one line; unknown ones stay loud. A database
+    that cannot be written exits `store_error` (`snap`: 3, like a run stopped by it)."""
     try:
         return fn()
     except UsageError as exc:
         fail(str(exc), EXIT_USAGE)
+    except StoreError as exc:
+        if os.environ.get(config.ENV_DEBUG):
+            raise
+        fail(str(exc), store_error)
     except DealscoutError as exc:
         if os.environ.get(config.ENV_DEBUG):
             raise

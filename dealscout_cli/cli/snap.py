@@ -16,6 +16,7 @@ import typer
 
 from dealscout_cli import config
 from dealscout_cli.cli.options import (
+    EXIT_STOPPED,
     EXIT_USAGE,
     PATHS_HELP,
     DbOption,
@@ -268,7 +269,7 @@ def snap(
             paths, settings, group=group.value, force=force, on_event=output.report,
             on_scanned=output.scanned, on_scanning=output.counter,
             confirm_groups=confirm_groups,
-        ))  # fmt: skip
+        ), store_error=EXIT_STOPPED)  # fmt: skip
         from dealscout_cli.cli.render import render_run
 
         render_run(result, quiet=quiet, json_out=json_out, log=output.log if log_json else None)
