@@ -285,3 +285,30 @@ def test_a_full_disk_mid_run_stops_cleanly_and_a_rerun_records_every_paid_call(
     assert query(db, "SELECT DISTINCT state FROM jobs") == [("done",)]
     assert query(db, "SELECT COUNT(*) FROM calls")[0][0] == served  # each call, once
     every_stored_listing_reads_back(db)
+
+
+def test_a_full_disk_while_the_scan_queues_is_a_stop_with_the_fix(tmp_path: Path) -> None:
+    """The scan's own writes (the queue, in the feed's thread) fill the disk: exit 3 like any
+    run the database stopped, with the fix in one line, not 1 and not a traceback."""
+    import os
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    folder, db = make_photos(tmp_path / "photos", 400), tmp_path / "full.db"
+    Store.open(db).close()  # the schema fits; the queue of 400 items does not
+    cap = max(p.stat().st_size for p in tmp_path.glob("full.db*")) + 40_000
+
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (cap, cap))
+
+    command = [sys.executable, "-m", "dealscout_cli.cli", "snap", str(folder), "--db", str(db)]
+    full = subprocess.run(
+        [*command, "--offline", "--quiet"], env=dict(os.environ), preexec_fn=limited,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert full.returncode == 3, full.stderr
+    assert "Traceback" not in full.stderr
+    assert "free some space" in full.stderr

@@ -60,7 +60,8 @@ def render_snap(
         out.print(_summary_table(summary, offline=result.offline))
         render_made(summary, offline=result.offline)
     if summary is not None and summary.stop_reason:
-        _render_stop(result, quiet=quiet or json_out, log=log)
+        # A stop is a failure: --quiet (cron) still gets its one line, on stderr; --json has it
+        _render_stop(result, quiet=json_out, log=log)
     if result.failed_in_batch and not quiet:
         _render_failures(result, log=log, json_out=json_out)
 
