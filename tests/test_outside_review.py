@@ -218,3 +218,16 @@ def test_a_bad_price_or_title_the_seller_types_is_a_400_naming_the_field(
         status, _ = form_post(app, f"/item/{ids[0]}/save", base | {"title": "Red\nmug\r\nbig"})
         assert status == 303
         assert store.revisions(ids[0])[-1].fields["identification"]["title"] == "Red mug big"
+
+
+def test_a_negative_zero_price_exports_as_a_number(odd_db: tuple[Path, list[int]]) -> None:
+    """A model's -0.0 is a price of 0.00, not the text '-0.00 a spreadsheet keeps as text."""
+    db, ids = odd_db
+    store, app = open_app(db)
+    with store:
+        for item in ids:
+            assert form_post(app, f"/item/{item}/approve", {})[0] == 303
+        status, csv_bytes, _ = call(app, "GET", "/export/file", query="format=csv")
+    assert status == 200
+    assert b"-0.00" not in csv_bytes
+    assert b'"0.00","0.00","0.00"' in csv_bytes
