@@ -4,13 +4,10 @@ legal model answers shown, saved and exported; hostile requests; odd regroup arg
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import pytest
 from photo_factory import make_jpeg
@@ -231,3 +228,30 @@ def test_a_negative_zero_price_exports_as_a_number(odd_db: tuple[Path, list[int]
     assert status == 200
     assert b"-0.00" not in csv_bytes
     assert b'"0.00","0.00","0.00"' in csv_bytes
+
+
+def test_an_ask_again_note_is_stored_without_control_characters(
+    odd_db: tuple[Path, list[int]],
+) -> None:
+    """The seller's note goes into the prompt, the item page and `listings --item`: the
+    same cleaning as a model's one-line answer (no NUL, ESC, U+202E); only controls is none."""
+    db, ids = odd_db
+    store, app = open_app(db)
+    note = "%00%ff%1b[2J%e2%80%aeit%7f is%0a%09a Staub"
+    with store:
+        status, _ = form_post_raw(app, f"/item/{ids[0]}/ask", f"csrf={app.csrf}&note={note}")
+        assert status == 303
+        stored = store.review_of(ids[0])
+        assert stored is not None
+        assert stored["note"] == "\ufffd[2Jit is a Staub"
+        status, page, _ = call(app, "GET", f"/item/{ids[0]}")
+        assert status == 200
+        assert b"\x00" not in page and b"\x1b" not in page and "\u202e".encode() not in page
+        status, page = form_post_raw(app, f"/item/{ids[1]}/ask", f"csrf={app.csrf}&note=%00%1b%7f")
+        assert status == 400 and b"say what the model got wrong" in page
+
+
+def form_post_raw(app: ReviewApp, path: str, body: str) -> tuple[int, bytes]:
+    headers = {"origin": f"http://127.0.0.1:{PORT}"}
+    status, page, _ = call(app, "POST", path, body.encode("latin-1"), headers=headers)
+    return status, page
