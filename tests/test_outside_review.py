@@ -4,6 +4,9 @@ legal model answers shown, saved and exported; hostile requests; odd regroup arg
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -255,3 +258,42 @@ def form_post_raw(app: ReviewApp, path: str, body: str) -> tuple[int, bytes]:
     headers = {"origin": f"http://127.0.0.1:{PORT}"}
     status, page, _ = call(app, "POST", path, body.encode("latin-1"), headers=headers)
     return status, page
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "said"),
+    [
+        ("--merge", "99999999999999999999999,1", "no group 99999999999999999999999"),
+        ("--split", "99999999999999999999999:2", "no group 99999999999999999999999"),
+        ("--split", "1:\u00b2", "no group has a photo of that name"),
+        ("--split", "\u00b2:1", "no group has a photo of that name"),
+        ("--merge", "0,1", "no group 0"),
+        ("--merge", "-1,1", "no group -1"),
+        ("--merge", "1,1", "at least two different groups"),
+        ("--merge", "a,b", "takes group numbers"),
+        ("--split", "1:0", "split it before photo 2 to"),
+    ],
+)
+def test_group_with_odd_numbers_is_one_line_not_a_traceback(
+    tmp_path: Path, flag: str, value: str, said: str
+) -> None:
+    for n, kind in enumerate(("mug", "mug", "book")):
+        make_jpeg(tmp_path / "shoot" / f"IMG_{n:04d}.jpg", kind=kind, seed=n)
+    db = str(tmp_path / "a.db")
+    dealscout("group", str(tmp_path / "shoot"), "--db", db, "--offline")
+    result = dealscout("group", "--db", db, flag, value, check=False)
+    assert result.returncode == 2, result.stderr
+    assert said in result.stderr
+    assert "Traceback" not in result.stderr and "Error:" not in result.stderr
+
+
+def dealscout(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
+    return subprocess.run(
+        [sys.executable, "-m", "dealscout_cli.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        check=check,
+    )

@@ -129,7 +129,8 @@ def _split(db: Path, where: str) -> tuple[int, int]:
     """`5:3` (group 5 before its 3rd photo) or a file name (the group holding it, before it)."""
     with open_store(db) as store:
         number, sep, position = where.partition(":")
-        if sep and number.strip().isdigit() and position.strip().isdigit():
+        # isdecimal, not isdigit: int() refuses a superscript "²" that isdigit() accepts
+        if sep and number.strip().isdecimal() and position.strip().isdecimal():
             return store.split_group(int(number), int(position), now=time.time())
         return store.split_before_photo_named(where, now=time.time())
 
