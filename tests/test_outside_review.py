@@ -4,6 +4,7 @@ legal model answers shown, saved and exported; hostile requests; odd regroup arg
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -297,3 +298,41 @@ def dealscout(*args: str, check: bool = True) -> subprocess.CompletedProcess[str
         timeout=180,
         check=check,
     )
+
+
+GARBAGE_TIMES = [
+    "0000:00:00 00:00:00",
+    "9999:12:31 23:59:59",
+    "2024:13:45 99:99:99",
+    "\uff12\uff10\uff12\uff14:01:01 10:00:00",
+    "\u00e9t\u00e9",
+    "    :  :     :  :  ",
+    "2024:01:01 10:00:00\x00junk",
+    "1:1:1 1:1:1",
+]
+
+
+def test_group_auto_over_a_folder_of_odd_files_groups_every_photo(tmp_path: Path) -> None:
+    """Garbage EXIF times, no EXIF, a text file named .jpg: every photo is in one group, and
+    an empty file, in none, is named on stderr rather than left out without a word."""
+    from photo_factory import product_image
+    from PIL import Image
+
+    shoot = tmp_path / "shoot"
+    shoot.mkdir()
+    for n, taken in enumerate(GARBAGE_TIMES):
+        exif = Image.Exif()
+        exif.get_ifd(0x8769)[36867] = taken  # DateTimeOriginal
+        exif[306] = taken  # DateTime
+        image = product_image(("mug", "book")[n % 2], (320, 240), seed=n)
+        image.save(shoot / f"IMG_{n:04d}.jpg", "JPEG", exif=exif)
+    make_jpeg(shoot / "no-exif.jpg", kind="lamp", seed=20)
+    (shoot / "zero.jpg").write_bytes(b"")
+    (shoot / "text.jpg").write_bytes(b"hello, not a jpeg")
+    db = str(tmp_path / "a.db")
+    result = dealscout("group", str(shoot), "--db", db, "--offline")
+    groups = json.loads(dealscout("group", "--db", db, "--json").stdout)
+    grouped = sorted(name for row in groups for name in row["photos"])
+    assert grouped == sorted(path.name for path in shoot.iterdir() if path.name != "zero.jpg")
+    # the one file in no group is named, as `snap` names it
+    assert f"skipped {shoot / 'zero.jpg'}: empty file (0 bytes)" in result.stderr

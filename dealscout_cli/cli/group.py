@@ -88,6 +88,9 @@ def group(
         from dealscout_cli.grouping import group_shoot, summary_line
 
         found, report = guarded(lambda: group_shoot(list(paths), settings, confirm=confirm_groups))
+        for problem in found.problems:  # an empty file, a broken list: in no group, so say so
+            where = f"{problem.path}:{problem.line}" if problem.line else problem.path
+            err.print(f"skipped {plain(where)}: {plain(problem.reason)}", highlight=False)
         if not json_out:
             err.print(f"grouped: {summary_line(found)}; {report.new} new items", highlight=False)
     elif confirm_groups:
