@@ -22,7 +22,6 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from dealscout_cli.errors import UsageError
-from dealscout_cli.models import one_line
 from dealscout_cli.records import iso_now
 from dealscout_cli.store.connection import StoreConnection
 from dealscout_cli.store.queue import requeue_for_review
@@ -149,6 +148,8 @@ class Reviews(StoreConnection):
     def ask_again(self, item_id: int, note: str, *, now: float) -> None:
         """Queue the item to be identified again with the seller's note in the prompt; the
         model's next draft becomes the current revision (the seller's edits stay in history)."""
+        from dealscout_cli.models import one_line  # pydantic: not on `status`'s start-up path
+
         note = one_line(note)  # the rules of a model's answer: no controls, no U+202E, NFC
         if not note:
             raise UsageError("say what the model got wrong, e.g. 'it is a Le Creuset, not a Staub'")
