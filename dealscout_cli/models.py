@@ -206,7 +206,7 @@ class PriceEstimate(BaseModel):
     def _sane(cls, price: float) -> float:
         if price > MAX_PRICE:
             raise ValueError(f"a price above {MAX_PRICE:,} is not a resale price")
-        return price
+        return 0.0 if price == 0 else price  # -0.0 would print as "-0.00", a formula to a sheet
 
     @field_validator("high")
     @classmethod

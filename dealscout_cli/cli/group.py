@@ -88,6 +88,9 @@ def group(
         from dealscout_cli.grouping import group_shoot, summary_line
 
         found, report = guarded(lambda: group_shoot(list(paths), settings, confirm=confirm_groups))
+        for problem in found.problems:  # an empty file, a broken list: in no group, so say so
+            where = f"{problem.path}:{problem.line}" if problem.line else problem.path
+            err.print(f"skipped {plain(where)}: {plain(problem.reason)}", highlight=False)
         if not json_out:
             err.print(f"grouped: {summary_line(found)}; {report.new} new items", highlight=False)
     elif confirm_groups:
@@ -129,7 +132,8 @@ def _split(db: Path, where: str) -> tuple[int, int]:
     """`5:3` (group 5 before its 3rd photo) or a file name (the group holding it, before it)."""
     with open_store(db) as store:
         number, sep, position = where.partition(":")
-        if sep and number.strip().isdigit() and position.strip().isdigit():
+        # isdecimal, not isdigit: int() refuses a superscript "²" that isdigit() accepts
+        if sep and number.strip().isdecimal() and position.strip().isdecimal():
             return store.split_group(int(number), int(position), now=time.time())
         return store.split_before_photo_named(where, now=time.time())
 

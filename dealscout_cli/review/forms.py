@@ -79,7 +79,11 @@ def _price(
             errors[name] = f"{text!r} is not a price" if text else "give all three prices"
     if len(numbers) < 3:
         return None
-    changed = any(numbers[key] != before.get(key) for key in numbers)
+    # The form shows a price to the cent: one the seller left as shown is the model's own,
+    # kept exactly (0.1234567891 shown as 0.12 is not the seller's 0.12).
+    changed = any(not _same_cents(numbers[key], before.get(key)) for key in numbers)
+    if not changed:
+        numbers = {key: float(before[key]) for key in numbers}
     rationale = form.get("rationale", "").strip() or before.get("rationale") or SELLER_RATIONALE
     try:
         return PriceEstimate.model_validate(
@@ -95,6 +99,12 @@ def _price(
     except ValidationError as exc:
         errors.update(_field_errors(exc, "price_"))
         return None
+
+
+def _same_cents(typed: float, shown: Any) -> bool:
+    if not isinstance(shown, int | float) or isinstance(shown, bool):
+        return False
+    return f"{typed:.2f}" == f"{shown:.2f}"
 
 
 def _attributes(text: str) -> tuple[list[dict[str, str]], str | None]:

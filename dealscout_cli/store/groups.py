@@ -243,6 +243,8 @@ class ItemGroups(StoreConnection):
 
 
 def _regroupable(conn: sqlite3.Connection, item_id: int) -> sqlite3.Row:
+    if not 0 < item_id < 2**63:  # past SQLite's integers: no row, not an OverflowError
+        raise UsageError(f"no group {item_id}; `dealscout group` lists them")
     row: sqlite3.Row | None = conn.execute(
         """SELECT items.*, jobs.state, jobs.error_kind, item_groups.folder FROM items
            JOIN jobs ON jobs.item_id = items.id

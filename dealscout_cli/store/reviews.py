@@ -148,7 +148,9 @@ class Reviews(StoreConnection):
     def ask_again(self, item_id: int, note: str, *, now: float) -> None:
         """Queue the item to be identified again with the seller's note in the prompt; the
         model's next draft becomes the current revision (the seller's edits stay in history)."""
-        note = " ".join(note.split())
+        from dealscout_cli.models import one_line  # pydantic: not on `status`'s start-up path
+
+        note = one_line(note)  # the rules of a model's answer: no controls, no U+202E, NFC
         if not note:
             raise UsageError("say what the model got wrong, e.g. 'it is a Le Creuset, not a Staub'")
         if len(note) > NOTE_MAX:
