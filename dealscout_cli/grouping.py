@@ -31,7 +31,6 @@ Photos that already belong to an item are never regrouped: they keep their item.
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import time
@@ -49,6 +48,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from dealscout_cli.config import Settings
+    from dealscout_cli.images import PreparedImage
     from dealscout_cli.records import EnqueueReport
     from dealscout_cli.scan import FoundItem, FoundPhoto, GroupedPhotos, ScanBatch, ScanResult
     from dealscout_cli.store import Store
@@ -508,19 +508,15 @@ def _looks_like_label(pixels: np.ndarray) -> bool:
     return bool(edges.mean() > 0.12)
 
 
-def thumbnail(path: Path | str, side: int = QUESTION_SIDE) -> bytes:
-    """A small JPEG of the photo for a boundary question: upright, no metadata at all."""
-    from PIL import ImageOps
+def thumbnail(
+    path: Path | str, side: int = QUESTION_SIDE, *, sha256: str | None = None
+) -> PreparedImage:
+    """A small JPEG of the photo for a boundary question, made like every photo sent to a
+    model (`images.prepare_photo`: checked, upright, no metadata at all); BadPhoto if it
+    cannot be, or (with `sha256`) if the file changed since it was scanned."""
+    from dealscout_cli.images import prepare_photo
 
-    with Image.open(path) as image:
-        image.draft("RGB", (side * 2, side * 2))
-        upright = ImageOps.exif_transpose(image.convert("RGB"))
-        upright.thumbnail((side, side))
-        out = io.BytesIO()
-        clean = Image.new("RGB", upright.size)
-        clean.paste(upright)  # a fresh image: no EXIF, no comment, no ICC from the file
-        clean.save(out, "JPEG", quality=80)
-    return out.getvalue()
+    return prepare_photo(Path(path), max_side=side, expected_sha256=sha256, quality=80)
 
 
 def _median(values: Sequence[float]) -> float:
@@ -638,8 +634,10 @@ async def _ask(
                 images = []
                 for grouping, boundary in chunk:
                     for photo in grouping.photos[boundary.index - 1 : boundary.index + 1]:
-                        data = thumbnail(photo.path)
-                        images.append(ImagePart(data, "image/jpeg", *_jpeg_size(data)))
+                        small = thumbnail(photo.path, sha256=photo.sha256)
+                        images.append(
+                            ImagePart(small.data, small.mime_type, small.width, small.height)
+                        )
                 # The cheapest look that tells products apart: low media resolution
                 # (280 tokens a thumbnail on Gemini 3) and little thinking.
                 options = stage_options(endpoint.vision_model, "low", "low")
@@ -670,11 +668,6 @@ async def _ask(
         finally:
             await provider.aclose()
     return answers, calls
-
-
-def _jpeg_size(data: bytes) -> tuple[int, int]:
-    with Image.open(io.BytesIO(data)) as image:
-        return image.size
 
 
 def known_photos_in(db_path: Path) -> GroupedPhotos:
