@@ -349,23 +349,21 @@ def signature(path: Path, mtime_ns: int) -> Signature:
     """One small decode of the photo: its capture time and its visual signature. A photo
     that cannot be decoded is `blind`: its file time places it, and it joins a neighbour
     by time alone (the run says what is wrong with it)."""
-    import warnings
-
     import imagehash
     import numpy as np
 
-    from dealscout_cli.images import register_heif
+    from dealscout_cli.errors import BadPhoto
+    from dealscout_cli.images import display_path, open_image, read_photo_bytes
 
-    register_heif()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                taken, clock = _capture_time(image, mtime_ns)
-                image.draft("RGB", (THUMB_SIDE, THUMB_SIDE))
-                small = image.convert("RGB")
-                small.thumbnail((THUMB_SIDE, THUMB_SIDE))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        # images' own checks (format, size, pixel count), so what snap would refuse is not
+        # decoded here either, and no thread-wide warnings filter is needed for the bomb check.
+        with open_image(read_photo_bytes(path), display_path(path)) as image:
+            taken, clock = _capture_time(image, mtime_ns)
+            image.draft("RGB", (THUMB_SIDE, THUMB_SIDE))
+            small = image.convert("RGB")
+            small.thumbnail((THUMB_SIDE, THUMB_SIDE))
+    except (BadPhoto, OSError, ValueError, SyntaxError):
         return Signature(mtime_ns / 1e9, "file", (), (), (), 0, label=False, blind=True)
     phash = int(str(imagehash.phash(small)), 16)
     pixels = np.asarray(small.resize((64, 48)), dtype=np.float32) / 255.0

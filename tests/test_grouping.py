@@ -399,3 +399,14 @@ def test_a_boundary_thumbnail_shows_transparency_on_white(tmp_path: Path) -> Non
     with Image.open(io.BytesIO(made.data)) as image:
         assert image.format == "JPEG" and not image.info.get("exif")
         assert image.convert("L").getextrema()[0] > 240  # white, not the hidden red or black
+
+
+def test_a_file_snap_would_refuse_is_placed_by_time_alone(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from dealscout_cli.grouping import signature
+
+    make_jpeg(tmp_path / "IMG_0001.jpg", kind="mug", seed=1)
+    Image.new("RGB", (400, 300), (200, 30, 30)).save(tmp_path / "IMG_0002.jpg", "BMP")
+    assert not signature(tmp_path / "IMG_0001.jpg", 0).blind
+    assert signature(tmp_path / "IMG_0002.jpg", 0).blind  # a BMP: "not an image" to snap
