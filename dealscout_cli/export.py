@@ -252,7 +252,7 @@ def _ready(
     """The listings a marketplace can take, each with its price; the others go to `skipped`.
     `required` names what else a marketplace needs, returning a reason when it is missing."""
     for listing in listings:
-        price = _decimal(listing.price.suggested) if listing.price else options.default_price
+        price = price_decimal(listing.price.suggested) if listing.price else options.default_price
         reason: str | None
         if listing.offline and not options.include_offline:
             reason = OFFLINE_REASON
@@ -610,10 +610,11 @@ def _common_folder(paths: Sequence[tuple[str, ...]]) -> tuple[str, ...]:
     return common
 
 
-def _decimal(amount: float) -> Decimal:
+def price_decimal(amount: float) -> Decimal:
+    """A price to the cent, as every export and the review grid show it (half up)."""
     # str() first: Decimal(12.3) is 12.2999999..., Decimal("12.3") is what the model said.
     return Decimal(str(amount)).quantize(CENTS, rounding=ROUND_HALF_UP)
 
 
 def _money(amount: float) -> str:
-    return f"{_decimal(amount):.2f}"
+    return f"{price_decimal(amount):.2f}"

@@ -36,6 +36,7 @@ import jinja2
 
 from dealscout_cli.config import api_key_from_env
 from dealscout_cli.errors import BadPhoto, DealscoutError, UsageError
+from dealscout_cli.export import price_decimal
 from dealscout_cli.review.http import (
     TOKEN_COOKIE,
     Receive,
@@ -434,4 +435,4 @@ def _total_cost(calls: list[dict[str, Any]]) -> int | None:
 def _usd(amount: float | None, currency: str | None = None) -> str:
     if amount is None:
         return "–"
-    return f"{amount:,.2f} {currency or ''}".strip()
+    return f"{price_decimal(amount):,.2f} {currency or ''}".strip()
