@@ -65,7 +65,13 @@ from typing import TextIO
 from urllib.parse import quote
 
 from dealscout_cli.errors import UsageError
-from dealscout_cli.models import EBAY_CONDITION_ID, Condition, Identification, Listing
+from dealscout_cli.models import (
+    EBAY_CONDITION_ID,
+    Condition,
+    Identification,
+    Listing,
+    price_decimal,
+)
 from dealscout_cli.text import spreadsheet_cell
 
 EBAY_TITLE_MAX = 80
@@ -608,12 +614,6 @@ def _common_folder(paths: Sequence[tuple[str, ...]]) -> tuple[str, ...]:
             n += 1
         common = common[:n]
     return common
-
-
-def price_decimal(amount: float) -> Decimal:
-    """A price to the cent, as every export and the review grid show it (half up)."""
-    # str() first: Decimal(12.3) is 12.2999999..., Decimal("12.3") is what the model said.
-    return Decimal(str(amount)).quantize(CENTS, rounding=ROUND_HALF_UP)
 
 
 def _money(amount: float) -> str:

@@ -36,7 +36,7 @@ import jinja2
 
 from dealscout_cli.config import api_key_from_env
 from dealscout_cli.errors import BadPhoto, DealscoutError, UsageError
-from dealscout_cli.export import price_decimal
+from dealscout_cli.models import price_decimal
 from dealscout_cli.review.http import (
     TOKEN_COOKIE,
     Receive,
