@@ -65,7 +65,13 @@ from typing import TextIO
 from urllib.parse import quote
 
 from dealscout_cli.errors import UsageError
-from dealscout_cli.models import EBAY_CONDITION_ID, Condition, Identification, Listing
+from dealscout_cli.models import (
+    EBAY_CONDITION_ID,
+    Condition,
+    Identification,
+    Listing,
+    price_decimal,
+)
 from dealscout_cli.text import spreadsheet_cell
 
 EBAY_TITLE_MAX = 80
@@ -252,7 +258,7 @@ def _ready(
     """The listings a marketplace can take, each with its price; the others go to `skipped`.
     `required` names what else a marketplace needs, returning a reason when it is missing."""
     for listing in listings:
-        price = _decimal(listing.price.suggested) if listing.price else options.default_price
+        price = price_decimal(listing.price.suggested) if listing.price else options.default_price
         reason: str | None
         if listing.offline and not options.include_offline:
             reason = OFFLINE_REASON
@@ -610,10 +616,5 @@ def _common_folder(paths: Sequence[tuple[str, ...]]) -> tuple[str, ...]:
     return common
 
 
-def _decimal(amount: float) -> Decimal:
-    # str() first: Decimal(12.3) is 12.2999999..., Decimal("12.3") is what the model said.
-    return Decimal(str(amount)).quantize(CENTS, rounding=ROUND_HALF_UP)
-
-
 def _money(amount: float) -> str:
-    return f"{_decimal(amount):.2f}"
+    return f"{price_decimal(amount):.2f}"

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from dealscout_cli.records import EnqueueReport
-from dealscout_cli.scan import ScanBatch, ScanProblem, ScanResult
+from dealscout_cli.scan import ScanBatch, ScanResult
 from dealscout_cli.store import Store
 
 
@@ -46,11 +46,6 @@ class KnownPhotoIndex:
         if seen is None or seen[0] != size or seen[1] != mtime_ns:
             return None
         return seen[2]
-
-
-def where(problem: ScanProblem) -> str:
-    """A problem's place as `record_skipped` keys it: path, or manifest:line."""
-    return f"{problem.path}:{problem.line}" if problem.line else problem.path
 
 
 @dataclass
@@ -149,9 +144,9 @@ class ScanFeed:
         if batch.groupings:  # --group auto: why each item starts where it does
             store.record_groups([(g.source, g.reasons) for g in batch.groupings], now=now)
         new_problems = {
-            where(p)
+            p.place
             for p in batch.problems
-            if store.record_skipped(p.path, p.reason, source=where(p), now=now)
+            if store.record_skipped(p.path, p.reason, source=p.place, now=now)
         }
         with self._news:
             self.report.add(batch, queued, new_problems)

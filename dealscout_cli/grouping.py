@@ -31,7 +31,6 @@ Photos that already belong to an item are never regrouped: they keep their item.
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import time
@@ -49,6 +48,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from dealscout_cli.config import Settings
+    from dealscout_cli.images import PreparedImage
     from dealscout_cli.records import EnqueueReport
     from dealscout_cli.scan import FoundItem, FoundPhoto, GroupedPhotos, ScanBatch, ScanResult
     from dealscout_cli.store import Store
@@ -349,23 +349,21 @@ def signature(path: Path, mtime_ns: int) -> Signature:
     """One small decode of the photo: its capture time and its visual signature. A photo
     that cannot be decoded is `blind`: its file time places it, and it joins a neighbour
     by time alone (the run says what is wrong with it)."""
-    import warnings
-
     import imagehash
     import numpy as np
 
-    from dealscout_cli.images import register_heif
+    from dealscout_cli.errors import BadPhoto
+    from dealscout_cli.images import display_path, open_image, read_photo_bytes
 
-    register_heif()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                taken, clock = _capture_time(image, mtime_ns)
-                image.draft("RGB", (THUMB_SIDE, THUMB_SIDE))
-                small = image.convert("RGB")
-                small.thumbnail((THUMB_SIDE, THUMB_SIDE))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        # images' own checks (format, size, pixel count), so what snap would refuse is not
+        # decoded here either, and no thread-wide warnings filter is needed for the bomb check.
+        with open_image(read_photo_bytes(path), display_path(path)) as image:
+            taken, clock = _capture_time(image, mtime_ns)
+            image.draft("RGB", (THUMB_SIDE, THUMB_SIDE))
+            small = image.convert("RGB")
+            small.thumbnail((THUMB_SIDE, THUMB_SIDE))
+    except (BadPhoto, OSError, ValueError, SyntaxError):
         return Signature(mtime_ns / 1e9, "file", (), (), (), 0, label=False, blind=True)
     phash = int(str(imagehash.phash(small)), 16)
     pixels = np.asarray(small.resize((64, 48)), dtype=np.float32) / 255.0
@@ -508,19 +506,15 @@ def _looks_like_label(pixels: np.ndarray) -> bool:
     return bool(edges.mean() > 0.12)
 
 
-def thumbnail(path: Path | str, side: int = QUESTION_SIDE) -> bytes:
-    """A small JPEG of the photo for a boundary question: upright, no metadata at all."""
-    from PIL import ImageOps
+def thumbnail(
+    path: Path | str, side: int = QUESTION_SIDE, *, sha256: str | None = None
+) -> PreparedImage:
+    """A small JPEG of the photo for a boundary question, made like every photo sent to a
+    model (`images.prepare_photo`: checked, upright, no metadata at all); BadPhoto if it
+    cannot be, or (with `sha256`) if the file changed since it was scanned."""
+    from dealscout_cli.images import prepare_photo
 
-    with Image.open(path) as image:
-        image.draft("RGB", (side * 2, side * 2))
-        upright = ImageOps.exif_transpose(image.convert("RGB"))
-        upright.thumbnail((side, side))
-        out = io.BytesIO()
-        clean = Image.new("RGB", upright.size)
-        clean.paste(upright)  # a fresh image: no EXIF, no comment, no ICC from the file
-        clean.save(out, "JPEG", quality=80)
-    return out.getvalue()
+    return prepare_photo(Path(path), max_side=side, expected_sha256=sha256, quality=80)
 
 
 def _median(values: Sequence[float]) -> float:
@@ -638,8 +632,10 @@ async def _ask(
                 images = []
                 for grouping, boundary in chunk:
                     for photo in grouping.photos[boundary.index - 1 : boundary.index + 1]:
-                        data = thumbnail(photo.path)
-                        images.append(ImagePart(data, "image/jpeg", *_jpeg_size(data)))
+                        small = thumbnail(photo.path, sha256=photo.sha256)
+                        images.append(
+                            ImagePart(small.data, small.mime_type, small.width, small.height)
+                        )
                 # The cheapest look that tells products apart: low media resolution
                 # (280 tokens a thumbnail on Gemini 3) and little thinking.
                 options = stage_options(endpoint.vision_model, "low", "low")
@@ -670,11 +666,6 @@ async def _ask(
         finally:
             await provider.aclose()
     return answers, calls
-
-
-def _jpeg_size(data: bytes) -> tuple[int, int]:
-    with Image.open(io.BytesIO(data)) as image:
-        return image.size
 
 
 def known_photos_in(db_path: Path) -> GroupedPhotos:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -174,6 +175,13 @@ class Identification(BaseModel):
         return EBAY_CONDITION_ID[self.condition]
 
 
+def price_decimal(amount: float) -> Decimal:
+    """A price to the cent, half up, as the model wrote it: the one rounding for listings'
+    cents, every export and the review grid."""
+    # str() first: Decimal(2.675) is 2.67499999..., Decimal("2.675") is what the model said.
+    return Decimal(str(amount)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
 class PriceEstimate(BaseModel):
     """What the pricing model says the item will sell for, in major currency units."""
 
@@ -218,7 +226,7 @@ class PriceEstimate(BaseModel):
         return high
 
     def suggested_cents(self) -> int:
-        return round(self.suggested * 100)
+        return int(price_decimal(self.suggested) * 100)
 
 
 class ListingPhoto(BaseModel):

@@ -99,6 +99,11 @@ class ScanProblem:
     reason: str
     line: int | None = None
 
+    @property
+    def place(self) -> str:
+        """path, or manifest:line: as it is shown and as `record_skipped` keys it."""
+        return f"{self.path}:{self.line}" if self.line else self.path
+
 
 @dataclass
 class ScanResult:

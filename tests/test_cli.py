@@ -46,6 +46,15 @@ def test_bad_group_flag_is_a_usage_error(photos: Path, env_with_key) -> None:
     assert result.exit_code == 2 and "--group" in result.output
 
 
+def test_the_group_choices_are_the_ones_scan_takes(photos: Path, db: Path) -> None:
+    from dealscout_cli.cli.options import Group
+    from dealscout_cli.scan import GROUPINGS
+
+    assert tuple(Group) == GROUPINGS
+    result = run("estimate", str(photos), "--group", "shelf")
+    assert result.exit_code == 2 and "--group" in result.output
+
+
 def test_snap_offline_makes_one_listing_per_item(photos: Path, db: Path) -> None:
     result = run("snap", str(photos), "--group", "folder", "--offline", "--quiet")
     assert result.exit_code == 0, result.output

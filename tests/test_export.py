@@ -473,3 +473,13 @@ def test_shorten_cuts_one_overlong_word_mid_word():
 def test_options_refuse_values_the_marketplaces_would_reject(options):
     with pytest.raises(UsageError):
         ExportOptions(**options)
+
+
+@pytest.mark.parametrize(("amount", "cents", "text"), [(2.675, 268, "2.68"), (1.005, 101, "1.01")])
+def test_a_listing_is_stored_at_the_cents_the_export_writes(
+    amount: float, cents: int, text: str
+) -> None:
+    # a hair under in binary: round(1.005 * 100) gave 100; f"{2.675:.2f}" (the grid) 2.67
+    listing = make_listing(price=amount)
+    assert listing.price is not None and listing.price.suggested_cents() == cents
+    assert rows(export(ExportFormat.CSV, [listing])[0])[0]["price_suggested"] == text

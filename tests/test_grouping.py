@@ -3,6 +3,7 @@ corrected with `dealscout group --merge/--split`, and never regrouped by a rerun
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sqlite3
@@ -372,3 +373,40 @@ def test_a_warm_and_a_cool_light_do_not_make_one_product_look_like_two(tmp_path:
         assert distance(warm, cool) < 0.25
         other = signature(_lit(products[n - 1], 0.12, tmp_path / f"other{n}.jpg"), 0)
         assert distance(warm, other) > 2 * distance(warm, cool)
+
+
+def test_a_boundary_thumbnail_refuses_a_hostile_file_like_any_photo(tmp_path: Path) -> None:
+    from photo_factory import make_png_bomb
+
+    from dealscout_cli.errors import BadPhoto
+    from dealscout_cli.grouping import thumbnail
+
+    (tmp_path / "IMG_0001.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    for path in (tmp_path / "IMG_0001.jpg", make_png_bomb(tmp_path / "IMG_0002.png")):
+        with pytest.raises(BadPhoto, match=path.name):
+            thumbnail(path)
+
+
+def test_a_boundary_thumbnail_shows_transparency_on_white(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from dealscout_cli.grouping import QUESTION_SIDE, thumbnail
+
+    path = tmp_path / "IMG_0001.png"
+    Image.new("RGBA", (600, 300), (255, 0, 0, 0)).save(path)
+    made = thumbnail(path)
+    assert (made.width, made.height) == (QUESTION_SIDE, QUESTION_SIDE // 2)
+    with Image.open(io.BytesIO(made.data)) as image:
+        assert image.format == "JPEG" and not image.info.get("exif")
+        assert image.convert("L").getextrema()[0] > 240  # white, not the hidden red or black
+
+
+def test_a_file_snap_would_refuse_is_placed_by_time_alone(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from dealscout_cli.grouping import signature
+
+    make_jpeg(tmp_path / "IMG_0001.jpg", kind="mug", seed=1)
+    Image.new("RGB", (400, 300), (200, 30, 30)).save(tmp_path / "IMG_0002.jpg", "BMP")
+    assert not signature(tmp_path / "IMG_0001.jpg", 0).blind
+    assert signature(tmp_path / "IMG_0002.jpg", 0).blind  # a BMP: "not an image" to snap

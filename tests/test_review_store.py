@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -286,3 +287,24 @@ def test_the_review_app_never_imports_google_genai() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_the_grid_shows_a_price_to_the_cent_as_the_export_does(tmp_path: Path) -> None:
+    from dealscout_cli.review.app import ReviewApp
+
+    with Store.open(tmp_path / "dealscout.db") as store:
+        usd = ReviewApp(store, port=8000).templates.globals["usd"]
+        # 2.675 and 1.005 are a hair under in binary: f"{x:.2f}" says 2.67 and 1.00
+        assert [usd(2.675, "USD"), usd(1.005, "EUR"), usd(1234.5, None), usd(None)] == [
+            "2.68 USD", "1.01 EUR", "1,234.50", "–",
+        ]  # fmt: skip
+
+
+def test_the_export_page_offers_every_export_format(tmp_path: Path) -> None:
+    from dealscout_cli.export import ExportFormat
+    from dealscout_cli.review.app import EXPORT_FORMATS, ReviewApp
+
+    with Store.open(tmp_path / "dealscout.db") as store:
+        html = ReviewApp(store, port=8000).page("export.html", formats=EXPORT_FORMATS, approved=0)
+    options = re.findall(r'<option value="([^"]*)">', html.body.decode())
+    assert options == [fmt.value for fmt in ExportFormat]

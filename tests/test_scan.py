@@ -532,3 +532,11 @@ def test_scan_counter_shows_the_count_on_a_terminal() -> None:
     counter(1)
     counter.close()
     assert "scanning: 1 photo read" in console.file.getvalue()
+
+
+def test_a_problem_is_placed_by_its_path_or_its_manifest_line() -> None:
+    from dealscout_cli.scan import ScanProblem
+
+    assert ScanProblem("shoot/a.jpg", "not an image").place == "shoot/a.jpg"
+    assert ScanProblem("items.csv", "no photo", line=3).place == "items.csv:3"
+    assert ScanProblem("weird:name.csv", "no photo", line=12).place == "weird:name.csv:12"

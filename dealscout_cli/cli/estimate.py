@@ -19,7 +19,6 @@ from dealscout_cli.cli.options import (
     PricesOption,
     PricingModelOption,
     VisionModelOption,
-    check_group,
     err,
     fail,
     guarded,
@@ -57,7 +56,6 @@ def estimate_command(
 
     Example: dealscout estimate ./photos
     """
-    check_group(group)
     for path in paths:
         if not path.exists():
             fail(f"{path} does not exist; pass a folder of photos or a manifest", EXIT_USAGE)

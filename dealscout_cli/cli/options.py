@@ -126,11 +126,6 @@ def read_store(db: Path) -> "Store":
     return Store.open_read_only(db)
 
 
-def check_group(group: str) -> None:
-    if group not in ("photo", "folder", "auto"):
-        fail(f"--group must be 'photo', 'folder' or 'auto', not {group!r}", EXIT_USAGE)
-
-
 DbOption = Annotated[
     Path,
     typer.Option(
@@ -147,8 +142,9 @@ PathsArgument = Annotated[
 
 
 class Group(StrEnum):
-    """`--group`: what one item is. A StrEnum, so `--help` lists the choices and the value
-    passes on as the plain string `scan` takes."""
+    """`--group`: what one item is. A StrEnum, so `--help` lists the choices, Typer refuses
+    any other, and the value passes on as the plain string `scan` takes (`scan.GROUPINGS`,
+    not imported here: it would load Pillow on every command)."""
 
     PHOTO = "photo"
     FOLDER = "folder"

@@ -310,7 +310,7 @@ class RunOutput:
         """After the scan: what was skipped, then one line of what was found."""
         self.counter.close()
         for problem in found.problems:
-            where = f"{problem.path}:{problem.line}" if problem.line else problem.path
+            where = problem.place
             if self.log_json:
                 self.log({"event": "skipped", "path": where, "reason": problem.reason})
             else:

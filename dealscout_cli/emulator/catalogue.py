@@ -328,5 +328,5 @@ def shoot_truth(folder: str | os.PathLike[str]) -> dict[str, str]:
         with Image.open(path) as image:
             product = image.getexif().get(0x010E)
         if product:
-            truth[hashlib.sha256(thumbnail(path)).hexdigest()] = str(product)
+            truth[hashlib.sha256(thumbnail(path).data).hexdigest()] = str(product)
     return truth

@@ -36,6 +36,8 @@ import jinja2
 
 from dealscout_cli.config import api_key_from_env
 from dealscout_cli.errors import BadPhoto, DealscoutError, UsageError
+from dealscout_cli.export import ExportFormat
+from dealscout_cli.models import price_decimal
 from dealscout_cli.review.http import (
     TOKEN_COOKIE,
     Receive,
@@ -57,7 +59,7 @@ if TYPE_CHECKING:
     from dealscout_cli.store import Store
 
 GROUPS_A_PAGE = 50  # a 10,000-item database is 200 pages, not one 7 MB page
-EXPORT_FORMATS = ("csv", "jsonl", "ebay", "shopify", "meta")
+EXPORT_FORMATS = tuple(ExportFormat)  # the export page's choices: every format export has
 _ITEM = re.compile(r"/item/(\d{1,12})(?:/(save|approve|reject|undecide|ask))?")
 _PHOTO = re.compile(r"/photo/(\d{1,12})/(thumb|large)")
 _DECISIONS = {"approve": Decision.APPROVED, "reject": Decision.REJECTED, "undecide": None}
@@ -315,7 +317,7 @@ class ReviewApp:
         return self.store.grid(GridQuery(state=Decision.APPROVED.value, page_size=1)).total
 
     def export_file(self, request: Request) -> Response:
-        from dealscout_cli.export import ExportFormat, ExportOptions, export_listings
+        from dealscout_cli.export import ExportOptions, export_listings
 
         chosen = request.query.get("format", "csv")
         fmt = ExportFormat(chosen if chosen in EXPORT_FORMATS else "csv")
@@ -434,4 +436,4 @@ def _total_cost(calls: list[dict[str, Any]]) -> int | None:
 def _usd(amount: float | None, currency: str | None = None) -> str:
     if amount is None:
         return "–"
-    return f"{amount:,.2f} {currency or ''}".strip()
+    return f"{price_decimal(amount):,.2f} {currency or ''}".strip()
